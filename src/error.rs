@@ -1,0 +1,390 @@
+//! The one error type. Variants are grouped by phase (loading the set,
+//! resolving a target, talking to the database) and carry ids and paths as
+//! fields; messages say what to do. A database error is a `#[source]`, never
+//! repeated in the message, so reporters that walk the chain print it once.
+
+use std::time::Duration;
+
+use crate::executor::Report;
+use crate::id::RevisionId;
+use crate::lock::LockHolder;
+
+/// Everything that can go wrong in pgskein.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ----- loading the migration set -----
+    /// A migration directory or file could not be read.
+    #[error("cannot read {path}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A revision file is malformed.
+    #[error("{path}{}: {kind}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        path: String,
+        /// The 1-based line, when the problem has one.
+        line: Option<usize>,
+        /// What is wrong.
+        kind: ParseErrorKind,
+    },
+    /// Two files declare the same revision id.
+    #[error("revision {id} is defined twice, in {first} and in {second}; rename one of them")]
+    DuplicateRevision {
+        /// The id.
+        id: RevisionId,
+        /// Where it was first seen.
+        first: String,
+        /// Where it was seen again.
+        second: String,
+    },
+    /// A revision revises, or depends on, a revision that does not exist.
+    #[error(
+        "revision {id} ({path}) {relation} {parent}, which is not in the migration set; fix the directive or add the missing file"
+    )]
+    UnknownParent {
+        /// The revision with the dangling edge.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// `revises` or `depends on`.
+        relation: &'static str,
+        /// The missing revision.
+        parent: RevisionId,
+    },
+    /// The revisions form a cycle.
+    #[error(
+        "the revisions form a cycle: {}; a revision cannot (indirectly) revise or depend on itself",
+        cycle_text(ids, files)
+    )]
+    Cycle {
+        /// The ids around the cycle, the first repeated at the end.
+        ids: Vec<RevisionId>,
+        /// The file of each id in `ids`.
+        files: Vec<String>,
+    },
+    /// The graph has several heads and the set does not allow that.
+    #[error("the migration set has {} heads: {}; add a merge revision that revises them all (`-- pgskein: revises {}`), or allow multiple heads", heads.len(), join(heads), join(heads))]
+    MultipleHeads {
+        /// The heads.
+        heads: Vec<RevisionId>,
+    },
+    /// A transactional revision contains a statement that must run outside a
+    /// transaction, or transaction control of its own.
+    #[error("{path}:{line}: {operation} cannot run inside the revision's transaction; declare the revision `-- pgskein: transaction none`{}", if *control { " (it then runs statement by statement, as psql runs the file)" } else { "" })]
+    NeedsNoTransaction {
+        /// The file.
+        path: String,
+        /// The statement's line.
+        line: usize,
+        /// The offending operation, e.g. `CREATE INDEX CONCURRENTLY` or `COMMIT`.
+        operation: &'static str,
+        /// Whether the operation is transaction control (`BEGIN`, `COMMIT`, ...).
+        control: bool,
+    },
+
+    // ----- resolving a target and planning -----
+    /// A target names no revision, branch or keyword.
+    #[error(
+        "unknown target {target:?}: expected head, heads, base, +N, -N, <branch>@head, or a revision id or unique prefix"
+    )]
+    UnknownTarget {
+        /// The target as given.
+        target: String,
+    },
+    /// A revision prefix matches several revisions.
+    #[error(
+        "target {prefix:?} matches several revisions: {}; give more characters",
+        join(candidates)
+    )]
+    AmbiguousPrefix {
+        /// The prefix.
+        prefix: String,
+        /// What it matches.
+        candidates: Vec<RevisionId>,
+    },
+    /// A target that must name one head names several.
+    #[error(
+        "target {target:?} is ambiguous: there are several heads ({}); name one, use `heads`, or merge them",
+        join(heads)
+    )]
+    AmbiguousTarget {
+        /// The target.
+        target: String,
+        /// The candidate heads.
+        heads: Vec<RevisionId>,
+    },
+    /// A downgrade would pass through a revision without a down section.
+    #[error(
+        "cannot downgrade through revision {id} ({path}): it has no `-- pgskein: down` section; add one, or stamp past it"
+    )]
+    Irreversible {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+    },
+    /// A downgrade target is not applied, so there is nothing to downgrade to.
+    #[error("cannot downgrade to {id}: it is not applied; use upgrade to reach it")]
+    TargetNotApplied {
+        /// The target revision.
+        id: RevisionId,
+    },
+    /// A downgrade would remove a revision that applied revisions unknown to this code build on.
+    #[error(
+        "cannot downgrade {id}: applied revisions unknown to this code ({}) build on it; downgrade with the newer code first",
+        join(unknown)
+    )]
+    DowngradeBelowUnknown {
+        /// The revision the plan would remove.
+        id: RevisionId,
+        /// The unknown applied revisions.
+        unknown: Vec<String>,
+    },
+    /// Single-transaction mode cannot include a `transaction none` revision.
+    #[error(
+        "revision {id} ({path}) is `transaction none` and cannot run in single-transaction mode; use per-revision transactions for this run"
+    )]
+    NoTransactionInSingleMode {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+    },
+
+    // ----- the database -----
+    /// No connection could be taken from the pool.
+    #[error("cannot get a connection from the pool")]
+    Pool {
+        /// The cause.
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
+    /// A bookkeeping query failed.
+    #[error("database error while {context}")]
+    Db {
+        /// What pgskein was doing.
+        context: &'static str,
+        /// The cause.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A revision failed and was rolled back (or, for `transaction none`,
+    /// recorded as failed). `report` holds what was applied before it.
+    #[error("revision {id} ({path}) failed{}{}", statement.map(|s| format!(" at statement {s}")).unwrap_or_default(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    RevisionFailed {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// The 1-based index of the statement that failed, when known.
+        statement: Option<usize>,
+        /// The statement's line in the file, when known.
+        line: Option<usize>,
+        /// What was done before the failure.
+        report: Box<Report>,
+        /// The database error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A verify query returned false.
+    #[error(
+        "verification of revision {id} ({path}) failed: `{query}` returned false; the revision was rolled back"
+    )]
+    VerifyFailed {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// The verify statement that returned false.
+        query: String,
+        /// What was done before the failure.
+        report: Box<Report>,
+    },
+    /// A `transaction none` revision is recorded as failed or still running, and blocks every later run.
+    #[error("revision {id} is recorded as {state}{}{}; pgskein will not run past it. Inspect the database, then either finish or undo its remaining statements by hand and call `resolve` with `MarkApplied` or `MarkReverted`", statement.map(|s| format!(" at statement {s}")).unwrap_or_default(), error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    Blocked {
+        /// The revision.
+        id: RevisionId,
+        /// `failed` or `running`.
+        state: String,
+        /// The 1-based index of the statement that failed, if recorded.
+        statement: Option<usize>,
+        /// The recorded error message.
+        error: Option<String>,
+    },
+    /// Applied revisions whose file changed since they were applied.
+    #[error("applied revisions changed since they were applied: {}; restore the files, or record the new checksums if the edit was intentional", changed.iter().map(|(id, p)| format!("{id} ({p})")).collect::<Vec<_>>().join(", "))]
+    ChecksumMismatch {
+        /// The changed revisions and their files.
+        changed: Vec<(RevisionId, String)>,
+    },
+    /// Applied revisions unknown to the code that do not descend from its heads.
+    #[error(
+        "the database history has diverged from the code: applied revisions {} are not in the migration set and do not descend from its heads; deploy the code that has them, or downgrade them with it",
+        join(unknown)
+    )]
+    Diverged {
+        /// The unknown applied revisions.
+        unknown: Vec<String>,
+    },
+    /// Applied revisions unknown to the code that descend from its heads (the policy made this an error).
+    #[error(
+        "the database is ahead of the code: applied revisions {} are not in the migration set",
+        join(unknown)
+    )]
+    Ahead {
+        /// The unknown applied revisions.
+        unknown: Vec<String>,
+    },
+    /// The migration lock was not acquired within the configured wait.
+    #[error("timed out after {waited:?} waiting for the migration lock{}; another migrator is running, or a session holds the lock: find it in pg_locks and end it if it is stuck", holder.as_ref().map(|h| format!(" held by {h}")).unwrap_or_default())]
+    LockTimeout {
+        /// How long we waited.
+        waited: Duration,
+        /// Who held it at the last look.
+        holder: Option<LockHolder>,
+    },
+    /// The advisory lock was granted but this backend does not hold it.
+    #[error(
+        "the migration lock was granted but pg_locks shows this session does not hold it: the connection goes through a transaction-pooling proxy (PgBouncer pool_mode=transaction?). Connect directly to PostgreSQL or through a session-pooling port to migrate"
+    )]
+    LockNotHeld,
+    /// The bookkeeping tables were written by a newer pgskein.
+    #[error(
+        "the bookkeeping tables in schema {schema:?} have format {found}, newer than this pgskein understands ({supported}); upgrade pgskein"
+    )]
+    FormatTooNew {
+        /// The schema.
+        schema: String,
+        /// The format in the database.
+        found: i32,
+        /// The newest format this build knows.
+        supported: i32,
+    },
+    /// A ledger row could not be understood.
+    #[error("the ledger row for {id:?} in schema {schema:?} is malformed: {reason}")]
+    CorruptLedger {
+        /// The schema.
+        schema: String,
+        /// The row's id column.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The configured bookkeeping schema name cannot be used.
+    #[error("invalid bookkeeping schema name {schema:?}: {reason}")]
+    InvalidSchema {
+        /// The name.
+        schema: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+    /// `resolve` was called on a revision that is not failed or running.
+    #[error("revision {id} is not recorded as failed or running; nothing to resolve")]
+    NothingToResolve {
+        /// The revision.
+        id: RevisionId,
+    },
+}
+
+/// What is wrong in a revision file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseErrorKind {
+    /// The file is not UTF-8.
+    #[error("the file is not valid UTF-8 (first bad byte at offset {offset}); save it as UTF-8")]
+    NotUtf8 {
+        /// Byte offset of the first invalid byte.
+        offset: usize,
+    },
+    /// The file is empty.
+    #[error("the file is empty; a revision needs at least a `-- pgskein: up` line")]
+    Empty,
+    /// The file name is not a valid revision id.
+    #[error("bad file name: {0}")]
+    BadFileName(String),
+    /// There is no `-- pgskein: up` section.
+    #[error("no `-- pgskein: up` section; put the migration's SQL after a `-- pgskein: up` line")]
+    MissingUp,
+    /// A directive pgskein does not know.
+    #[error(
+        "unknown directive `{0}`; known: revises, depends-on, branch, transaction, message, release, up, down, verify"
+    )]
+    UnknownDirective(String),
+    /// A directive that may appear once appears again.
+    #[error("directive `{0}` appears more than once")]
+    DuplicateDirective(String),
+    /// A header directive after the sections started.
+    #[error("directive `{0}` must come before `-- pgskein: up`")]
+    DirectiveAfterUp(String),
+    /// SQL in the header, before `-- pgskein: up`.
+    #[error("SQL before `-- pgskein: up`; only comments and directives may precede it")]
+    SqlBeforeUp,
+    /// A section marker appears out of order.
+    #[error("section `{0}` must come after `-- pgskein: up`")]
+    SectionBeforeUp(String),
+    /// A directive value is invalid.
+    #[error("invalid value for `{directive}`: {reason}")]
+    BadValue {
+        /// The directive.
+        directive: &'static str,
+        /// Why the value is rejected.
+        reason: String,
+    },
+    /// A revision revises itself.
+    #[error("the revision lists itself in `{0}`")]
+    SelfReference(&'static str),
+}
+
+impl Error {
+    /// The SQLSTATE code of the underlying database error, if any.
+    ///
+    /// ```
+    /// # fn f(err: pgskein::Error) {
+    /// if err.db_code() == Some("42P07") { /* duplicate table */ }
+    /// # }
+    /// ```
+    pub fn db_code(&self) -> Option<&str> {
+        match self {
+            Error::Db { source, .. } | Error::RevisionFailed { source, .. } => {
+                source.code().map(|c| c.code())
+            }
+            _ => None,
+        }
+    }
+
+    /// The partial report of a run that failed part-way, if this error carries one.
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            Error::RevisionFailed { report, .. } | Error::VerifyFailed { report, .. } => {
+                Some(report)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        move |source| Error::Db { context, source }
+    }
+}
+
+fn join<T: AsRef<str>>(ids: &[T]) -> String {
+    ids.iter()
+        .map(|i| i.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cycle_text(ids: &[RevisionId], files: &[String]) -> String {
+    ids.iter()
+        .zip(files)
+        .map(|(i, f)| format!("{i} ({f})"))
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}

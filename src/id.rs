@@ -1,0 +1,190 @@
+//! Newtypes for revision ids and checksums. An id is validated once, when a
+//! revision is built, so every later layer can treat it as a plain name.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// The id of a revision: the file stem of `<id>.sql`, e.g. `0003_enhance_documents`.
+///
+/// Ids start with an ASCII letter or digit and contain only ASCII letters,
+/// digits, `_`, `.` and `-`; `head`, `heads` and `base` are reserved target words.
+///
+/// ```
+/// use pgskein::RevisionId;
+/// let id = RevisionId::new("0001_extensions").unwrap();
+/// assert_eq!(id.as_str(), "0001_extensions");
+/// assert!(RevisionId::new("head").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RevisionId(String);
+
+/// Longest id accepted; PostgreSQL identifiers stop at 63 bytes and ids often
+/// end up in object names, but ours live in text columns, so allow more.
+const MAX_ID_LEN: usize = 200;
+
+impl RevisionId {
+    /// Validates and wraps an id. The error says what is wrong with it.
+    pub fn new(id: impl Into<String>) -> Result<Self, String> {
+        let id = id.into();
+        let mut chars = id.chars();
+        match chars.next() {
+            None => return Err("a revision id cannot be empty".into()),
+            Some(c) if !c.is_ascii_alphanumeric() => {
+                return Err(format!(
+                    "revision id {id:?} must start with an ASCII letter or digit"
+                ));
+            }
+            _ => {}
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
+            return Err(format!(
+                "revision id {id:?} contains {c:?}; use only ASCII letters, digits, '_', '.' and '-'"
+            ));
+        }
+        if id.len() > MAX_ID_LEN {
+            return Err(format!(
+                "revision id {id:?} is longer than {MAX_ID_LEN} bytes"
+            ));
+        }
+        if matches!(id.as_str(), "head" | "heads" | "base") {
+            return Err(format!(
+                "revision id {id:?} is a reserved target word; rename the file"
+            ));
+        }
+        Ok(Self(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RevisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl fmt::Debug for RevisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::borrow::Borrow<str> for RevisionId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for RevisionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The SHA-256 checksum of a revision's source, as stored in the ledger.
+///
+/// For SQL files it covers the whole file after a leading byte-order mark is
+/// removed and CRLF line endings become LF, so a Windows checkout of the same
+/// file gives the same checksum.
+///
+/// ```
+/// use pgskein::Checksum;
+/// assert_eq!(Checksum::of_sql("SELECT 1;\r\n"), Checksum::of_sql("\u{feff}SELECT 1;\n"));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Checksum([u8; 32]);
+
+impl Checksum {
+    /// The version of the checksum algorithm, stored beside each checksum so a
+    /// later pgskein can change the normalisation without flagging drift.
+    pub const VERSION: i16 = 1;
+
+    /// Checksum of SQL source text, normalised as described on the type.
+    pub fn of_sql(text: &str) -> Self {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut hasher = Sha256::new();
+        let mut rest = text;
+        while let Some(pos) = rest.find("\r\n") {
+            hasher.update(&rest.as_bytes()[..pos]);
+            hasher.update(b"\n");
+            rest = &rest[pos + 2..];
+        }
+        hasher.update(rest.as_bytes());
+        Self(hasher.finalize().into())
+    }
+
+    /// Checksum of raw bytes, without normalisation.
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// The digest as 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// The raw digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Checksum({})", &self.to_hex()[..12])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_accept_the_documented_characters() {
+        assert!(RevisionId::new("0003_enhance-documents.v2").is_ok());
+    }
+
+    #[test]
+    fn ids_reject_spaces_slashes_and_reserved_words() {
+        assert!(RevisionId::new("a b").is_err());
+        assert!(RevisionId::new("a/b").is_err());
+        assert!(RevisionId::new("_x").is_err());
+        assert!(RevisionId::new("").is_err());
+        assert!(RevisionId::new("base").is_err());
+        assert!(RevisionId::new("x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn checksum_ignores_crlf_and_bom_but_not_content() {
+        let a = Checksum::of_sql("-- pgskein: up\nSELECT 1;\n");
+        assert_eq!(
+            a,
+            Checksum::of_sql("\u{feff}-- pgskein: up\r\nSELECT 1;\r\n")
+        );
+        assert_ne!(a, Checksum::of_sql("-- pgskein: up\nSELECT 2;\n"));
+        assert_eq!(a.to_hex().len(), 64);
+    }
+}

@@ -1,0 +1,14 @@
+-- A `transaction none` revision's up finished. $1 id, $2 digest afterwards
+WITH a AS (
+    UPDATE {schema}."applied"
+    SET state = 'applied', failed_statement = NULL, last_error = NULL,
+        duration_ms = 1000 * extract(epoch FROM clock_timestamp() - applied_at)
+    WHERE id = $1
+    RETURNING id, duration_ms
+), e AS (
+    INSERT INTO {schema}."events" (kind, revision, duration_ms)
+    SELECT 'apply', id, duration_ms FROM a
+), m AS (
+    UPDATE {schema}."meta" SET value = $2 WHERE key = 'digest'
+)
+SELECT count(*) FROM a

@@ -1,0 +1,17 @@
+-- An operator resolves a failed or running `transaction none` revision.
+-- $1 id, $2 'applied' or 'reverted', $3 digest afterwards
+WITH a AS (
+    UPDATE {schema}."applied" SET state = 'applied', failed_statement = NULL, last_error = NULL
+    WHERE id = $1 AND state <> 'applied' AND $2::text = 'applied'
+    RETURNING id
+), d AS (
+    DELETE FROM {schema}."applied" WHERE id = $1 AND state <> 'applied' AND $2::text = 'reverted'
+    RETURNING id
+), e AS (
+    INSERT INTO {schema}."events" (kind, revision, detail)
+    SELECT 'resolve', id, jsonb_build_object('as', $2::text) FROM (SELECT id FROM a UNION ALL SELECT id FROM d) r
+), m AS (
+    UPDATE {schema}."meta" SET value = $3 WHERE key = 'digest'
+        AND EXISTS (SELECT 1 FROM a UNION ALL SELECT 1 FROM d)
+)
+SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM d)

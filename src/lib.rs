@@ -1,0 +1,81 @@
+//! # pgskein
+//!
+//! Embeddable PostgreSQL migrations for Rust services: plain SQL revision files
+//! bundled into the binary, arranged as a revision graph (branches, merges,
+//! `depends_on`), upgraded and downgraded to any target under an advisory lock,
+//! with checksums, an audit log and verify sections.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use include_dir::{include_dir, Dir};
+//! use pgskein::{MigrationSet, Migrator};
+//!
+//! static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+//!
+//! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+//! let (client, connection) =
+//!     tokio_postgres::connect("host=localhost user=app dbname=app", tokio_postgres::NoTls).await?;
+//! tokio::spawn(connection);
+//! let report = MigrationSet::from_embedded(&MIGRATIONS)?.run(&client).await?;
+//! for step in &report.steps {
+//!     println!("{} {} in {:?}", step.direction, step.id, step.duration);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Fifty replicas may call `run` at once: one takes the lock and applies what is
+//! pending, the others wait, find nothing left, and return. A database already at
+//! head costs one query and no lock.
+//!
+//! ## Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`MigrationSet`] | loading revision files (embedded or from disk) and validating the graph |
+//! | [`Target`], [`Plan`] | targets and deterministic plans |
+//! | [`Migrator`], [`Config`] | running upgrades, downgrades, stamps; status |
+//! | [`Error`] | every failure, with the revision and file it concerns |
+//! | [`build`] | the build-script helper |
+//! | `testing` | a throwaway PostgreSQL server for tests (feature `testing`) |
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `testing` | `testing::TestServer`: a throwaway PostgreSQL for test suites |
+//!
+//! ## Locking
+//!
+//! A run takes a session-level advisory lock keyed by the bookkeeping schema on
+//! the one connection it uses; waiters poll `pg_try_advisory_lock` and log the
+//! holder. See `docs/locking.md`.
+
+#![warn(missing_docs)]
+
+pub mod build;
+mod error;
+mod executor;
+mod graph;
+mod id;
+mod ledger;
+mod lock;
+mod migration;
+mod migrator;
+mod plan;
+mod source;
+mod split;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, ParseErrorKind};
+pub use executor::{Report, StepReport, TransactionMode, Warning};
+pub use id::{Checksum, RevisionId};
+pub use lock::{LockHolder, LockMode};
+pub use migration::{Body, Revision, TxMode};
+pub use migrator::{Blocked, Config, Configured, Db, Migrator, Resolution, Status};
+pub use plan::{Direction, DriftPolicy, Plan, Policy, Step, Target};
+pub use source::{MigrationSet, SetBuilder};
+
+/// Re-exported so users can name the embedded directory type.
+pub use include_dir;

@@ -1,0 +1,298 @@
+//! The migration lock: a session-level advisory lock on the one connection a
+//! run uses. The only module that calls advisory-lock functions.
+//!
+//! Invariants: waiters poll `pg_try_advisory_lock` between short sleeps and
+//! never block inside `pg_advisory_lock` (a blocked waiter keeps a snapshot,
+//! and the holder's `CREATE INDEX CONCURRENTLY` would wait for it forever);
+//! the lock cannot leak, because the guard either unlocks, or, when it cannot,
+//! removes the connection from its pool so closing it releases the lock.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::error::Error;
+
+/// The session that held the migration lock when we looked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The holder's backend pid (`pg_stat_activity.pid`).
+    pub pid: i32,
+    /// Its `application_name`.
+    pub application_name: String,
+    /// When its session started (`backend_start`), as PostgreSQL prints it.
+    pub since: String,
+    /// Its client address, or `local` for a Unix socket.
+    pub client: String,
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid {} (application_name {:?}, client {}, session started {})",
+            self.pid, self.application_name, self.client, self.since
+        )
+    }
+}
+
+/// The connection a run works on: borrowed from the caller, or taken from a pool.
+pub(crate) enum Conn<'a> {
+    Borrowed(&'a Client),
+    Pooled(Box<deadpool_postgres::Object>),
+}
+
+impl Conn<'_> {
+    pub(crate) fn client(&self) -> &Client {
+        match self {
+            Conn::Borrowed(c) => c,
+            Conn::Pooled(o) => o,
+        }
+    }
+}
+
+/// The 64-bit advisory-lock key of a bookkeeping schema.
+pub(crate) fn key(schema: &str) -> i64 {
+    let digest = Sha256::digest(format!("pgskein:{schema}").as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// How a run takes the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LockMode {
+    /// A session advisory lock (the default).
+    #[default]
+    Advisory,
+    /// No lock: for deployments with exactly one starter.
+    ///
+    /// # Warning
+    /// Two concurrent runs without a lock can apply a revision twice or
+    /// interleave; use this only when nothing else can run migrations.
+    DangerousNone,
+}
+
+/// Holds the lock until released or dropped.
+pub(crate) struct LockGuard<'a> {
+    conn: Option<Conn<'a>>,
+    key: Option<i64>,
+    /// The session's application_name before the run changed it.
+    restore_name: Option<String>,
+}
+
+impl<'a> LockGuard<'a> {
+    pub(crate) fn client(&self) -> &Client {
+        self.conn.as_ref().expect("present until release").client()
+    }
+
+    /// A guard that holds no lock, for [`LockMode::DangerousNone`].
+    pub(crate) fn unlocked(conn: Conn<'a>) -> Self {
+        Self {
+            conn: Some(conn),
+            key: None,
+            restore_name: None,
+        }
+    }
+
+    /// Waits for the lock, polling, for at most `timeout`.
+    pub(crate) async fn acquire(
+        conn: Conn<'a>,
+        schema: &str,
+        timeout: Option<Duration>,
+        application_name: Option<&str>,
+    ) -> Result<(Self, Duration), Error> {
+        let key = key(schema);
+        // The guard exists before the first lock request is written: if this
+        // future is dropped while a request is in flight, the lock it may have
+        // taken is still released.
+        let mut guard = Self {
+            conn: Some(conn),
+            key: Some(key),
+            restore_name: None,
+        };
+        let started = Instant::now();
+        // Server-side keepalives: if this process vanishes without closing its
+        // socket, the server notices within about a minute and the lock dies with the session.
+        let mut setup = String::from(
+            "SELECT current_setting('application_name'), \
+             set_config('tcp_keepalives_idle', '30', false), \
+             set_config('tcp_keepalives_interval', '10', false), \
+             set_config('tcp_keepalives_count', '3', false)",
+        );
+        if let Some(name) = application_name {
+            setup.push_str(&format!(
+                ", set_config('application_name', {}, false)",
+                quote_literal(name)
+            ));
+        }
+        setup.push(';');
+        let (hi, lo) = ((key >> 32) as u32, key as u32);
+        let try_lock = format!(
+            "SELECT pg_try_advisory_lock({key}); \
+             SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
+                    coalesce(host(a.client_addr), 'local') \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
+               AND l.objsubid = 1 AND l.pid <> pg_backend_pid()"
+        );
+        let mut first = true;
+        let mut delay = Duration::from_millis(10);
+        let mut last_log: Option<Instant> = None;
+        loop {
+            let sql = if first {
+                format!("{setup}{try_lock}")
+            } else {
+                try_lock.clone()
+            };
+            let skip = usize::from(std::mem::replace(&mut first, false));
+            let msgs = guard
+                .client()
+                .simple_query(&sql)
+                .await
+                .map_err(Error::db("taking the migration lock"))?;
+            let mut rows = msgs.iter().filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            });
+            if let Some(r) = rows.by_ref().take(skip).last() {
+                guard.restore_name = application_name.and(r.get(0)).map(str::to_owned);
+            }
+            let got = rows.next().and_then(|r| r.get(0)) == Some("t");
+            let holder = rows.next().map(|r| LockHolder {
+                pid: r.get(0).and_then(|p| p.parse().ok()).unwrap_or_default(),
+                application_name: r.get(1).unwrap_or_default().to_owned(),
+                since: r.get(2).unwrap_or_default().to_owned(),
+                client: r.get(3).unwrap_or_default().to_owned(),
+            });
+            if got {
+                guard.confirm(hi, lo).await?;
+                let waited = started.elapsed();
+                tracing::debug!(?waited, "migration lock acquired");
+                return Ok((guard, waited));
+            }
+            let waited = started.elapsed();
+            if timeout.is_some_and(|t| waited >= t) {
+                // We never got the lock: undo the session settings and hand the connection back.
+                guard.key = None;
+                let _ = guard
+                    .client()
+                    .simple_query(&reset_session(guard.restore_name.as_deref()))
+                    .await;
+                return Err(Error::LockTimeout { waited, holder });
+            }
+            if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                match &holder {
+                    Some(h) => {
+                        tracing::info!(holder = %h, ?waited, "waiting for the migration lock")
+                    }
+                    None => tracing::info!(?waited, "waiting for the migration lock"),
+                }
+                last_log = Some(Instant::now());
+            }
+            let mut sleep = delay;
+            if let Some(t) = timeout {
+                sleep = sleep
+                    .min(t.saturating_sub(waited))
+                    .max(Duration::from_millis(1));
+            }
+            tokio::time::sleep(sleep).await;
+            delay = (delay * 3 / 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// A separate round trip, so a transaction-pooling proxy that hands each
+    /// transaction to another server session is caught here, not mid-run.
+    async fn confirm(&self, hi: u32, lo: u32) -> Result<(), Error> {
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND pid = pg_backend_pid() AND classid = {hi} AND objid = {lo} AND objsubid = 1"
+        );
+        let msgs = self
+            .client()
+            .simple_query(&sql)
+            .await
+            .map_err(Error::db("checking the migration lock"))?;
+        let held = msgs
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("1")));
+        if held {
+            Ok(())
+        } else {
+            Err(Error::LockNotHeld)
+        }
+    }
+
+    /// Unlocks. If that fails, a pooled connection is taken out of its pool and
+    /// closed, which releases the lock on the server.
+    pub(crate) async fn release(mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let Some(key) = self.key else { return };
+        let sql = format!(
+            "{} SELECT pg_advisory_unlock({key});",
+            reset_session(self.restore_name.as_deref())
+        );
+        match conn.client().simple_query(&sql).await {
+            Ok(_) => tracing::debug!("migration lock released"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the migration lock; closing the connection instead");
+                discard(conn, key);
+            }
+        }
+    }
+}
+
+/// Undoes the session settings `acquire` made.
+fn reset_session(restore_name: Option<&str>) -> String {
+    let mut sql = String::from(
+        "RESET tcp_keepalives_idle; RESET tcp_keepalives_interval; RESET tcp_keepalives_count;",
+    );
+    if let Some(name) = restore_name {
+        sql.push_str(&format!(
+            " SELECT set_config('application_name', {}, false);",
+            quote_literal(name)
+        ));
+    }
+    sql
+}
+
+fn discard(conn: Conn<'_>, key: i64) {
+    match conn {
+        Conn::Pooled(obj) => drop(deadpool_postgres::Object::take(*obj)),
+        Conn::Borrowed(client) => {
+            // We cannot close a borrowed client. Queue the unlock without waiting:
+            // the request is written when first polled, and the connection task
+            // sends it whether or not anyone reads the answer. ROLLBACK first, in
+            // case a cancelled step left a transaction open.
+            let sql = format!("ROLLBACK; SELECT pg_advisory_unlock({key});");
+            let fut = client.simple_query(&sql);
+            let mut fut = pin!(fut);
+            let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        }
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // Reached without `release` only when the run was cancelled or panicked.
+        if let (Some(conn), Some(key)) = (self.conn.take(), self.key) {
+            discard(conn, key);
+        }
+    }
+}
+
+/// A SQL string literal. Only for values that cannot be bound as parameters
+/// (statements sent with the simple protocol).
+pub(crate) fn quote_literal(s: &str) -> String {
+    // E'' reads the same whatever standard_conforming_strings says.
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A quoted SQL identifier. Every identifier pgskein writes goes through here.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}

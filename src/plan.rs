@@ -1,0 +1,425 @@
+//! Planning: (graph, applied set, target) -> ordered steps. Pure and linear in
+//! the size of the graph. Every operation computes the set of revisions that
+//! should be applied afterwards, then diffs it with what is applied: removals
+//! in reverse canonical order, additions in canonical order. Because the
+//! canonical order is fixed when the graph is built, every replica plans the same.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
+use crate::graph::Graph;
+use crate::id::RevisionId;
+
+/// Where to take the database.
+///
+/// Parsed from text with [`str::parse`]:
+///
+/// | text | meaning |
+/// |---|---|
+/// | `head` | the single head (an error when there are several) |
+/// | `heads` | every head |
+/// | `base` | nothing applied |
+/// | `+N` / `-N` | N revisions forward / back, in plan order |
+/// | `<branch>@head` | the head of a branch label |
+/// | anything else | a revision id, or a unique prefix of one |
+///
+/// ```
+/// use pgskein::Target;
+/// assert_eq!("head".parse::<Target>().unwrap(), Target::Head);
+/// assert_eq!("-2".parse::<Target>().unwrap(), Target::Relative(-2));
+/// assert_eq!("auth@head".parse::<Target>().unwrap(), Target::BranchHead("auth".into()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// The single head.
+    Head,
+    /// All heads.
+    Heads,
+    /// Nothing applied.
+    Base,
+    /// N steps forward (positive) or back (negative).
+    Relative(i64),
+    /// The head of a branch.
+    BranchHead(String),
+    /// A revision id or a unique prefix of one.
+    Revision(String),
+}
+
+impl FromStr for Target {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let t = s.trim();
+        let unknown = || Error::UnknownTarget {
+            target: s.to_owned(),
+        };
+        Ok(match t {
+            "" => return Err(unknown()),
+            "head" => Target::Head,
+            "heads" => Target::Heads,
+            "base" => Target::Base,
+            _ if t.starts_with(['+', '-']) => {
+                let n: i64 = t.parse().map_err(|_| unknown())?;
+                if n == 0 {
+                    return Err(unknown());
+                }
+                Target::Relative(n)
+            }
+            _ => match t.split_once('@') {
+                Some((branch, "head")) if !branch.is_empty() => {
+                    Target::BranchHead(branch.to_owned())
+                }
+                Some(_) => return Err(unknown()),
+                None => Target::Revision(t.to_owned()),
+            },
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Head => f.write_str("head"),
+            Target::Heads => f.write_str("heads"),
+            Target::Base => f.write_str("base"),
+            Target::Relative(n) => write!(f, "{n:+}"),
+            Target::BranchHead(b) => write!(f, "{b}@head"),
+            Target::Revision(r) => f.write_str(r),
+        }
+    }
+}
+
+/// Which way a step goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Apply the revision's up body.
+    Up,
+    /// Apply the revision's down body.
+    Down,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        })
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The revision.
+    pub id: RevisionId,
+    /// Up or down.
+    pub direction: Direction,
+}
+
+/// The ordered steps that take the database to a target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The steps, in the order they run.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.steps {
+            writeln!(f, "{} {}", s.direction, s.id)?;
+        }
+        Ok(())
+    }
+}
+
+/// What an operation may do to the applied set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Only add revisions.
+    Upgrade,
+    /// Only remove revisions; each must have a down body.
+    Downgrade,
+    /// Make the applied set exactly the target's, recording without running.
+    Stamp,
+}
+
+/// Plans `mode` towards `target`. `applied[i]` says whether node `i` is applied.
+pub(crate) fn plan(
+    graph: &Graph,
+    applied: &[bool],
+    target: &Target,
+    mode: Mode,
+) -> Result<Vec<(usize, Direction)>, Error> {
+    let wrong_way = || Error::UnknownTarget {
+        target: format!("{target} (not a {} target)", mode_word(mode)),
+    };
+    let target_set: Vec<bool> = match (target, mode) {
+        (Target::Relative(n), Mode::Upgrade) if *n > 0 => {
+            let mut set = applied.to_vec();
+            (0..graph.len())
+                .filter(|&i| !applied[i])
+                .take(*n as usize)
+                .for_each(|i| set[i] = true);
+            set
+        }
+        (Target::Relative(n), Mode::Downgrade | Mode::Stamp) if *n < 0 => {
+            let mut set = applied.to_vec();
+            let k = n.unsigned_abs() as usize;
+            (0..graph.len())
+                .rev()
+                .filter(|&i| applied[i])
+                .take(k)
+                .for_each(|i| set[i] = false);
+            set
+        }
+        (Target::Relative(n), Mode::Stamp) => {
+            let mut set = applied.to_vec();
+            (0..graph.len())
+                .filter(|&i| !applied[i])
+                .take(*n as usize)
+                .for_each(|i| set[i] = true);
+            set
+        }
+        (Target::Relative(_), _) => return Err(wrong_way()),
+        (Target::Base, _) => vec![false; graph.len()],
+        (Target::Heads, _) => graph.closure(&graph.heads),
+        (Target::Head, _) => graph.closure(&[single(graph, &graph.heads, target)?]),
+        (Target::BranchHead(b), _) => {
+            let heads = graph.branch_heads(b).ok_or_else(|| Error::UnknownTarget {
+                target: target.to_string(),
+            })?;
+            graph.closure(&[single(graph, &heads, target)?])
+        }
+        (Target::Revision(r), _) => {
+            let node = resolve(graph, r)?;
+            match mode {
+                Mode::Downgrade => {
+                    if !applied[node] {
+                        return Err(Error::TargetNotApplied {
+                            id: graph.revs[node].id.clone(),
+                        });
+                    }
+                    let mut remove = graph.descendants(&[node]);
+                    remove[node] = false;
+                    applied.iter().zip(remove).map(|(&a, r)| a && !r).collect()
+                }
+                _ => graph.closure(&[node]),
+            }
+        }
+    };
+    let keep_applied = mode == Mode::Upgrade;
+    let add_new = mode != Mode::Downgrade;
+    let mut steps = Vec::new();
+    for i in (0..graph.len()).rev() {
+        if applied[i] && !target_set[i] && !keep_applied {
+            steps.push((i, Direction::Down));
+        }
+    }
+    for i in 0..graph.len() {
+        if !applied[i] && target_set[i] && add_new {
+            steps.push((i, Direction::Up));
+        }
+    }
+    if mode == Mode::Downgrade {
+        if let Some(&(i, _)) = steps.iter().find(|(i, _)| graph.revs[*i].down.is_none()) {
+            return Err(Error::Irreversible {
+                id: graph.revs[i].id.clone(),
+                path: graph.revs[i].origin.clone(),
+            });
+        }
+    }
+    Ok(steps)
+}
+
+fn mode_word(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Upgrade => "upgrade",
+        Mode::Downgrade => "downgrade",
+        Mode::Stamp => "stamp",
+    }
+}
+
+fn single(graph: &Graph, heads: &[usize], target: &Target) -> Result<usize, Error> {
+    match heads {
+        [h] => Ok(*h),
+        [] => Err(Error::UnknownTarget {
+            target: target.to_string(),
+        }),
+        _ => Err(Error::AmbiguousTarget {
+            target: target.to_string(),
+            heads: heads.iter().map(|&h| graph.revs[h].id.clone()).collect(),
+        }),
+    }
+}
+
+/// An exact id, else a unique prefix.
+pub(crate) fn resolve(graph: &Graph, text: &str) -> Result<usize, Error> {
+    if let Some(i) = graph.get(text) {
+        return Ok(i);
+    }
+    let matches: Vec<usize> = (0..graph.len())
+        .filter(|&i| graph.revs[i].id.as_str().starts_with(text))
+        .collect();
+    match matches.as_slice() {
+        [i] => Ok(*i),
+        [] => Err(Error::UnknownTarget {
+            target: text.to_owned(),
+        }),
+        _ => Err(Error::AmbiguousPrefix {
+            prefix: text.to_owned(),
+            candidates: matches.iter().map(|&i| graph.revs[i].id.clone()).collect(),
+        }),
+    }
+}
+
+/// What to do when the database and the code disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Policy {
+    /// Refuse to run.
+    Error,
+    /// Run, with a warning in the report and the log.
+    Warn,
+    /// Run silently.
+    Ignore,
+}
+
+/// How drift between the ledger and the code is handled.
+///
+/// ```
+/// use pgskein::{DriftPolicy, Policy};
+/// let lenient = DriftPolicy { changed_checksum: Policy::Warn, ..DriftPolicy::default() };
+/// assert_eq!(lenient.ahead, Policy::Warn);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriftPolicy {
+    /// An applied revision whose file changed. Default: [`Policy::Error`].
+    pub changed_checksum: Policy,
+    /// Applied revisions unknown to the code that descend from its heads: a newer
+    /// release migrated the database and this older replica is starting. Default: [`Policy::Warn`].
+    pub ahead: Policy,
+    /// Applied revisions unknown to the code that do not descend from its heads. Default: [`Policy::Error`].
+    pub diverged: Policy,
+}
+
+impl Default for DriftPolicy {
+    fn default() -> Self {
+        Self {
+            changed_checksum: Policy::Error,
+            ahead: Policy::Warn,
+            diverged: Policy::Error,
+        }
+    }
+}
+
+/// The ledger read against the graph.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reconciled {
+    /// `applied[i]`: node `i` is recorded as applied.
+    pub(crate) applied: Vec<bool>,
+    /// Applied rows unknown to the code, oldest first.
+    pub(crate) unknown: Vec<String>,
+    /// Whether the unknown rows descend from the code's heads (ahead) or not (diverged).
+    pub(crate) ahead: bool,
+    /// Code revisions that unknown applied revisions build on: never downgraded by this code.
+    pub(crate) pinned: Vec<bool>,
+    /// Applied revisions whose checksum differs from the code's.
+    pub(crate) changed: Vec<usize>,
+    /// Rows in state `failed` or `running`, oldest first.
+    pub(crate) blocked: Vec<crate::ledger::Row>,
+    /// The digest of the applied rows.
+    pub(crate) digest: crate::graph::SetDigest,
+}
+
+pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconciled {
+    use std::collections::HashMap;
+    let mut r = Reconciled {
+        applied: vec![false; graph.len()],
+        pinned: vec![false; graph.len()],
+        ..Default::default()
+    };
+    let mut unknown_rows: HashMap<&str, &crate::ledger::Row> = HashMap::new();
+    for row in rows {
+        if row.state != "applied" {
+            r.blocked.push(row.clone());
+            continue;
+        }
+        r.digest.add(&row.id, &row.checksum);
+        match graph.get(&row.id) {
+            Some(i) => {
+                r.applied[i] = true;
+                if graph.revs[i].checksum.to_hex() != row.checksum {
+                    r.changed.push(i);
+                }
+            }
+            None => {
+                r.unknown.push(row.id.clone());
+                unknown_rows.insert(&row.id, row);
+            }
+        }
+    }
+    if r.unknown.is_empty() {
+        return r;
+    }
+    // Walk each unknown row's recorded parents: collect the code revisions it
+    // builds on, and whether a code head is among them.
+    let mut reaches_head = true;
+    let mut complete = true;
+    for u in &r.unknown {
+        let mut stack = vec![u.as_str()];
+        let mut seen = std::collections::HashSet::new();
+        let mut found_head = false;
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(row) = unknown_rows.get(id) {
+                stack.extend(
+                    row.revises
+                        .iter()
+                        .chain(&row.depends_on)
+                        .map(String::as_str),
+                );
+            } else if let Some(i) = graph.get(id) {
+                found_head |= graph.heads.contains(&i);
+                for (j, c) in graph.closure(&[i]).into_iter().enumerate() {
+                    r.pinned[j] |= c;
+                }
+            } else {
+                complete = false;
+            }
+        }
+        reaches_head &= found_head;
+    }
+    r.ahead = complete && reaches_head && r.applied.iter().all(|&a| a);
+    r
+}
+
+/// Refuses plans that would remove a revision that unknown applied revisions build on.
+pub(crate) fn check_pinned(
+    graph: &Graph,
+    rec: &Reconciled,
+    steps: &[(usize, Direction)],
+) -> Result<(), Error> {
+    match steps
+        .iter()
+        .find(|(i, d)| *d == Direction::Down && rec.pinned[*i])
+    {
+        Some(&(i, _)) => Err(Error::DowngradeBelowUnknown {
+            id: graph.revs[i].id.clone(),
+            unknown: rec.unknown.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

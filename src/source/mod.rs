@@ -1,0 +1,179 @@
+//! Where revisions come from: a directory bundled into the binary with
+//! include_dir, or the same directory read at run time. Both hand (path,
+//! bytes) pairs to the one parser in `parse`, then to the graph builder.
+
+pub(crate) mod parse;
+
+use std::path::Path;
+
+use crate::error::Error;
+use crate::graph::Graph;
+use crate::id::RevisionId;
+use crate::migration::Revision;
+
+/// A validated set of revisions: the revision graph the migrator works from.
+///
+/// Load it from a directory bundled at compile time:
+///
+/// ```
+/// use include_dir::{include_dir, Dir};
+/// static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+///
+/// let set = pgskein::MigrationSet::from_embedded(&MIGRATIONS)?;
+/// assert_eq!(set.heads().len(), 1);
+/// # Ok::<(), pgskein::Error>(())
+/// ```
+///
+/// or from disk at run time with [`MigrationSet::from_dir`]. Only the `*.sql`
+/// files at the top of the directory are read; other files are ignored.
+#[derive(Debug, Clone)]
+pub struct MigrationSet {
+    pub(crate) graph: Graph,
+    pub(crate) digest: String,
+}
+
+impl MigrationSet {
+    /// Loads the `*.sql` files of a directory bundled with `include_dir!`.
+    ///
+    /// Pair it with [`build::rerun_if_changed`](crate::build::rerun_if_changed) in
+    /// `build.rs`, so adding a file rebuilds the crate.
+    pub fn from_embedded(dir: &include_dir::Dir<'_>) -> Result<Self, Error> {
+        Self::builder().embedded(dir).build()
+    }
+
+    /// Loads the `*.sql` files of a directory on disk.
+    pub fn from_dir(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::builder().dir(path).build()
+    }
+
+    /// A builder, to combine sources or allow several heads.
+    ///
+    /// ```
+    /// # use include_dir::{include_dir, Dir};
+    /// # static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+    /// let set = pgskein::MigrationSet::builder()
+    ///     .embedded(&MIGRATIONS)
+    ///     .allow_multiple_heads(true)
+    ///     .build()?;
+    /// # Ok::<(), pgskein::Error>(())
+    /// ```
+    pub fn builder() -> SetBuilder {
+        SetBuilder::default()
+    }
+
+    /// The revisions in canonical order (parents first, ties broken by id).
+    pub fn revisions(&self) -> impl ExactSizeIterator<Item = &Revision> {
+        self.graph.revs.iter()
+    }
+
+    /// The revision with this id.
+    pub fn get(&self, id: &str) -> Option<&Revision> {
+        self.graph.get(id).map(|i| &self.graph.revs[i])
+    }
+
+    /// The heads: revisions that no revision revises.
+    pub fn heads(&self) -> Vec<&RevisionId> {
+        self.graph
+            .heads
+            .iter()
+            .map(|&h| &self.graph.revs[h].id)
+            .collect()
+    }
+
+    /// The number of revisions.
+    pub fn len(&self) -> usize {
+        self.graph.len()
+    }
+
+    /// Whether the set has no revisions.
+    pub fn is_empty(&self) -> bool {
+        self.graph.len() == 0
+    }
+}
+
+/// Collects sources for a [`MigrationSet`]. Errors are reported by [`build`](SetBuilder::build).
+#[derive(Debug, Default)]
+pub struct SetBuilder {
+    revisions: Vec<Revision>,
+    error: Option<Error>,
+    allow_multiple_heads: bool,
+}
+
+impl SetBuilder {
+    /// Adds the `*.sql` files of an embedded directory.
+    pub fn embedded(mut self, dir: &include_dir::Dir<'_>) -> Self {
+        let mut files: Vec<_> = dir.files().filter(|f| is_revision_file(f.path())).collect();
+        files.sort_by_key(|f| f.path());
+        for f in files {
+            self.push(parse::parse(&f.path().to_string_lossy(), f.contents()));
+        }
+        self
+    }
+
+    /// Adds the `*.sql` files of a directory on disk.
+    pub fn dir(mut self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        let entries = match std::fs::read_dir(path).and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
+        {
+            Ok(e) => e,
+            Err(e) => {
+                self.push(Err(io_error(path, e)));
+                return self;
+            }
+        };
+        let mut files: Vec<_> = entries
+            .into_iter()
+            .map(|e| e.path())
+            .filter(|p| is_revision_file(p) && p.is_file())
+            .collect();
+        files.sort();
+        for f in files {
+            let parsed = std::fs::read(&f)
+                .map_err(|e| io_error(&f, e))
+                .and_then(|bytes| parse::parse(&f.display().to_string(), &bytes));
+            self.push(parsed);
+        }
+        self
+    }
+
+    /// Allows the graph to have several heads (default: an error, since
+    /// `head` is then ambiguous and the branches were probably meant to be merged).
+    pub fn allow_multiple_heads(mut self, allow: bool) -> Self {
+        self.allow_multiple_heads = allow;
+        self
+    }
+
+    /// Validates the graph: duplicate ids, unknown parents, cycles, several heads.
+    pub fn build(self) -> Result<MigrationSet, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let graph = Graph::build(self.revisions, self.allow_multiple_heads)?;
+        let digest = graph.digest();
+        Ok(MigrationSet { graph, digest })
+    }
+
+    fn push(&mut self, r: Result<Revision, Error>) {
+        match r {
+            Ok(r) => self.revisions.push(r),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn is_revision_file(p: &Path) -> bool {
+    let hidden = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    !hidden && p.extension().is_some_and(|e| e == "sql")
+}

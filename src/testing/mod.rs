@@ -1,0 +1,38 @@
+//! Test support: a PostgreSQL server for tests, and databases on it.
+//!
+//! Available with the `testing` feature. Meant for test suites (this crate's
+//! own and those of applications using it), not for production code.
+//!
+//! [`TestServer::shared`] gives the server of the current process:
+//!
+//! - when the `DATABASE_URL` environment variable is set (a
+//!   `postgres://`/`postgresql://` URL or a `key=value` connection string),
+//!   the server it names; the role it connects as needs the `CREATEDB`
+//!   privilege, and the server must be PostgreSQL 13 or newer;
+//! - otherwise a throwaway server, started from the machine's PostgreSQL
+//!   binaries on first use in a fresh temporary directory, reachable only
+//!   through a Unix socket in that directory, and removed (server and
+//!   directory) when the process exits, even when it is killed.
+//!
+//! All tests of a process share that one server; each test creates its own
+//! databases with [`TestServer::create_database`], so tests running in
+//! parallel do not see each other's data. A [`TestDatabase`] drops its
+//! database when it goes out of scope.
+//!
+//! Connections are made without TLS.
+//!
+//! ```no_run
+//! use pgskein::testing::TestServer;
+//!
+//! #[tokio::test]
+//! async fn creates_a_table() {
+//!     let server = TestServer::shared().expect("a PostgreSQL server for tests");
+//!     let db = server.create_database("creates_a_table").await.unwrap();
+//!     let client = db.connect().await.unwrap();
+//!     client.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+//! }
+//! ```
+
+mod server;
+
+pub use server::{TestDatabase, TestServer};

@@ -1,0 +1,1382 @@
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::{Config, NoTls};
+
+/// The environment variable naming an existing server to use instead of a
+/// throwaway one.
+const DATABASE_URL: &str = "DATABASE_URL";
+
+/// PostgreSQL's limit for identifiers, in bytes; longer names are truncated
+/// silently by the server, which would break the uniqueness suffix.
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// How long dropping a database may take before it is given up, so that a
+/// wedged server cannot hang a test forever in `Drop`.
+const DROP_TIMEOUT: Duration = Duration::from_secs(60);
+
+static SHARED: OnceLock<Result<TestServer, StartError>> = OnceLock::new();
+
+/// A PostgreSQL server for tests.
+///
+/// There is one per process, obtained with [`TestServer::shared`]: either the
+/// server named by `DATABASE_URL`, or a throwaway server started from the
+/// machine's PostgreSQL binaries. Tests create their own databases on it with
+/// [`TestServer::create_database`].
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use pgskein::testing::TestServer;
+///
+/// let server = TestServer::shared()?;
+/// let db = server.create_database("my_test").await?;
+/// let client = db.connect().await?;
+/// let row = client.query_one("SELECT 1 + 1", &[]).await?;
+/// assert_eq!(row.get::<_, i32>(0), 2);
+/// # Ok(())
+/// # }
+/// ```
+pub struct TestServer {
+    inner: Arc<Inner>,
+}
+
+/// A database created for a test on a [`TestServer`], dropped (with any
+/// sessions still connected to it) when this value is dropped.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use pgskein::testing::TestServer;
+///
+/// let db = TestServer::shared()?.create_database("pool_test").await?;
+/// let pool = db.pool(4);
+/// let client = pool.get().await?;
+/// client.batch_execute("CREATE TABLE t (id int)").await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct TestDatabase {
+    name: String,
+    server: Arc<Inner>,
+}
+
+struct Inner {
+    /// Everything needed to connect except the database name.
+    config: Config,
+    /// The database that `CREATE DATABASE` and `DROP DATABASE` are run from.
+    admin_db: String,
+    kind: Kind,
+}
+
+enum Kind {
+    #[cfg(unix)]
+    Throwaway(throwaway::Instance),
+    External(ConnString),
+}
+
+/// A start failure, kept so that every caller of [`TestServer::shared`] gets
+/// the same answer instead of each retrying a slow, failing start.
+struct StartError {
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl TestServer {
+    /// The server of this process: `DATABASE_URL`'s when set, else a throwaway
+    /// server started on first call and removed when the process exits.
+    ///
+    /// Blocks while the throwaway server starts (a second or two); concurrent
+    /// callers wait for the same start. If the start fails, this call and all
+    /// later ones return an error with the same message, which includes the
+    /// end of the server's log when there is one.
+    ///
+    /// ```no_run
+    /// use pgskein::testing::TestServer;
+    ///
+    /// let server = TestServer::shared().expect("a PostgreSQL server for tests");
+    /// println!("psql {}", server.url("postgres"));
+    /// ```
+    pub fn shared() -> io::Result<&'static TestServer> {
+        match SHARED.get_or_init(|| {
+            TestServer::start().map_err(|e| StartError {
+                kind: e.kind(),
+                message: e.to_string(),
+            })
+        }) {
+            Ok(server) => Ok(server),
+            Err(e) => Err(io::Error::new(e.kind, e.message.clone())),
+        }
+    }
+
+    fn start() -> io::Result<TestServer> {
+        let inner = match std::env::var(DATABASE_URL) {
+            Ok(url) if !url.trim().is_empty() => Inner::external(&url)?,
+            _ => Inner::throwaway()?,
+        };
+        Ok(TestServer {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A connection config for database `dbname` on this server (user,
+    /// password if the URL had one, host or socket directory, port).
+    pub fn config(&self, dbname: &str) -> Config {
+        self.inner.config(dbname)
+    }
+
+    /// A libpq-style connection URL for `dbname`, for `psql` and other
+    /// command-line tools.
+    ///
+    /// For the throwaway server it is
+    /// `postgresql://postgres@/DBNAME?host=SOCKET_DIR&port=PORT`; for
+    /// `DATABASE_URL` it is that URL with the database replaced (or, when
+    /// `DATABASE_URL` is a `key=value` string, that string with `dbname`
+    /// replaced). It contains the password if `DATABASE_URL` does, so do not
+    /// log it.
+    pub fn url(&self, dbname: &str) -> String {
+        self.inner.url(dbname)
+    }
+
+    /// Creates a new, empty database with a unique name starting with
+    /// `prefix`, owned by the connecting role.
+    ///
+    /// The prefix is lowercased, other characters than `a-z`, `0-9` and `_`
+    /// become `_`, and it is shortened so that the whole name fits in 63
+    /// bytes. The database is a copy of `template0`, so nothing installed
+    /// into `template1` on a shared server leaks into it.
+    pub async fn create_database(
+        &self,
+        prefix: &str,
+    ) -> Result<TestDatabase, tokio_postgres::Error> {
+        let name = unique_name(prefix);
+        let sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&name));
+        execute_once(&self.inner.admin_config(), &sql).await?;
+        tracing::debug!(database = %name, "created test database");
+        Ok(TestDatabase {
+            name,
+            server: Arc::clone(&self.inner),
+        })
+    }
+}
+
+impl fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("TestServer");
+        match &self.inner.kind {
+            #[cfg(unix)]
+            Kind::Throwaway(instance) => s
+                .field("kind", &"throwaway")
+                .field("dir", &instance.dir)
+                .field("url", &self.inner.url(&self.inner.admin_db)),
+            Kind::External(conn) => s
+                .field("kind", &"DATABASE_URL")
+                .field("url", &conn.redacted(&self.inner.admin_db)),
+        };
+        s.finish()
+    }
+}
+
+impl TestDatabase {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection config for this database.
+    pub fn config(&self) -> Config {
+        self.server.config(&self.name)
+    }
+
+    /// A libpq-style connection URL for this database (see
+    /// [`TestServer::url`]).
+    pub fn url(&self) -> String {
+        self.server.url(&self.name)
+    }
+
+    /// Connects, spawning the connection task on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.config().connect(NoTls).await?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            // Ends with an error when the database is dropped under it, which
+            // is expected at the end of a test.
+            if let Err(e) = connection.await {
+                tracing::debug!(database = %name, error = %e, "test connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// A deadpool-postgres pool of up to `max_size` connections to this
+    /// database.
+    ///
+    /// Connections are opened on first use, on the tokio runtime using the
+    /// pool, so a pool belongs to one runtime (one test).
+    pub fn pool(&self, max_size: usize) -> deadpool_postgres::Pool {
+        let manager = deadpool_postgres::Manager::new(self.config(), NoTls);
+        deadpool_postgres::Pool::builder(manager)
+            .max_size(max_size)
+            .build()
+            .expect("a pool without timeouts needs no runtime to build")
+    }
+}
+
+impl fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestDatabase")
+            .field("name", &self.name)
+            .field("url", &self.server.redacted_url(&self.name))
+            .finish()
+    }
+}
+
+impl Drop for TestDatabase {
+    /// Drops the database, terminating sessions still connected to it.
+    ///
+    /// Runs on a thread of its own with its own runtime: the caller may be on
+    /// a runtime that is shutting down, on a current-thread runtime that
+    /// cannot drive another future while blocked here, or on no runtime at
+    /// all. Blocks until done, so that the database is gone when the value is.
+    fn drop(&mut self) {
+        let server = Arc::clone(&self.server);
+        let name = std::mem::take(&mut self.name);
+        let outcome = std::thread::Builder::new()
+            .name("pgskein-drop-database".into())
+            .spawn({
+                let name = name.clone();
+                move || drop_database(&server, &name)
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|handle| {
+                handle
+                    .join()
+                    .map_err(|_| "the dropping thread panicked".to_string())
+            })
+            .and_then(|result| result);
+        match outcome {
+            Ok(()) => tracing::debug!(database = %name, "dropped test database"),
+            Err(error) => tracing::warn!(database = %name, %error, "could not drop test database"),
+        }
+    }
+}
+
+fn drop_database(server: &Inner, name: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+    runtime.block_on(async {
+        match tokio::time::timeout(DROP_TIMEOUT, execute_once(&server.admin_config(), &sql)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("timed out after {DROP_TIMEOUT:?}")),
+        }
+    })
+}
+
+/// Runs `sql` on a fresh connection that is driven here rather than spawned,
+/// so that it works on any runtime and leaves no task behind.
+async fn execute_once(config: &Config, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let mut connection = std::pin::pin!(connection);
+    let mut connection_done = false;
+    let result = {
+        let mut query = std::pin::pin!(client.batch_execute(sql));
+        tokio::select! {
+            biased;
+            result = &mut query => result,
+            ended = &mut connection => {
+                connection_done = true;
+                match ended {
+                    Err(e) => Err(e),
+                    // The query then fails on the closed connection.
+                    Ok(()) => query.await,
+                }
+            }
+        }
+    };
+    // Dropping the client makes the connection say goodbye and finish, so
+    // that the server does not log an unexpected EOF.
+    drop(client);
+    if !connection_done {
+        let _ = connection.await;
+    }
+    result
+}
+
+impl Inner {
+    fn external(url: &str) -> io::Result<Inner> {
+        let config = Config::from_str(url).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{DATABASE_URL} is not a valid PostgreSQL connection string: {e}"),
+            )
+        })?;
+        let admin_db = config.get_dbname().unwrap_or("postgres").to_owned();
+        let conn = ConnString::parse(url);
+        tracing::debug!(
+            url = %conn.redacted(&admin_db),
+            "using the server of {DATABASE_URL} for tests"
+        );
+        Ok(Inner {
+            config,
+            admin_db,
+            kind: Kind::External(conn),
+        })
+    }
+
+    #[cfg(unix)]
+    fn throwaway() -> io::Result<Inner> {
+        let instance = throwaway::Instance::start()?;
+        let mut config = Config::new();
+        config
+            .user(throwaway::SUPERUSER)
+            .host_path(&instance.socket_dir)
+            .port(instance.port);
+        Ok(Inner {
+            config,
+            admin_db: "postgres".to_owned(),
+            kind: Kind::Throwaway(instance),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn throwaway() -> io::Result<Inner> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "a throwaway PostgreSQL server for tests is only supported on Unix; \
+                 set {DATABASE_URL} to a server to use"
+            ),
+        ))
+    }
+
+    fn config(&self, dbname: &str) -> Config {
+        let mut config = self.config.clone();
+        config.dbname(dbname);
+        config
+    }
+
+    fn admin_config(&self) -> Config {
+        self.config(&self.admin_db)
+    }
+
+    fn url(&self, dbname: &str) -> String {
+        match &self.kind {
+            #[cfg(unix)]
+            Kind::Throwaway(instance) => format!(
+                "postgresql://{}@/{}?host={}&port={}",
+                throwaway::SUPERUSER,
+                percent_encode(dbname.as_bytes(), false),
+                percent_encode(instance.socket_dir.as_os_str().as_encoded_bytes(), true),
+                instance.port
+            ),
+            Kind::External(conn) => conn.with_dbname(dbname),
+        }
+    }
+
+    fn redacted_url(&self, dbname: &str) -> String {
+        match &self.kind {
+            #[cfg(unix)]
+            Kind::Throwaway(_) => self.url(dbname),
+            Kind::External(conn) => conn.redacted(dbname),
+        }
+    }
+}
+
+/// Stops the throwaway server and removes its directory at process exit.
+#[cfg(unix)]
+extern "C" fn stop_at_exit() {
+    // Unwinding out of an `extern "C"` function aborts the process.
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(Ok(server)) = SHARED.get() {
+            if let Kind::Throwaway(instance) = &server.inner.kind {
+                // A child forked without exec inherits the handler, and must
+                // not stop its parent's server when it exits.
+                if instance.owner_pid == std::process::id() {
+                    instance.stop();
+                }
+            }
+        }
+    });
+}
+
+/// A name that no other test, in this process or another one using the same
+/// server, will pick: the pid alone can repeat across containers.
+fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!("_{:x}{:08x}_{}", std::process::id(), random_u32(), n);
+    let mut name: String = prefix
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_') => c,
+            _ => '_',
+        })
+        .collect();
+    if name.is_empty() {
+        name.push_str("test");
+    }
+    // All characters are ASCII now, so any byte index is a char boundary.
+    name.truncate(MAX_IDENTIFIER_LEN.saturating_sub(suffix.len()));
+    name.push_str(&suffix);
+    name
+}
+
+/// Randomness from the standard library's per-process hash keys, mixed with
+/// the clock; enough to keep concurrent processes' names apart.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(nanos_since_epoch());
+    hasher.finish() as u32
+}
+
+fn nanos_since_epoch() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Percent-encodes everything but URL-unreserved characters (and `/` when
+/// `keep_slash`, which libpq accepts as is in a query value).
+fn percent_encode(bytes: &[u8], keep_slash: bool) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if keep_slash => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `DATABASE_URL`, split just enough to replace the database and to hide the
+/// password, in either of the two forms libpq (and tokio-postgres) accept.
+#[derive(Clone, PartialEq, Eq)]
+enum ConnString {
+    /// `postgres[ql]://[userinfo@][hosts][/dbname][?query]`.
+    Url {
+        /// Scheme and `://`.
+        scheme: String,
+        userinfo: Option<String>,
+        hosts: String,
+        /// Raw `key=value` parameters, in order.
+        query: Vec<String>,
+    },
+    /// `key=value key='quoted value' ...`, as raw keys and values.
+    KeyValue(Vec<(String, String)>),
+}
+
+impl ConnString {
+    fn parse(s: &str) -> ConnString {
+        let s = s.trim();
+        for scheme in ["postgresql://", "postgres://"] {
+            if let Some(rest) = s.strip_prefix(scheme) {
+                let (rest, query) = match rest.split_once('?') {
+                    Some((rest, query)) => (
+                        rest,
+                        query
+                            .split('&')
+                            .filter(|p| !p.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    ),
+                    None => (rest, Vec::new()),
+                };
+                let authority = rest
+                    .split_once('/')
+                    .map_or(rest, |(authority, _)| authority);
+                let (userinfo, hosts) = match authority.rsplit_once('@') {
+                    Some((userinfo, hosts)) => (Some(userinfo.to_owned()), hosts.to_owned()),
+                    None => (None, authority.to_owned()),
+                };
+                return ConnString::Url {
+                    scheme: scheme.to_owned(),
+                    userinfo,
+                    hosts,
+                    query,
+                };
+            }
+        }
+        ConnString::KeyValue(parse_key_values(s))
+    }
+
+    fn with_dbname(&self, dbname: &str) -> String {
+        self.render(dbname, false)
+    }
+
+    fn redacted(&self, dbname: &str) -> String {
+        self.render(dbname, true)
+    }
+
+    fn render(&self, dbname: &str, redact: bool) -> String {
+        const HIDDEN: &str = "********";
+        match self {
+            ConnString::Url {
+                scheme,
+                userinfo,
+                hosts,
+                query,
+            } => {
+                let mut out = scheme.clone();
+                if let Some(userinfo) = userinfo {
+                    match userinfo.split_once(':') {
+                        Some((user, _)) if redact => {
+                            out.push_str(user);
+                            out.push(':');
+                            out.push_str(HIDDEN);
+                        }
+                        _ => out.push_str(userinfo),
+                    }
+                    out.push('@');
+                }
+                out.push_str(hosts);
+                out.push('/');
+                out.push_str(&percent_encode(dbname.as_bytes(), false));
+                // A `dbname` parameter would override the path.
+                let params: Vec<String> = query
+                    .iter()
+                    .filter(|p| {
+                        !p.split('=')
+                            .next()
+                            .is_some_and(|k| k.eq_ignore_ascii_case("dbname"))
+                    })
+                    .map(|p| match p.split_once('=') {
+                        Some((key, _)) if redact && key == "password" => format!("{key}={HIDDEN}"),
+                        _ => p.clone(),
+                    })
+                    .collect();
+                if !params.is_empty() {
+                    out.push('?');
+                    out.push_str(&params.join("&"));
+                }
+                out
+            }
+            ConnString::KeyValue(pairs) => {
+                let mut parts: Vec<String> = pairs
+                    .iter()
+                    .filter(|(key, _)| key != "dbname")
+                    .map(|(key, value)| {
+                        if redact && key == "password" {
+                            format!("{key}={HIDDEN}")
+                        } else {
+                            format!("{key}={value}")
+                        }
+                    })
+                    .collect();
+                parts.push(format!(
+                    "dbname='{}'",
+                    dbname.replace('\\', "\\\\").replace('\'', "\\'")
+                ));
+                parts.join(" ")
+            }
+        }
+    }
+}
+
+/// Splits a libpq `key=value` string into keys and raw (still quoted or
+/// escaped) values. Lenient: the string already passed tokio-postgres's
+/// stricter parser.
+fn parse_key_values(s: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        chars.next_if_eq(&'=');
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        let quoted = chars.next_if_eq(&'\'').is_some();
+        if quoted {
+            value.push('\'');
+        }
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    value.push(c);
+                    if let Some(escaped) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                '\'' if quoted => {
+                    value.push(c);
+                    break;
+                }
+                c if c.is_whitespace() && !quoted => break,
+                c => value.push(c),
+            }
+        }
+        pairs.push((key, value));
+    }
+    pairs
+}
+
+/// The throwaway server: its binaries, directory, processes and clean-up.
+#[cfg(unix)]
+mod throwaway {
+    use std::fs::{self, File, OpenOptions};
+    use std::io::{self, Read, Seek, SeekFrom};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::{DATABASE_URL, nanos_since_epoch};
+
+    /// The superuser created by initdb, and the role tests connect as.
+    pub(super) const SUPERUSER: &str = "postgres";
+
+    /// Any port will do: nobody else can reach the private socket directory.
+    const PORT: u16 = 5432;
+
+    /// sun_path is 108 bytes on Linux (104 on the BSDs), including the NUL.
+    const MAX_SOCKET_PATH: usize = 100;
+
+    /// Polls once a second whether the test process (`$1`, started at clock
+    /// tick `$2`) is still alive; once it is gone, stops the server whose
+    /// directory is `$3` and removes that directory. Stands in for the
+    /// atexit handler when the test process is killed. Start times and
+    /// zombie states are checked because a dead process can linger as a
+    /// zombie and its pid can be reused; the postmaster's working directory
+    /// is checked so that a stale pid file can never make it signal an
+    /// unrelated process.
+    const WATCHDOG: &str = r#"
+trap '' HUP INT
+alive() {
+    if [ ! -e "/proc/$1/stat" ]; then
+        [ ! -d /proc/self ] && kill -0 "$1" 2>/dev/null
+        return
+    fi
+    want=$2
+    s=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null)
+    [ -n "$s" ] || return 1
+    set -- $s
+    [ "$1" != Z ] && [ "$1" != X ] && { [ -z "$want" ] || [ "${20}" = "$want" ]; }
+}
+while alive "$1" "$2"; do sleep 1; done
+dir=$3
+pm=$(sed -n 1p "$dir/data/postmaster.pid" 2>/dev/null)
+ours() { [ ! -d /proc/self ] || [ "$(readlink "/proc/$1/cwd")" = "$dir/data" ]; }
+if [ -n "$pm" ] && alive "$pm" && ours "$pm"; then
+    kill -QUIT "$pm" 2>/dev/null
+    n=0
+    while alive "$pm" && [ $n -lt 50 ]; do sleep 0.2 2>/dev/null || sleep 1; n=$((n + 1)); done
+    alive "$pm" && kill -KILL "$pm" 2>/dev/null
+fi
+rm -rf "$dir"
+"#;
+
+    /// A running throwaway server.
+    pub(super) struct Instance {
+        pub(super) dir: PathBuf,
+        pub(super) socket_dir: PathBuf,
+        pub(super) port: u16,
+        data_dir: PathBuf,
+        bin_dir: PathBuf,
+        run_as: Option<User>,
+        /// The process that started the server, and alone may stop it.
+        pub(super) owner_pid: u32,
+        /// The watchdog's pid, which is also its process group; `None` once
+        /// cleaned up.
+        watchdog: Mutex<Option<u32>>,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct User {
+        uid: u32,
+        gid: u32,
+    }
+
+    impl Instance {
+        pub(super) fn start() -> io::Result<Instance> {
+            let bin_dir = find_bin_dir()?;
+            let run_as = unprivileged_user()?;
+            let dir = create_dir(run_as)?;
+            let watchdog = match spawn_watchdog(&dir) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            };
+            let instance = Instance {
+                socket_dir: dir.join("socket"),
+                data_dir: dir.join("data"),
+                dir,
+                port: PORT,
+                bin_dir,
+                run_as,
+                owner_pid: std::process::id(),
+                watchdog: Mutex::new(Some(watchdog)),
+            };
+            match instance.init_and_start() {
+                Ok(()) => {
+                    // SAFETY: registers a plain function taking no arguments.
+                    if unsafe { libc::atexit(super::stop_at_exit) } != 0 {
+                        tracing::warn!(
+                            "could not register the clean-up of the test server at exit; \
+                             its watchdog will do it"
+                        );
+                    }
+                    tracing::info!(
+                        dir = %instance.dir.display(),
+                        "started a throwaway PostgreSQL server for tests"
+                    );
+                    Ok(instance)
+                }
+                Err(e) => {
+                    let message = format!(
+                        "could not start a throwaway PostgreSQL server for tests ({e}); \
+                         set {DATABASE_URL} to use an existing server instead\n\
+                         --- end of the server log ---\n{}",
+                        instance.log_tail()
+                    );
+                    instance.stop();
+                    Err(io::Error::new(e.kind(), message))
+                }
+            }
+        }
+
+        fn log_path(&self) -> PathBuf {
+            self.dir.join("server.log")
+        }
+
+        fn init_and_start(&self) -> io::Result<()> {
+            let log = self.log_path();
+            File::create(&log)?;
+            fs::DirBuilder::new().mode(0o700).create(&self.socket_dir)?;
+            if let Some(user) = self.run_as {
+                // The server writes its log and socket as that user.
+                std::os::unix::fs::chown(&log, Some(user.uid), Some(user.gid))?;
+                std::os::unix::fs::chown(&self.socket_dir, Some(user.uid), Some(user.gid))?;
+            }
+
+            let mut initdb = self.command("initdb");
+            initdb.arg("-D").arg(&self.data_dir).args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]);
+            self.run(initdb)?;
+
+            let options = [
+                "-k".to_owned(),
+                // The setting is a list; quoting keeps the path one entry
+                // whatever characters it holds.
+                format!(
+                    "\"{}\"",
+                    self.socket_dir.display().to_string().replace('"', "\"\"")
+                ),
+                "-p".to_owned(),
+                self.port.to_string(),
+            ]
+            .into_iter()
+            .chain(
+                [
+                    // No TCP at all: the socket directory is the only way in.
+                    "listen_addresses=",
+                    // Durability is pointless for a server removed at exit.
+                    "fsync=off",
+                    "synchronous_commit=off",
+                    "full_page_writes=off",
+                    // Tests run in parallel, each with its own pools.
+                    "max_connections=300",
+                    "shared_buffers=128MB",
+                    "log_statement=none",
+                ]
+                .into_iter()
+                .flat_map(|setting| ["-c".to_owned(), setting.to_owned()]),
+            )
+            // pg_ctl hands these to the server through `sh -c`.
+            .map(|arg| shell_quote(&arg))
+            .collect::<Vec<_>>()
+            .join(" ");
+            let mut pg_ctl = self.command("pg_ctl");
+            pg_ctl
+                .arg("-D")
+                .arg(&self.data_dir)
+                // With -l the server's output goes to the log, never to the
+                // test's stdout or stderr: a server holding those pipes open
+                // would hang `cargo test | tee ...` after the tests finish.
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "120", "-s", "-o", &options, "start"]);
+            self.run(pg_ctl)
+        }
+
+        /// A command for one of the server binaries, as the unprivileged user
+        /// when running as root (the binaries refuse to run as root).
+        fn command(&self, program: &str) -> Command {
+            let mut command = Command::new(self.bin_dir.join(program));
+            command.current_dir(&self.dir).stdin(Stdio::null());
+            if let Some(user) = self.run_as {
+                command.uid(user.uid).gid(user.gid);
+            }
+            command
+        }
+
+        /// Runs `command` to completion with its output appended to the log.
+        fn run(&self, mut command: Command) -> io::Result<()> {
+            let log = OpenOptions::new().append(true).open(self.log_path())?;
+            let program = command.get_program().to_owned();
+            let status = command
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .status()
+                .map_err(|e| context(e, format!("could not run {}", program.to_string_lossy())))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "{} failed: {status}",
+                    program.to_string_lossy()
+                )))
+            }
+        }
+
+        fn log_tail(&self) -> String {
+            const MAX: u64 = 4096;
+            let mut text = String::new();
+            if let Ok(mut file) = File::open(self.log_path()) {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let _ = file.seek(SeekFrom::Start(len.saturating_sub(MAX)));
+                let mut bytes = Vec::new();
+                let _ = file.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            if text.trim().is_empty() {
+                "(empty)".to_owned()
+            } else {
+                text
+            }
+        }
+
+        /// Stops the server, removes its directory and ends the watchdog.
+        /// Idempotent.
+        pub(super) fn stop(&self) {
+            let Some(watchdog) = self
+                .watchdog
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            else {
+                return;
+            };
+            if self.data_dir.join("postmaster.pid").exists() {
+                let mut pg_ctl = self.command("pg_ctl");
+                pg_ctl
+                    .arg("-D")
+                    .arg(&self.data_dir)
+                    .args(["-m", "immediate", "-w", "-t", "30", "-s", "stop"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let _ = pg_ctl.status();
+            }
+            let _ = fs::remove_dir_all(&self.dir);
+            let watchdog = watchdog as libc::pid_t;
+            // SAFETY: signals the watchdog's own process group (it runs
+            // `sleep` as a child), then reaps the watchdog, a child of this
+            // process that nothing else waits for; both are plain syscalls on
+            // a pid this process owns.
+            unsafe {
+                libc::kill(-watchdog, libc::SIGTERM);
+                libc::waitpid(watchdog, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// A directory of server binaries: the first on PATH that has them all,
+    /// else Debian's layout, newest version first.
+    fn find_bin_dir() -> io::Result<PathBuf> {
+        let has_all = |dir: &Path| {
+            ["initdb", "pg_ctl", "postgres"]
+                .iter()
+                .all(|bin| is_executable(&dir.join(bin)))
+        };
+        if let Some(path) = std::env::var_os("PATH") {
+            if let Some(dir) =
+                std::env::split_paths(&path).find(|dir| dir.is_absolute() && has_all(dir))
+            {
+                return Ok(dir);
+            }
+        }
+        let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let version = name
+                    .split('.')
+                    .map(|part| part.parse().ok())
+                    .collect::<Option<Vec<u32>>>()?;
+                Some((version, entry.path().join("bin")))
+            })
+            .collect();
+        versions.sort();
+        versions
+            .into_iter()
+            .rev()
+            .map(|(_, dir)| dir)
+            .find(|dir| has_all(dir))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH or in \
+                         /usr/lib/postgresql/*/bin: install PostgreSQL \
+                         (e.g. `apt-get install postgresql`) \
+                         or set {DATABASE_URL} to an existing server"
+                    ),
+                )
+            })
+    }
+
+    fn is_executable(path: &Path) -> bool {
+        fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+
+    /// `None` unless running as root; then `postgres`, else `nobody`.
+    fn unprivileged_user() -> io::Result<Option<User>> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(None);
+        }
+        let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+        if let Some(user) = choose_user(&passwd) {
+            return Ok(Some(user));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "running as root, which PostgreSQL refuses, and there is no `postgres` or \
+                 `nobody` user in /etc/passwd to run it as instead; set {DATABASE_URL} to an \
+                 existing server"
+            ),
+        ))
+    }
+
+    /// `postgres` if it exists, else `nobody`, from /etc/passwd's text.
+    fn choose_user(passwd: &str) -> Option<User> {
+        ["postgres", "nobody"].into_iter().find_map(|wanted| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                if fields.next()? != wanted {
+                    return None;
+                }
+                let uid = fields.nth(1)?.trim().parse().ok()?;
+                let gid = fields.next()?.trim().parse().ok()?;
+                Some(User { uid, gid }).filter(|user| user.uid != 0)
+            })
+        })
+    }
+
+    /// A fresh, private directory for one server, owned by the user the
+    /// server runs as.
+    fn create_dir(run_as: Option<User>) -> io::Result<PathBuf> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "pgskein-test-{}-{}-{}",
+            std::process::id(),
+            nanos_since_epoch(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let temp = std::env::temp_dir();
+        let usable = |base: &Path| {
+            let socket = base.join(&name).join("socket/.s.PGSQL.65535");
+            socket.as_os_str().len() <= MAX_SOCKET_PATH
+                && !socket.as_os_str().as_encoded_bytes().contains(&b',')
+                && run_as.is_none_or(|user| traversable(base, user))
+        };
+        // A long or private TMPDIR would make the socket path too long or
+        // the directory unreachable for the server's user; a comma would make
+        // libpq (psql) read the socket directory as a list of hosts.
+        let base = if usable(&temp) {
+            temp
+        } else {
+            PathBuf::from("/tmp")
+        };
+        let dir = base.join(&name);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| context(e, format!("could not create {}", dir.display())))?;
+        // The watchdog compares this with the postmaster's working directory,
+        // which the kernel reports with symlinks resolved.
+        let dir = match fs::canonicalize(&dir) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let _ = fs::remove_dir(&dir);
+                return Err(e);
+            }
+        };
+        if let Some(user) = run_as {
+            if let Err(e) = std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid)) {
+                let _ = fs::remove_dir(&dir);
+                return Err(e);
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Whether `user` can reach into `dir` (supplementary groups ignored).
+    fn traversable(dir: &Path, user: User) -> bool {
+        dir.ancestors().all(|dir| {
+            fs::metadata(dir).is_ok_and(|m| {
+                let mode = m.mode();
+                if m.uid() == user.uid {
+                    mode & 0o100 != 0
+                } else if m.gid() == user.gid {
+                    mode & 0o010 != 0
+                } else {
+                    mode & 0o001 != 0
+                }
+            })
+        })
+    }
+
+    fn spawn_watchdog(dir: &Path) -> io::Result<u32> {
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("pgskein-test-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(own_start_time().unwrap_or_default())
+            .arg(dir)
+            // Holding none of the test runner's pipes, so that it never
+            // keeps `cargo test | ...` waiting, and no directory that could
+            // be removed.
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/")
+            // Out of the terminal's foreground group, so that Ctrl-C on the
+            // tests does not also kill the watchdog before it cleans up.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| context(e, "could not start the watchdog process (/bin/sh)"))?;
+        Ok(child.id())
+    }
+
+    /// This process's start time in clock ticks since boot (field 22 of
+    /// /proc/self/stat), which together with the pid identifies it.
+    fn own_start_time() -> Option<String> {
+        let stat = fs::read_to_string("/proc/self/stat").ok()?;
+        let (_, after_comm) = stat.rsplit_once(") ")?;
+        after_comm.split_whitespace().nth(19).map(str::to_owned)
+    }
+
+    fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    }
+
+    fn shell_quote(s: &str) -> String {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn picks_postgres_then_nobody_never_root() {
+            let both = "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n\
+                        postgres:x:101:104::/var/lib/postgresql:/bin/bash\n";
+            let user = choose_user(both).unwrap();
+            assert_eq!((user.uid, user.gid), (101, 104));
+            let user = choose_user("nobody:x:65534:65533::/:/bin/false\n").unwrap();
+            assert_eq!((user.uid, user.gid), (65534, 65533));
+            assert!(choose_user("postgres:x:0:0::/:/bin/sh\nroot:x:0:0::/:/bin/sh\n").is_none());
+        }
+
+        #[test]
+        fn quotes_for_the_shell() {
+            let out = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote("it's a $dir")))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "it's a $dir");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> &'static TestServer {
+        TestServer::shared().expect("a PostgreSQL server for tests")
+    }
+
+    fn is_throwaway(server: &TestServer) -> bool {
+        !matches!(server.inner.kind, Kind::External(_))
+    }
+
+    async fn count_databases(name: &str) -> i64 {
+        let admin = server().config("postgres");
+        let (client, connection) = admin.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    #[test]
+    fn types_are_send_sync_debug() {
+        fn check<T: Send + Sync + fmt::Debug>() {}
+        check::<TestServer>();
+        check::<TestDatabase>();
+    }
+
+    #[test]
+    fn shared_is_one_server_for_all_threads() {
+        let addresses: Vec<usize> = (0..4)
+            .map(|_| std::thread::spawn(|| server() as *const TestServer as usize))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(addresses.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn databases_are_isolated() {
+        let server = server();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                tokio::spawn(async move { server.create_database(&format!("isolated_{i}")).await })
+            })
+            .collect();
+        let mut databases = Vec::new();
+        for task in tasks {
+            databases.push(task.await.unwrap().unwrap());
+        }
+        let mut names: Vec<&str> = databases.iter().map(TestDatabase::name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), databases.len());
+
+        let a = databases[0].connect().await.unwrap();
+        let b = databases[1].connect().await.unwrap();
+        a.batch_execute("CREATE TABLE only_in_a (x int); INSERT INTO only_in_a VALUES (42)")
+            .await
+            .unwrap();
+        let x: i32 = a
+            .query_one("SELECT x FROM only_in_a", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(x, 42);
+        let in_b: Option<String> = b
+            .query_one("SELECT to_regclass('only_in_a')::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(in_b, None);
+
+        let db: String = b
+            .query_one("SELECT current_database()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(db, databases[1].name());
+        let pool = databases[1].pool(2);
+        let pooled = pool.get().await.unwrap();
+        let db: String = pooled
+            .query_one("SELECT current_database()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(db, databases[1].name());
+    }
+
+    #[tokio::test]
+    async fn drop_removes_the_database_even_with_open_connections() {
+        let db = server().create_database("dropped").await.unwrap();
+        let name = db.name().to_owned();
+        assert_eq!(count_databases(&name).await, 1);
+        let client = db.connect().await.unwrap();
+        client.batch_execute("SELECT 1").await.unwrap();
+        drop(db);
+        assert_eq!(count_databases(&name).await, 0);
+        assert!(client.batch_execute("SELECT 1").await.is_err());
+    }
+
+    #[test]
+    fn drop_works_outside_any_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = runtime
+            .block_on(server().create_database("no_runtime"))
+            .unwrap();
+        let name = db.name().to_owned();
+        drop(runtime);
+        drop(db);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(runtime.block_on(count_databases(&name)), 0);
+    }
+
+    #[tokio::test]
+    async fn url_works_with_psql() {
+        let db = server().create_database("psql").await.unwrap();
+        let Some(psql) = find_psql() else {
+            eprintln!("no psql binary found; not checking the URL with it");
+            return;
+        };
+        let output = std::process::Command::new(psql)
+            .arg(db.url())
+            .args(["-X", "-A", "-t", "-c", "SELECT current_database()"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), db.name());
+    }
+
+    fn find_psql() -> Option<std::path::PathBuf> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(
+                std::fs::read_dir("/usr/lib/postgresql")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|entry| entry.path().join("bin")),
+            )
+            .map(|dir| dir.join("psql"))
+            .find(|psql| psql.is_file())
+    }
+
+    #[tokio::test]
+    async fn throwaway_server_has_no_network() {
+        let server = server();
+        if !is_throwaway(server) {
+            return;
+        }
+        let db = server.create_database("no_network").await.unwrap();
+        let client = db.connect().await.unwrap();
+        let listen: String = client
+            .query_one("SELECT current_setting('listen_addresses')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(listen, "");
+        let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
+        assert_eq!(fsync, "off");
+    }
+
+    #[test]
+    fn names_are_sanitised_unique_and_short() {
+        let a = unique_name("Hello, World-ÄÖ!");
+        let b = unique_name("Hello, World-ÄÖ!");
+        assert_ne!(a, b);
+        assert!(a.starts_with("hello__world____"), "{a}");
+        let long = unique_name(&"x".repeat(200));
+        assert!(long.len() <= MAX_IDENTIFIER_LEN, "{long}");
+        assert!(long.starts_with("xxxx"));
+        for name in [&a, &b, &long, &unique_name("")] {
+            assert!(
+                name.bytes()
+                    .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_')),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_get_the_database_replaced() {
+        let url =
+            ConnString::parse("postgres://u:p%40ss@db.example:5433/app?sslmode=disable&dbname=x");
+        assert_eq!(
+            url.with_dbname("t_1"),
+            "postgres://u:p%40ss@db.example:5433/t_1?sslmode=disable"
+        );
+        let url = ConnString::parse("postgresql://localhost");
+        assert_eq!(url.with_dbname("t_1"), "postgresql://localhost/t_1");
+        let url = ConnString::parse("postgresql:///app?host=/run/postgresql");
+        assert_eq!(
+            url.with_dbname("t_1"),
+            "postgresql:///t_1?host=/run/postgresql"
+        );
+        let kv = ConnString::parse("host=localhost dbname = app password='a b\\'c' user=me");
+        assert_eq!(
+            kv.with_dbname("t_1"),
+            "host=localhost password='a b\\'c' user=me dbname='t_1'"
+        );
+        for s in [&kv.with_dbname("t_1"), &url.with_dbname("t_1")] {
+            Config::from_str(s).unwrap();
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        let url = ConnString::parse("postgres://u:secret@h/app?password=secret2&sslmode=disable");
+        let redacted = url.redacted("t");
+        assert!(!redacted.contains("secret"), "{redacted}");
+        assert!(redacted.starts_with("postgres://u:"), "{redacted}");
+        let kv = ConnString::parse("host=h password='se cret' user=u");
+        let redacted = kv.redacted("t");
+        assert!(
+            !redacted.contains("se") || !redacted.contains("cret"),
+            "{redacted}"
+        );
+        assert!(redacted.contains("user=u"), "{redacted}");
+
+        let server = TestServer {
+            inner: Arc::new(Inner::external("postgres://u:hunter2@localhost/app").unwrap()),
+        };
+        let db = TestDatabase {
+            name: String::new(),
+            server: Arc::clone(&server.inner),
+        };
+        let debug = format!("{server:?} {db:?} {:?}", server.config("x"));
+        // The database is never created; keep Drop from trying to remove it.
+        std::mem::forget(db);
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(server.url("x").contains("hunter2"));
+    }
+}

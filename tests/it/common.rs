@@ -1,0 +1,142 @@
+//! Shared helpers: a fresh database per test, fixtures, and a catalog snapshot.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pgskein::MigrationSet;
+use pgskein::testing::{TestDatabase, TestServer};
+
+pub async fn fresh_db(prefix: &str) -> TestDatabase {
+    let server = TestServer::shared().expect("a PostgreSQL server for the tests");
+    server
+        .create_database(prefix)
+        .await
+        .expect("create a test database")
+}
+
+pub fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn fixture(name: &str) -> MigrationSet {
+    MigrationSet::from_dir(fixture_dir(name)).expect("fixture loads")
+}
+
+pub fn example() -> MigrationSet {
+    MigrationSet::from_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .expect("example loads")
+}
+
+/// A migration directory written for one test: (file name, content) pairs.
+pub fn temp_set(files: &[(&str, &str)]) -> Result<MigrationSet, pgskein::Error> {
+    MigrationSet::from_dir(temp_dir_with(files))
+}
+
+pub fn temp_dir_with(files: &[(&str, &str)]) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pgskein-it-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    dir
+}
+
+/// The user-visible schema, one sorted line per object, outside the ledger schema.
+pub async fn catalog(client: &tokio_postgres::Client) -> Vec<String> {
+    const SQL: &str = r#"
+        SELECT 'relation ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public'
+      UNION ALL
+        SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+               || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+               || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped
+      UNION ALL
+        SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+      UNION ALL
+        SELECT 'constraint ' || c.relname || '.' || k.conname || ' ' || pg_get_constraintdef(k.oid)
+        FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public'
+      UNION ALL
+        SELECT 'type ' || t.typname || ' ' || t.typtype::text || coalesce(' ' || (
+                 SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid), '')
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd')
+      UNION ALL
+        SELECT 'extension ' || extname FROM pg_extension
+      UNION ALL
+        SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'public' AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+      UNION ALL
+        SELECT 'trigger ' || c.relname || '.' || t.tgname
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND NOT t.tgisinternal
+      UNION ALL
+        SELECT 'view ' || viewname || ' ' || definition FROM pg_views WHERE schemaname = 'public'
+      ORDER BY 1"#;
+    client
+        .query(SQL, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The ledger's rows: (id, state).
+pub async fn ledger(client: &tokio_postgres::Client) -> Vec<(String, String)> {
+    match client
+        .query("SELECT id, state FROM pgskein.applied ORDER BY id", &[])
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e)
+            if e.code().map(|c| c.code()) == Some("42P01")
+                || e.code().map(|c| c.code()) == Some("3F000") =>
+        {
+            Vec::new()
+        }
+        Err(e) => panic!("reading the ledger: {e}"),
+    }
+}
+
+/// Whether any session holds pgskein's migration lock for `schema`.
+pub async fn lock_held(client: &tokio_postgres::Client) -> bool {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) > 0
+}
+
+pub fn ids(list: &[pgskein::RevisionId]) -> Vec<&str> {
+    list.iter().map(|i| i.as_str()).collect()
+}
+
+/// An error and all its sources, as a reporter prints them.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! pgskein's integration tests: one binary, one database per test, all against a
+//! real PostgreSQL (DATABASE_URL, or a throwaway server started from the
+//! machine's binaries).
+
+mod cancel;
+mod common;
+mod concurrency;
+mod drift;
+mod example;
+mod failures;
+mod locking;
