@@ -324,8 +324,13 @@ pub enum ParseErrorKind {
     #[error("directive `{0}` must come before `-- pgskein: up`")]
     DirectiveAfterUp(String),
     /// SQL in the header, before `-- pgskein: up`.
-    #[error("SQL before `-- pgskein: up`; only comments and directives may precede it")]
+    #[error("SQL before `-- pgskein: up`; only `--` comments and directives may precede it")]
     SqlBeforeUp,
+    /// A header comment that looks like a directive but is not one.
+    #[error(
+        "this looks like a directive but is not one; write `-- pgskein: <directive> <value>` (with the colon)"
+    )]
+    MalformedDirective,
     /// A section marker appears out of order.
     #[error("section `{0}` must come after `-- pgskein: up`")]
     SectionBeforeUp(String),

@@ -159,7 +159,7 @@ pub(crate) fn plan(
     mode: Mode,
 ) -> Result<Vec<(usize, Direction)>, Error> {
     let wrong_way = || Error::UnknownTarget {
-        target: format!("{target} (not a {} target)", mode_word(mode)),
+        target: format!("{target} (not {} target)", mode_word(mode)),
     };
     let target_set: Vec<bool> = match (target, mode) {
         (Target::Relative(n), Mode::Upgrade) if *n > 0 => {
@@ -190,28 +190,32 @@ pub(crate) fn plan(
         }
         (Target::Relative(_), _) => return Err(wrong_way()),
         (Target::Base, _) => vec![false; graph.len()],
+        // Every head stays: a downgrade to `heads` removes nothing.
+        (Target::Heads, Mode::Downgrade) => applied.to_vec(),
         (Target::Heads, _) => graph.closure(&graph.heads),
-        (Target::Head, _) => graph.closure(&[single(graph, &graph.heads, target)?]),
-        (Target::BranchHead(b), _) => {
-            let heads = graph.branch_heads(b).ok_or_else(|| Error::UnknownTarget {
-                target: target.to_string(),
-            })?;
-            graph.closure(&[single(graph, &heads, target)?])
-        }
-        (Target::Revision(r), _) => {
-            let node = resolve(graph, r)?;
-            match mode {
-                Mode::Downgrade => {
-                    if !applied[node] {
-                        return Err(Error::TargetNotApplied {
-                            id: graph.revs[node].id.clone(),
-                        });
-                    }
-                    let mut remove = graph.descendants(&[node]);
-                    remove[node] = false;
-                    applied.iter().zip(remove).map(|(&a, r)| a && !r).collect()
+        (Target::Head | Target::BranchHead(_) | Target::Revision(_), _) => {
+            let node = match target {
+                Target::Head => single(graph, &graph.heads, target)?,
+                Target::BranchHead(b) => {
+                    let heads = graph.branch_heads(b).ok_or_else(|| Error::UnknownTarget {
+                        target: target.to_string(),
+                    })?;
+                    single(graph, &heads, target)?
                 }
-                _ => graph.closure(&[node]),
+                Target::Revision(r) => resolve(graph, r)?,
+                _ => unreachable!("matched above"),
+            };
+            if mode != Mode::Downgrade {
+                graph.closure(&[node])
+            } else if !applied[node] {
+                return Err(Error::TargetNotApplied {
+                    id: graph.revs[node].id.clone(),
+                });
+            } else {
+                // Only what builds on the target goes; other branches stay.
+                let mut remove = graph.descendants(&[node]);
+                remove[node] = false;
+                applied.iter().zip(remove).map(|(&a, r)| a && !r).collect()
             }
         }
     };
@@ -241,9 +245,9 @@ pub(crate) fn plan(
 
 fn mode_word(mode: Mode) -> &'static str {
     match mode {
-        Mode::Upgrade => "upgrade",
-        Mode::Downgrade => "downgrade",
-        Mode::Stamp => "stamp",
+        Mode::Upgrade => "an upgrade",
+        Mode::Downgrade => "a downgrade",
+        Mode::Stamp => "a stamp",
     }
 }
 
@@ -369,11 +373,22 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
     if r.unknown.is_empty() {
         return r;
     }
-    // Walk each unknown row's recorded parents: collect the code revisions it
-    // builds on, and whether a code head is among them.
-    let mut reaches_head = true;
+    // The database is ahead when its unknown part is complete (every recorded
+    // parent is known or recorded) and each of its tips builds on a code head.
+    let has_unknown_child: std::collections::HashSet<&str> = unknown_rows
+        .values()
+        .flat_map(|row| row.revises.iter().chain(&row.depends_on))
+        .map(String::as_str)
+        .filter(|p| unknown_rows.contains_key(p))
+        .collect();
+    let mut built_on = Vec::new();
     let mut complete = true;
-    for u in &r.unknown {
+    let mut reaches_head = true;
+    for u in r
+        .unknown
+        .iter()
+        .filter(|u| !has_unknown_child.contains(u.as_str()))
+    {
         let mut stack = vec![u.as_str()];
         let mut seen = std::collections::HashSet::new();
         let mut found_head = false;
@@ -389,16 +404,16 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
                         .map(String::as_str),
                 );
             } else if let Some(i) = graph.get(id) {
+                // A code node's ancestors are code nodes, so a head is only ever reached directly.
                 found_head |= graph.heads.contains(&i);
-                for (j, c) in graph.closure(&[i]).into_iter().enumerate() {
-                    r.pinned[j] |= c;
-                }
+                built_on.push(i);
             } else {
                 complete = false;
             }
         }
         reaches_head &= found_head;
     }
+    r.pinned = graph.closure(&built_on);
     r.ahead = complete && reaches_head && r.applied.iter().all(|&a| a);
     r
 }

@@ -385,7 +385,6 @@ fn downgrade_that_stops_above_an_irreversible_revision_is_allowed() {
 }
 
 #[test]
-#[ignore = "bug: downgrade to <branch>@head removes applied revisions of other branches"]
 fn downgrade_to_branch_head_leaves_other_branches_alone() {
     let g = two_branches();
     let all = ["a", "b", "x", "y"];
@@ -585,7 +584,6 @@ fn unknown_rows_are_not_ahead_while_code_revisions_are_pending() {
 }
 
 #[test]
-#[ignore = "bug: an unknown side branch merged by an unknown descendant of head makes the database look diverged"]
 fn unknown_side_branch_merged_after_head_is_ahead() {
     // A newer release added x off a and merged it with the old head b in y.
     let g = graph(vec![rev("a", &[], &[]), rev("b", &["a"], &[])]);

@@ -56,6 +56,13 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
             match section {
                 Section::Header => {
                     let t = line.trim();
+                    if t.trim_start_matches('-')
+                        .trim_start()
+                        .starts_with("pgskein")
+                        && t.starts_with("--")
+                    {
+                        return Err(err(Some(lineno), ParseErrorKind::MalformedDirective));
+                    }
                     if !(t.is_empty() || t.starts_with("--")) {
                         return Err(err(Some(lineno), ParseErrorKind::SqlBeforeUp));
                     }
@@ -130,8 +137,12 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
                 }
             }
             "branch" => {
-                let label = RevisionId::new(value)
-                    .map_err(|m| bad(m.replace("revision id", "branch label")))?;
+                let label = RevisionId::new(value).map_err(|_| {
+                    bad(format!(
+                        "branch label {value:?} must be ASCII letters, digits, '_', '.' or '-', \
+                         start with a letter or digit, and not be head, heads or base; rename the label"
+                    ))
+                })?;
                 if branch.replace(label.as_str().to_owned()).is_some() {
                     return Err(dup());
                 }

@@ -679,7 +679,6 @@ fn invalid_branch_label_is_a_bad_value_about_the_label() {
 }
 
 #[test]
-#[ignore = "bug: a reserved branch label is rejected with advice to rename the file, not the label"]
 fn reserved_branch_label_error_says_to_rename_the_label() {
     let (_, kind) = parse_error("0002_b.sql", "-- pgskein: branch head\n-- pgskein: up\n");
     let ParseErrorKind::BadValue { directive, reason } = kind else {
@@ -702,4 +701,14 @@ fn parse_error_message_names_the_file_and_line() {
         err.to_string(),
         "migrations/0002_b.sql:3: directive `branch` must come before `-- pgskein: up`"
     );
+}
+
+#[test]
+fn directive_without_colon_is_an_error_not_a_comment() {
+    let (line, kind) = parse_error(
+        "0002_b.sql",
+        "-- pgskein revises 0001_a\n-- pgskein: up\nSELECT 1;\n",
+    );
+    assert_eq!(line, Some(1));
+    assert_eq!(kind, ParseErrorKind::MalformedDirective);
 }
