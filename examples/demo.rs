@@ -17,9 +17,7 @@ static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
 
     let set = MigrationSet::from_embedded(&MIGRATIONS)?;
     println!("{} revisions, head {}", set.len(), set.heads()[0]);
@@ -30,24 +28,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = db.pool(4);
 
     let report = set.run(&pool).await?;
-    println!(
-        "\nupgrade to head: {} steps in {:?}",
-        report.steps.len(),
-        report.duration
-    );
+    println!("\nupgrade to head: {} steps in {:?}", report.steps.len(), report.duration);
     for step in &report.steps {
-        println!(
-            "  {:<4} {:<32} {:>8.2?}",
-            step.direction, step.id, step.duration
-        );
+        println!("  {:<4} {:<32} {:>8.2?}", step.direction, step.id, step.duration);
     }
     print_status(&set.status(&pool).await?);
 
     let again = set.run(&pool).await?;
-    println!(
-        "\nrun again: fast path = {}, {:?}",
-        again.fast_path, again.duration
-    );
+    println!("\nrun again: fast path = {}, {:?}", again.fast_path, again.duration);
 
     let client = pool.get().await?;
     println!("\nhistory (newest first):");
@@ -60,26 +48,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     for r in rows {
-        let (at, kind, rev, ms): (String, String, String, String) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let (at, kind, rev, ms): (String, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
         println!("  {at}  {kind:<7} {rev:<32} {ms:>8} ms");
     }
     drop(client);
 
     let down = set.downgrade(&pool, &Target::Base).await?;
-    println!(
-        "\ndowngrade to base: {} steps in {:?}",
-        down.steps.len(),
-        down.duration
-    );
+    println!("\ndowngrade to base: {} steps in {:?}", down.steps.len(), down.duration);
     print_status(&set.status(&pool).await?);
 
     let up = set.run(&pool).await?;
-    println!(
-        "\nupgrade again: {} steps in {:?}",
-        up.steps.len(),
-        up.duration
-    );
+    println!("\nupgrade again: {} steps in {:?}", up.steps.len(), up.duration);
     print_status(&set.status(&pool).await?);
     Ok(())
 }
@@ -89,10 +68,7 @@ fn print_status(status: &Status) {
         if ids.is_empty() {
             "-".to_owned()
         } else {
-            ids.iter()
-                .map(|i| i.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ")
         }
     };
     println!("status:");

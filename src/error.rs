@@ -98,10 +98,7 @@ pub enum Error {
         target: String,
     },
     /// A revision prefix matches several revisions.
-    #[error(
-        "target {prefix:?} matches several revisions: {}; give more characters",
-        join(candidates)
-    )]
+    #[error("target {prefix:?} matches several revisions: {}; give more characters", join(candidates))]
     AmbiguousPrefix {
         /// The prefix.
         prefix: String,
@@ -367,9 +364,7 @@ impl Error {
     /// The partial report of a run that failed part-way, if this error carries one.
     pub fn report(&self) -> Option<&Report> {
         match self {
-            Error::RevisionFailed { report, .. } | Error::VerifyFailed { report, .. } => {
-                Some(report)
-            }
+            Error::RevisionFailed { report, .. } | Error::VerifyFailed { report, .. } => Some(report),
             _ => None,
         }
     }
@@ -380,16 +375,9 @@ impl Error {
 }
 
 fn join<T: AsRef<str>>(ids: &[T]) -> String {
-    ids.iter()
-        .map(|i| i.as_ref())
-        .collect::<Vec<_>>()
-        .join(", ")
+    ids.iter().map(|i| i.as_ref()).collect::<Vec<_>>().join(", ")
 }
 
 fn cycle_text(ids: &[RevisionId], files: &[String]) -> String {
-    ids.iter()
-        .zip(files)
-        .map(|(i, f)| format!("{i} ({f})"))
-        .collect::<Vec<_>>()
-        .join(" -> ")
+    ids.iter().zip(files).map(|(i, f)| format!("{i} ({f})")).collect::<Vec<_>>().join(" -> ")
 }

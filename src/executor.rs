@@ -94,6 +94,7 @@ struct Failed {
     error: tokio_postgres::Error,
     completed: usize,
 }
+
 type BoxFut<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
 
 /// A request already written to the connection, waiting for its answer.
@@ -121,12 +122,10 @@ impl Sent<'_> {
     }
 }
 
+/// A script over the simple protocol, counting the statements that completed.
 async fn simple(client: &Client, sql: &str) -> Answer {
     let failed = |error, completed| Failed { error, completed };
-    let stream = client
-        .simple_query_raw(sql)
-        .await
-        .map_err(|e| failed(e, 0))?;
+    let stream = client.simple_query_raw(sql).await.map_err(|e| failed(e, 0))?;
     let mut stream = std::pin::pin!(stream);
     let (mut msgs, mut completed) = (Vec::new(), 0);
     while let Some(m) = stream.next().await {
@@ -137,40 +136,30 @@ async fn simple(client: &Client, sql: &str) -> Answer {
     Ok(msgs)
 }
 
+/// A prepared recording statement with its owned arguments.
 async fn extended(client: &Client, stmt: &Statement, args: Args) -> Answer {
     let params = args.params();
     let result = client.execute(stmt, &params).await;
-    result.map(|_| Vec::new()).map_err(|error| Failed {
-        error,
-        completed: 0,
-    })
+    result.map(|_| Vec::new()).map_err(|error| Failed { error, completed: 0 })
 }
 
 /// Owned parameters of a recording statement.
 enum Args {
-    Apply {
+    /// `apply.sql` and `start.sql`: the row of a revision. `tag` is the event
+    /// kind for `apply` and the direction for `start`.
+    Row {
         id: String,
         revises: Vec<String>,
         depends_on: Vec<String>,
         checksum: String,
         kind: &'static str,
         app_version: Option<String>,
-        event: &'static str,
+        tag: &'static str,
         digest: String,
     },
     Revert {
         id: String,
         event: &'static str,
-        digest: String,
-    },
-    Start {
-        id: String,
-        revises: Vec<String>,
-        depends_on: Vec<String>,
-        checksum: String,
-        kind: &'static str,
-        app_version: Option<String>,
-        direction: &'static str,
         digest: String,
     },
     Fail {
@@ -190,59 +179,101 @@ const CHECKSUM_VERSION: i16 = Checksum::VERSION;
 impl Args {
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         match self {
-            Args::Apply {
-                id,
-                revises,
-                depends_on,
-                checksum,
-                kind,
-                app_version,
-                event,
-                digest,
-            } => {
-                vec![
-                    id,
-                    revises,
-                    depends_on,
-                    checksum,
-                    &CHECKSUM_VERSION,
-                    kind,
-                    app_version,
-                    event,
-                    digest,
-                ]
+            Args::Row { id, revises, depends_on, checksum, kind, app_version, tag, digest } => {
+                vec![id, revises, depends_on, checksum, &CHECKSUM_VERSION, kind, app_version, tag, digest]
             }
             Args::Revert { id, event, digest } => vec![id, event, digest],
-            Args::Start {
-                id,
-                revises,
-                depends_on,
-                checksum,
-                kind,
-                app_version,
-                direction,
-                digest,
-            } => {
-                vec![
-                    id,
-                    revises,
-                    depends_on,
-                    checksum,
-                    &CHECKSUM_VERSION,
-                    kind,
-                    app_version,
-                    direction,
-                    digest,
-                ]
-            }
-            Args::Fail {
-                id,
-                statement,
-                error,
-                direction,
-            } => vec![id, statement, error, direction],
+            Args::Fail { id, statement, error, direction } => vec![id, statement, error, direction],
             Args::Finish { id, digest } => vec![id, digest],
         }
+    }
+}
+
+/// Why a step did not commit.
+enum Fault {
+    Db { error: tokio_postgres::Error, statement: Option<usize>, line: Option<usize> },
+    Verify { query: String },
+}
+
+impl Fault {
+    fn message(&self) -> String {
+        match self {
+            Fault::Db { error, .. } => {
+                error.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| error.to_string())
+            }
+            Fault::Verify { query } => format!("verify returned false: {query}"),
+        }
+    }
+
+    fn statement(&self) -> Option<usize> {
+        match self {
+            Fault::Db { statement, .. } => *statement,
+            Fault::Verify { .. } => None,
+        }
+    }
+
+    fn into_error(self, rev: &Revision, report: &Report) -> Error {
+        let (id, path, report) = (rev.id.clone(), rev.origin.clone(), Box::new(report.clone()));
+        match self {
+            Fault::Db { error, statement, line } => {
+                Error::RevisionFailed { id, path, statement, line, report, source: error }
+            }
+            Fault::Verify { query } => Error::VerifyFailed { id, path, query, report },
+        }
+    }
+}
+
+/// The requests of one step inside an open transaction: body, verify, ledger row.
+struct Pipelined<'a> {
+    body: Option<(Sent<'a>, &'a str, usize)>,
+    verify: Option<(Sent<'a>, &'a str)>,
+    record: Sent<'a>,
+}
+
+impl<'a> Pipelined<'a> {
+    async fn send(
+        client: &'a Client,
+        body: Option<(&'a str, usize)>,
+        verify: Option<&'a str>,
+        record: (&'a Statement, Args),
+    ) -> Pipelined<'a> {
+        let body = match body {
+            Some((sql, line)) => Some((send(simple(client, sql)).await, sql, line)),
+            None => None,
+        };
+        let verify = match verify {
+            Some(sql) => Some((send(simple(client, sql)).await, sql)),
+            None => None,
+        };
+        let record = send(extended(client, record.0, record.1)).await;
+        Pipelined { body, verify, record }
+    }
+
+    /// Reads every answer (so the connection stays in step), then reports the first fault.
+    async fn outcome(self) -> Result<(), Fault> {
+        let body = match self.body {
+            Some((sent, sql, line)) => Some((sent.answer().await, sql, line)),
+            None => None,
+        };
+        let verify = match self.verify {
+            Some((sent, sql)) => Some((sent.answer().await, sql)),
+            None => None,
+        };
+        let record = self.record.answer().await;
+        if let Some((Err(f), sql, first_line)) = body {
+            let (statement, line) = locate(&f, sql, first_line);
+            return Err(Fault::Db { error: f.error, statement: Some(statement), line: Some(line) });
+        }
+        match verify {
+            Some((Err(f), _)) => return Err(Fault::Db { error: f.error, statement: None, line: None }),
+            Some((Ok(msgs), sql)) => {
+                if let Some(query) = false_statement(&msgs, sql) {
+                    return Err(Fault::Verify { query });
+                }
+            }
+            None => {}
+        }
+        record.map(|_| ()).map_err(|f| Fault::Db { error: f.error, statement: None, line: None })
     }
 }
 
@@ -260,50 +291,41 @@ pub(crate) struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    fn step_args(
-        &mut self,
-        rev: &Revision,
-        dir: Direction,
-        event: &'static str,
-    ) -> (&Statement, Args) {
-        let checksum = rev.checksum.to_hex();
-        let id = rev.id.as_str().to_owned();
+    /// The revision's ledger row, for `apply.sql` or `start.sql`.
+    fn row(&self, rev: &Revision, tag: &'static str) -> Args {
+        Args::Row {
+            id: rev.id.as_str().to_owned(),
+            revises: ids(&rev.revises),
+            depends_on: ids(&rev.depends_on),
+            checksum: rev.checksum.to_hex(),
+            kind: rev.kind(),
+            app_version: self.app_version.clone(),
+            tag,
+            digest: self.digest.to_string(),
+        }
+    }
+
+    /// Moves the digest past the step and returns the statement that records it.
+    fn record(&mut self, rev: &Revision, dir: Direction, event: &'static str) -> (Statement, Args) {
+        let (id, checksum) = (rev.id.as_str(), rev.checksum.to_hex());
         match dir {
             Direction::Up => {
-                self.digest.add(&id, &checksum);
-                let args = Args::Apply {
-                    id,
-                    revises: ids(&rev.revises),
-                    depends_on: ids(&rev.depends_on),
-                    checksum,
-                    kind: rev.kind(),
-                    app_version: self.app_version.clone(),
-                    event,
-                    digest: self.digest.to_string(),
-                };
-                (&self.stmts.apply, args)
+                self.digest.add(id, &checksum);
+                (self.stmts.apply.clone(), self.row(rev, event))
             }
             Direction::Down => {
-                self.digest.remove(&id, &checksum);
-                (
-                    &self.stmts.revert,
-                    Args::Revert {
-                        id,
-                        event,
-                        digest: self.digest.to_string(),
-                    },
-                )
+                self.digest.remove(id, &checksum);
+                let args = Args::Revert { id: id.to_owned(), event, digest: self.digest.to_string() };
+                (self.stmts.revert.clone(), args)
             }
         }
     }
 
     fn push(&mut self, rev: &Revision, direction: Direction, duration: Duration, stamped: bool) {
-        self.report.steps.push(StepReport {
-            id: rev.id.clone(),
-            direction,
-            duration,
-            stamped,
-        });
+        self.report.steps.push(StepReport { id: rev.id.clone(), direction, duration, stamped });
+        if !stamped {
+            tracing::info!(revision = %rev.id, %direction, elapsed = ?duration, "applied");
+        }
     }
 
     /// Runs `steps` per revision or in one transaction.
@@ -314,17 +336,11 @@ impl Executor<'_> {
         mode: TransactionMode,
     ) -> Result<(), Error> {
         if mode == TransactionMode::Single {
-            if let Some(&(i, _)) = steps
-                .iter()
-                .find(|(i, _)| graph.revs[*i].tx == TxMode::None)
-            {
+            if let Some(&(i, _)) = steps.iter().find(|(i, _)| graph.revs[*i].tx == TxMode::None) {
                 let r = &graph.revs[i];
-                return Err(Error::NoTransactionInSingleMode {
-                    id: r.id.clone(),
-                    path: r.origin.clone(),
-                });
+                return Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() });
             }
-            return self.single(graph, steps).await;
+            return self.batch(graph, steps, false).await;
         }
         for &(i, dir) in steps {
             let rev = &graph.revs[i];
@@ -337,396 +353,168 @@ impl Executor<'_> {
     }
 
     /// Records steps without running their bodies, all in one transaction.
-    pub(crate) async fn stamp(
-        &mut self,
-        graph: &Graph,
-        steps: &[(usize, Direction)],
-    ) -> Result<(), Error> {
-        let started = Instant::now();
-        let (stmts, args): (Vec<Statement>, Vec<Args>) = steps
-            .iter()
-            .map(|&(i, dir)| {
-                let (stmt, args) = self.step_args(&graph.revs[i], dir, "stamp");
-                (stmt.clone(), args)
-            })
-            .unzip();
-        let client = self.client;
-        let mut sent = vec![send(simple(client, "BEGIN")).await];
-        for (stmt, args) in stmts.iter().zip(args) {
-            sent.push(send(extended(client, stmt, args)).await);
-        }
-        sent.push(send(simple(client, "COMMIT")).await);
-        let mut first_err = None;
-        for s in sent {
-            if let Err(e) = s.answer().await {
-                first_err.get_or_insert(e.error);
-            }
-        }
-        if let Some(e) = first_err {
-            let _ = client.simple_query("ROLLBACK").await;
-            return Err(Error::Db {
-                context: "stamping",
-                source: e,
-            });
-        }
-        let each = started.elapsed() / steps.len().max(1) as u32;
-        for &(i, dir) in steps {
-            self.push(&graph.revs[i], dir, each, true);
-        }
-        Ok(())
+    pub(crate) async fn stamp(&mut self, graph: &Graph, steps: &[(usize, Direction)]) -> Result<(), Error> {
+        self.batch(graph, steps, true).await
     }
 
+    /// One transaction per revision: BEGIN, body, verify, record and (without a
+    /// verify section, since nothing can veto it then) COMMIT, all pipelined.
     async fn transactional(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
         let client = self.client;
         let before = self.digest.clone();
-        let (stmt, args) = self.step_args(rev, dir, event_of(dir));
-        let stmt = stmt.clone();
-        let (body, body_line) = body_of(rev, dir);
-        let verify = if dir == Direction::Up {
-            rev.verify.as_deref()
-        } else {
-            None
-        };
+        let (stmt, args) = self.record(rev, dir, event_of(dir));
+        let verify = if dir == Direction::Up { rev.verify.as_deref() } else { None };
         let started = Instant::now();
         let begin = send(simple(client, "BEGIN")).await;
-        let body_f = send(simple(client, body)).await;
-        let verify_f = match verify {
-            Some(v) => Some(send(simple(client, v)).await),
-            None => None,
-        };
-        let record = send(extended(client, &stmt, args)).await;
-        // Without a verify section nothing can still veto the commit: pipeline it too.
+        let step = Pipelined::send(client, Some(body_of(rev, dir)), verify, (&stmt, args)).await;
         let commit = match verify {
             None => Some(send(simple(client, "COMMIT")).await),
             Some(_) => None,
         };
-        let begin = begin.answer().await;
-        let body_r = body_f.answer().await;
-        let verify_r = match verify_f {
-            Some(v) => Some(v.answer().await),
-            None => None,
+        let begun =
+            begin.answer().await.map_err(|f| Fault::Db { error: f.error, statement: None, line: None });
+        let mut outcome = step.outcome().await;
+        outcome = begun.and(outcome);
+        let committed = match commit {
+            // A pipelined COMMIT of a failed transaction rolls back by itself.
+            Some(c) => c.answer().await.map(|_| ()),
+            None if outcome.is_ok() => simple(client, "COMMIT").await.map(|_| ()),
+            None => simple(client, "ROLLBACK").await.map(|_| ()),
         };
-        let record = record.answer().await;
-        let commit = match commit {
-            Some(c) => Some(c.answer().await),
-            None => None,
-        };
-        let (verify_r, verify_err) = match verify_r {
-            Some(Err(e)) => (None, Some(e)),
-            other => (other, None),
-        };
-        let failure = begin
-            .err()
-            .map(|f| (f.error, None, None))
-            .or_else(|| {
-                body_r.err().map(|f| {
-                    let (statement, line) = locate(&f, body, body_line);
-                    (f.error, Some(statement), Some(line))
-                })
-            })
-            .or_else(|| verify_err.map(|f| (f.error, None, None)))
-            .or_else(|| record.err().map(|f| (f.error, None, None)));
-        if let Some((e, statement, line)) = failure {
-            if commit.is_none() {
-                let _ = client.simple_query("ROLLBACK").await;
-            }
+        let outcome =
+            outcome.and(committed.map_err(|f| Fault::Db { error: f.error, statement: None, line: None }));
+        if let Err(fault) = outcome {
             self.digest = before;
-            return Err(self.failed(rev, dir, statement, line, e).await);
-        }
-        if let (Some(Ok(msgs)), Some(v)) = (&verify_r, verify) {
-            if let Some(query) = false_statement(msgs, v) {
-                let _ = client.simple_query("ROLLBACK").await;
-                self.digest = before;
-                return Err(Error::VerifyFailed {
-                    id: rev.id.clone(),
-                    path: rev.origin.clone(),
-                    query,
-                    report: Box::new(self.report.clone()),
-                });
-            }
-        }
-        let commit = match commit {
-            Some(c) => c.map_err(|f| f.error),
-            None => client.simple_query("COMMIT").await,
-        };
-        if let Err(e) = commit {
-            self.digest = before;
-            return Err(self.failed(rev, dir, None, None, e).await);
+            return Err(self.fail(rev, dir, fault).await);
         }
         self.push(rev, dir, started.elapsed(), false);
-        tracing::info!(revision = %rev.id, direction = %dir, elapsed = ?started.elapsed(), "applied");
         Ok(())
     }
 
-    async fn non_transactional(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
-        let client = self.client;
-        let started = Instant::now();
-        let id = rev.id.as_str().to_owned();
-        let checksum = rev.checksum.to_hex();
-        if dir == Direction::Down {
-            self.digest.remove(&id, &checksum);
-        }
-        let start = Args::Start {
-            id: id.clone(),
-            revises: ids(&rev.revises),
-            depends_on: ids(&rev.depends_on),
-            checksum: checksum.clone(),
-            kind: rev.kind(),
-            app_version: self.app_version.clone(),
-            direction: dir_word(dir),
-            digest: self.digest.to_string(),
-        };
-        extended(client, &self.stmts.start, start)
-            .await
-            .map_err(|f| Error::Db {
-                context: "recording the start of a revision",
-                source: f.error,
-            })?;
-        let (body, body_line) = body_of(rev, dir);
-        for (n, stmt) in split::split(body).iter().enumerate() {
-            if let Err(e) = client.simple_query(stmt.text).await {
-                let line = body_line + stmt.line - 1;
-                return Err(self.failed(rev, dir, Some(n + 1), Some(line), e).await);
-            }
-        }
-        if dir == Direction::Down {
-            let args = Args::Revert {
-                id: id.clone(),
-                event: "revert",
-                digest: self.digest.to_string(),
-            };
-            extended(client, &self.stmts.revert, args)
-                .await
-                .map_err(|f| Error::Db {
-                    context: "recording a revert",
-                    source: f.error,
-                })?;
-        } else {
-            let verify = rev.verify.as_deref().unwrap_or("");
-            self.digest.add(&id, &checksum);
-            let finish = Args::Finish {
-                id: id.clone(),
-                digest: self.digest.to_string(),
-            };
-            let begin = send(simple(client, "BEGIN")).await;
-            let verify_f = send(simple(client, verify)).await;
-            let fin = send(extended(client, &self.stmts.finish, finish)).await;
-            let results = [
-                begin.answer().await,
-                verify_f.answer().await,
-                fin.answer().await,
-            ];
-            let mut failure = None;
-            for r in &results {
-                if let Err(f) = r {
-                    failure.get_or_insert_with(|| f.error.to_string());
-                }
-            }
-            let veto = match &results[1] {
-                Ok(msgs) => false_statement(msgs, verify),
-                Err(_) => None,
-            };
-            if failure.is_some() || veto.is_some() {
-                let _ = client.simple_query("ROLLBACK").await;
-                self.digest.remove(&id, &checksum);
-                let msg = failure.clone().unwrap_or_else(|| {
-                    format!(
-                        "verify returned false: {}",
-                        veto.clone().unwrap_or_default()
-                    )
-                });
-                self.record_failure(rev, dir, None, &msg).await;
-                if let Some(query) = veto {
-                    return Err(Error::VerifyFailed {
-                        id: rev.id.clone(),
-                        path: rev.origin.clone(),
-                        query,
-                        report: Box::new(self.report.clone()),
-                    });
-                }
-                let e = results
-                    .into_iter()
-                    .find_map(|r| r.err())
-                    .expect("a failure")
-                    .error;
-                return Err(Error::RevisionFailed {
-                    id: rev.id.clone(),
-                    path: rev.origin.clone(),
-                    statement: None,
-                    line: None,
-                    report: Box::new(self.report.clone()),
-                    source: e,
-                });
-            }
-            client
-                .simple_query("COMMIT")
-                .await
-                .map_err(Error::db("recording an applied revision"))?;
-        }
-        self.push(rev, dir, started.elapsed(), false);
-        tracing::info!(revision = %rev.id, direction = %dir, elapsed = ?started.elapsed(), "applied");
-        Ok(())
-    }
-
-    /// Runs every step inside one transaction, all pipelined.
-    async fn single(&mut self, graph: &Graph, steps: &[(usize, Direction)]) -> Result<(), Error> {
+    /// Every step in one transaction, all requests pipelined: a single run's
+    /// steps, or a stamp's records (then no body runs).
+    async fn batch(&mut self, graph: &Graph, steps: &[(usize, Direction)], stamp: bool) -> Result<(), Error> {
         let client = self.client;
         let before = self.digest.clone();
-        let started = Instant::now();
         let (stmts, args): (Vec<Statement>, Vec<Args>) = steps
             .iter()
-            .map(|&(i, dir)| {
-                let (stmt, args) = self.step_args(&graph.revs[i], dir, event_of(dir));
-                (stmt.clone(), args)
-            })
+            .map(|&(i, dir)| self.record(&graph.revs[i], dir, if stamp { "stamp" } else { event_of(dir) }))
             .unzip();
+        let started = Instant::now();
         let begin = send(simple(client, "BEGIN")).await;
         let mut sent = Vec::with_capacity(steps.len());
         for ((&(i, dir), stmt), args) in steps.iter().zip(&stmts).zip(args) {
             let rev = &graph.revs[i];
-            let (body, _) = body_of(rev, dir);
-            let verify = if dir == Direction::Up {
-                rev.verify.as_deref()
-            } else {
-                None
-            };
-            let b = send(simple(client, body)).await;
-            let v = match verify {
-                Some(v) => Some(send(simple(client, v)).await),
-                None => None,
-            };
-            let r = send(extended(client, stmt, args)).await;
-            sent.push((i, dir, b, v, r));
+            let verify = if dir == Direction::Up && !stamp { rev.verify.as_deref() } else { None };
+            let body = if stamp { None } else { Some(body_of(rev, dir)) };
+            sent.push((rev, dir, Pipelined::send(client, body, verify, (stmt, args)).await));
         }
-        let mut failure: Option<Error> = begin.answer().await.err().map(|f| Error::Db {
-            context: "beginning the transaction",
-            source: f.error,
-        });
-        let mut last = Instant::now();
-        let mut done = Vec::new();
-        for (i, dir, b, v, r) in sent {
-            let rev = &graph.revs[i];
-            let (body, body_line) = body_of(rev, dir);
-            let (b, v, r) = (
-                b.answer().await,
-                match v {
-                    Some(v) => Some(v.answer().await),
-                    None => None,
-                },
-                r.answer().await,
-            );
-            if failure.is_some() {
-                continue;
-            }
-            if let Err(f) = b {
-                let (statement, line) = locate(&f, body, body_line);
-                failure = Some(Error::RevisionFailed {
-                    id: rev.id.clone(),
-                    path: rev.origin.clone(),
-                    statement: Some(statement),
-                    line: Some(line),
-                    report: Box::default(),
-                    source: f.error,
-                });
-                continue;
-            }
-            match v {
-                Some(Err(f)) => {
-                    failure = Some(Error::RevisionFailed {
-                        id: rev.id.clone(),
-                        path: rev.origin.clone(),
-                        statement: None,
-                        line: None,
-                        report: Box::default(),
-                        source: f.error,
-                    });
-                    continue;
+        let mut failure = begin
+            .answer()
+            .await
+            .err()
+            .map(|f| (None, Fault::Db { error: f.error, statement: None, line: None }));
+        let mut done = Vec::with_capacity(steps.len());
+        let mut last = started;
+        for (rev, dir, step) in sent {
+            let outcome = step.outcome().await;
+            match (outcome, &failure) {
+                (Err(fault), None) => failure = Some((Some(rev), fault)),
+                (Ok(()), None) => {
+                    done.push((rev, dir, last.elapsed()));
+                    last = Instant::now();
                 }
-                Some(Ok(msgs)) => {
-                    if let Some(query) = false_statement(&msgs, rev.verify.as_deref().unwrap_or(""))
-                    {
-                        failure = Some(Error::VerifyFailed {
-                            id: rev.id.clone(),
-                            path: rev.origin.clone(),
-                            query,
-                            report: Box::default(),
-                        });
-                        continue;
-                    }
-                }
-                None => {}
+                _ => {}
             }
-            if let Err(f) = r {
-                failure = Some(Error::Db {
-                    context: "recording a revision",
-                    source: f.error,
-                });
-                continue;
-            }
-            done.push((i, dir, last.elapsed()));
-            last = Instant::now();
         }
-        if let Some(err) = failure {
+        if let Some((rev, fault)) = failure {
             let _ = client.simple_query("ROLLBACK").await;
             self.digest = before;
-            return Err(err);
+            return Err(match rev {
+                Some(rev) if !stamp => fault.into_error(rev, &self.report),
+                _ => match fault {
+                    Fault::Db { error, .. } => Error::Db { context: "recording the plan", source: error },
+                    Fault::Verify { .. } => unreachable!("a stamp runs no verify section"),
+                },
+            });
         }
         if let Err(e) = client.simple_query("COMMIT").await {
             self.digest = before;
-            return Err(Error::Db {
-                context: "committing the single transaction",
-                source: e,
-            });
+            return Err(Error::Db { context: "committing the transaction", source: e });
         }
-        for (i, dir, d) in done {
-            self.push(&graph.revs[i], dir, d, false);
+        for (rev, dir, d) in done {
+            self.push(rev, dir, d, stamp);
         }
-        tracing::info!(steps = steps.len(), elapsed = ?started.elapsed(), "applied in one transaction");
         Ok(())
     }
 
-    /// Builds the error for a failed step, after recording a `fail` event (and,
-    /// for `transaction none`, the `failed` state) in its own transaction.
-    async fn failed(
-        &mut self,
-        rev: &Revision,
-        dir: Direction,
-        statement: Option<usize>,
-        line: Option<usize>,
-        e: tokio_postgres::Error,
-    ) -> Error {
-        let msg = e
-            .as_db_error()
-            .map(|d| d.message().to_owned())
-            .unwrap_or_else(|| e.to_string());
-        self.record_failure(rev, dir, statement, &msg).await;
-        tracing::warn!(revision = %rev.id, direction = %dir, error = %msg, "revision failed");
-        Error::RevisionFailed {
-            id: rev.id.clone(),
-            path: rev.origin.clone(),
-            statement,
-            line,
-            report: Box::new(self.report.clone()),
-            source: e,
+    /// Outside a transaction: record `running`, run each statement, then record
+    /// `applied` (after the verify section, in one transaction) or the revert.
+    async fn non_transactional(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
+        let client = self.client;
+        let started = Instant::now();
+        let (id, checksum) = (rev.id.as_str(), rev.checksum.to_hex());
+        if dir == Direction::Down {
+            // The row stops counting as applied while its down runs.
+            self.digest.remove(id, &checksum);
         }
+        let start = self.row(rev, dir_word(dir));
+        extended(client, &self.stmts.start, start)
+            .await
+            .map_err(|f| Error::Db { context: "recording the start of a revision", source: f.error })?;
+        let (body, body_line) = body_of(rev, dir);
+        for (n, stmt) in split::split(body).iter().enumerate() {
+            if let Err(error) = client.simple_query(stmt.text).await {
+                let line = Some(body_line + stmt.line - 1);
+                return Err(self.fail(rev, dir, Fault::Db { error, statement: Some(n + 1), line }).await);
+            }
+        }
+        let outcome = match dir {
+            Direction::Down => {
+                let args =
+                    Args::Revert { id: id.to_owned(), event: "revert", digest: self.digest.to_string() };
+                extended(client, &self.stmts.revert, args).await.map(|_| ())
+            }
+            Direction::Up => {
+                self.digest.add(id, &checksum);
+                let finish = Args::Finish { id: id.to_owned(), digest: self.digest.to_string() };
+                let begin = send(simple(client, "BEGIN")).await;
+                let step =
+                    Pipelined::send(client, None, rev.verify.as_deref(), (&self.stmts.finish, finish)).await;
+                let begun = begin.answer().await.map(|_| ());
+                match begun
+                    .map_err(|f| Fault::Db { error: f.error, statement: None, line: None })
+                    .and(step.outcome().await)
+                {
+                    Ok(()) => simple(client, "COMMIT").await.map(|_| ()),
+                    Err(fault) => {
+                        let _ = client.simple_query("ROLLBACK").await;
+                        self.digest.remove(id, &checksum);
+                        return Err(self.fail(rev, dir, fault).await);
+                    }
+                }
+            }
+        };
+        outcome.map_err(|f| Error::Db { context: "recording a revision", source: f.error })?;
+        self.push(rev, dir, started.elapsed(), false);
+        Ok(())
     }
 
-    async fn record_failure(
-        &self,
-        rev: &Revision,
-        dir: Direction,
-        statement: Option<usize>,
-        msg: &str,
-    ) {
+    /// Records the failure (a `fail` event and, for `transaction none`, the
+    /// `failed` state) in its own statement, and builds the error.
+    async fn fail(&mut self, rev: &Revision, dir: Direction, fault: Fault) -> Error {
+        let msg = fault.message();
         let args = Args::Fail {
             id: rev.id.as_str().to_owned(),
-            statement: statement.map(|s| s as i32),
-            error: msg.to_owned(),
+            statement: fault.statement().map(|s| s as i32),
+            error: msg.clone(),
             direction: dir_word(dir),
         };
         if let Err(f) = extended(self.client, &self.stmts.fail, args).await {
             tracing::warn!(revision = %rev.id, error = %f.error, "could not record the failure in the ledger");
         }
+        tracing::warn!(revision = %rev.id, direction = %dir, error = %msg, "revision failed");
+        fault.into_error(rev, &self.report)
     }
 }
 
@@ -747,10 +535,7 @@ fn dir_word(dir: Direction) -> &'static str {
 fn body_of(rev: &Revision, dir: Direction) -> (&str, usize) {
     match dir {
         Direction::Up => (rev.up.sql(), rev.up_line),
-        Direction::Down => (
-            rev.down.as_ref().map(|b| b.sql()).unwrap_or(""),
-            rev.down_line,
-        ),
+        Direction::Down => (rev.down.as_ref().map(|b| b.sql()).unwrap_or(""), rev.down_line),
     }
 }
 
@@ -761,15 +546,10 @@ fn locate(f: &Failed, body: &str, first_line: usize) -> (usize, usize) {
     let statement = f.completed + 1;
     let line = match f.error.as_db_error().and_then(|d| d.position()) {
         Some(ErrorPosition::Original(pos)) => {
-            let upto: String = body
-                .chars()
-                .take((*pos as usize).saturating_sub(1))
-                .collect();
+            let upto: String = body.chars().take((*pos as usize).saturating_sub(1)).collect();
             first_line + upto.matches('\n').count()
         }
-        _ => split::split(body)
-            .get(f.completed)
-            .map_or(first_line, |s| first_line + s.line - 1),
+        _ => split::split(body).get(f.completed).map_or(first_line, |s| first_line + s.line - 1),
     };
     (statement, line)
 }
@@ -782,10 +562,7 @@ fn false_statement(msgs: &[SimpleQueryMessage], verify: &str) -> Option<String> 
             SimpleQueryMessage::Row(r) if r.get(0) == Some("f") => {
                 let stmts = split::split(verify);
                 return Some(
-                    stmts
-                        .get(index)
-                        .map(|s| s.text.to_owned())
-                        .unwrap_or_else(|| verify.trim().to_owned()),
+                    stmts.get(index).map_or_else(|| verify.trim().to_owned(), |s| s.text.to_owned()),
                 );
             }
             SimpleQueryMessage::CommandComplete(_) => index += 1,

@@ -77,10 +77,7 @@ impl Graph {
             pos[old] = new;
         }
         let mut slots: Vec<Option<Revision>> = revs.into_iter().map(Some).collect();
-        let revs: Vec<Revision> = order
-            .iter()
-            .map(|&old| slots[old].take().expect("each once"))
-            .collect();
+        let revs: Vec<Revision> = order.iter().map(|&old| slots[old].take().expect("each once")).collect();
         let mut new_parents = vec![Vec::new(); n];
         let mut children = vec![Vec::new(); n];
         for old in 0..n {
@@ -96,22 +93,10 @@ impl Graph {
         }
         let heads: Vec<usize> = (0..n).filter(|&i| !revised[order[i]]).collect();
         if heads.len() > 1 && !allow_multiple_heads {
-            return Err(Error::MultipleHeads {
-                heads: heads.iter().map(|&h| revs[h].id.clone()).collect(),
-            });
+            return Err(Error::MultipleHeads { heads: heads.iter().map(|&h| revs[h].id.clone()).collect() });
         }
-        let index = revs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id.clone(), i))
-            .collect();
-        Ok(Graph {
-            revs,
-            index,
-            parents: new_parents,
-            children,
-            heads,
-        })
+        let index = revs.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+        Ok(Graph { revs, index, parents: new_parents, children, heads })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -145,9 +130,8 @@ impl Graph {
 
     /// Heads reachable by `revises` edges from the revisions labelled `branch`.
     pub(crate) fn branch_heads(&self, branch: &str) -> Option<Vec<usize>> {
-        let labelled: Vec<usize> = (0..self.len())
-            .filter(|&i| self.revs[i].branch.as_deref() == Some(branch))
-            .collect();
+        let labelled: Vec<usize> =
+            (0..self.len()).filter(|&i| self.revs[i].branch.as_deref() == Some(branch)).collect();
         if labelled.is_empty() {
             return None;
         }
@@ -188,10 +172,8 @@ fn topo_order(revs: &[Revision], parents: &[Vec<usize>]) -> Result<Vec<usize>, E
             children[p].push(i);
         }
     }
-    let mut ready: BinaryHeap<Reverse<(&RevisionId, usize)>> = (0..n)
-        .filter(|&i| indegree[i] == 0)
-        .map(|i| Reverse((&revs[i].id, i)))
-        .collect();
+    let mut ready: BinaryHeap<Reverse<(&RevisionId, usize)>> =
+        (0..n).filter(|&i| indegree[i] == 0).map(|i| Reverse((&revs[i].id, i))).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse((_, i))) = ready.pop() {
         order.push(i);
@@ -211,10 +193,7 @@ fn topo_order(revs: &[Revision], parents: &[Vec<usize>]) -> Result<Vec<usize>, E
 /// Walks parent edges among the unsorted nodes until one repeats: that loop is a cycle.
 fn find_cycle(revs: &[Revision], parents: &[Vec<usize>], indegree: &[usize]) -> Error {
     let stuck = |i: usize| indegree[i] > 0;
-    let start = (0..revs.len())
-        .filter(|&i| stuck(i))
-        .min_by_key(|&i| &revs[i].id)
-        .expect("a stuck node");
+    let start = (0..revs.len()).filter(|&i| stuck(i)).min_by_key(|&i| &revs[i].id).expect("a stuck node");
     let mut path = vec![start];
     let mut at = vec![usize::MAX; revs.len()];
     at[start] = 0;

@@ -31,29 +31,20 @@ impl RevisionId {
         match chars.next() {
             None => return Err("a revision id cannot be empty".into()),
             Some(c) if !c.is_ascii_alphanumeric() => {
-                return Err(format!(
-                    "revision id {id:?} must start with an ASCII letter or digit"
-                ));
+                return Err(format!("revision id {id:?} must start with an ASCII letter or digit"));
             }
             _ => {}
         }
-        if let Some(c) = id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-        {
+        if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
             return Err(format!(
                 "revision id {id:?} contains {c:?}; use only ASCII letters, digits, '_', '.' and '-'"
             ));
         }
         if id.len() > MAX_ID_LEN {
-            return Err(format!(
-                "revision id {id:?} is longer than {MAX_ID_LEN} bytes"
-            ));
+            return Err(format!("revision id {id:?} is longer than {MAX_ID_LEN} bytes"));
         }
         if matches!(id.as_str(), "head" | "heads" | "base") {
-            return Err(format!(
-                "revision id {id:?} is a reserved target word; rename the file"
-            ));
+            return Err(format!("revision id {id:?} is a reserved target word; rename the file"));
         }
         Ok(Self(id))
     }
@@ -180,10 +171,7 @@ mod tests {
     #[test]
     fn checksum_ignores_crlf_and_bom_but_not_content() {
         let a = Checksum::of_sql("-- pgskein: up\nSELECT 1;\n");
-        assert_eq!(
-            a,
-            Checksum::of_sql("\u{feff}-- pgskein: up\r\nSELECT 1;\r\n")
-        );
+        assert_eq!(a, Checksum::of_sql("\u{feff}-- pgskein: up\r\nSELECT 1;\r\n"));
         assert_ne!(a, Checksum::of_sql("-- pgskein: up\nSELECT 2;\n"));
         assert_eq!(a.to_hex().len(), 64);
     }

@@ -65,10 +65,7 @@ pub(crate) struct Prepared {
 
 impl Ledger {
     pub(crate) fn new(schema: &str) -> Self {
-        Self {
-            schema: schema.to_owned(),
-            quoted: quote_ident(schema),
-        }
+        Self { schema: schema.to_owned(), quoted: quote_ident(schema) }
     }
 
     fn sql(&self, template: &str) -> String {
@@ -80,8 +77,7 @@ impl Ledger {
 
     /// The fast path: one simple-protocol query, no lock, no per-revision work.
     pub(crate) async fn meta(&self, client: &Client) -> Result<Meta, Error> {
-        let sql =
-            self.sql(r#"SELECT key, value FROM {schema}."meta" WHERE key IN ('format', 'digest')"#);
+        let sql = self.sql(r#"SELECT key, value FROM {schema}."meta" WHERE key IN ('format', 'digest')"#);
         let msgs = match client.simple_query(&sql).await {
             Ok(m) => m,
             // undefined_table, invalid_schema_name: nothing was ever migrated here.
@@ -89,10 +85,7 @@ impl Ledger {
                 return Ok(Meta::Missing);
             }
             Err(e) => {
-                return Err(Error::Db {
-                    context: "reading the bookkeeping tables",
-                    source: e,
-                });
+                return Err(Error::Db { context: "reading the bookkeeping tables", source: e });
             }
         };
         let (mut format, mut digest) = (None, String::new());
@@ -122,11 +115,9 @@ impl Ledger {
             _ => None,
         });
         match format {
-            Some(f) if f > FORMAT => Err(Error::FormatTooNew {
-                schema: self.schema.clone(),
-                found: f,
-                supported: FORMAT,
-            }),
+            Some(f) if f > FORMAT => {
+                Err(Error::FormatTooNew { schema: self.schema.clone(), found: f, supported: FORMAT })
+            }
             Some(_) => Ok(()),
             None => Err(self.corrupt("format", "the meta table has no readable format row")),
         }
@@ -150,26 +141,17 @@ impl Ledger {
                       failed_statement::text, last_error, applied_at::text
                FROM {schema}."applied" ORDER BY applied_at, id"#,
         );
-        let msgs = client
-            .simple_query(&sql)
-            .await
-            .map_err(Error::db("reading the ledger"))?;
-        let list = |s: Option<&str>| {
-            s.unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
-        };
+        let msgs = client.simple_query(&sql).await.map_err(Error::db("reading the ledger"))?;
+        let list = |s: Option<&str>| s.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
         let mut rows = Vec::new();
         for m in msgs {
             if let SimpleQueryMessage::Row(r) = m {
                 let id = r.get(0).unwrap_or_default().to_owned();
                 let failed_statement = match r.get(5) {
                     None => None,
-                    Some(v) => Some(
-                        v.parse()
-                            .map_err(|_| self.corrupt(&id, "failed_statement is not a number"))?,
-                    ),
+                    Some(v) => {
+                        Some(v.parse().map_err(|_| self.corrupt(&id, "failed_statement is not a number"))?)
+                    }
                 };
                 rows.push(Row {
                     revises: list(r.get(1)),
@@ -199,13 +181,7 @@ impl Ledger {
         )
         .await
         .map_err(Error::db("preparing the ledger statements"))?;
-        Ok(Prepared {
-            apply,
-            revert,
-            start,
-            fail,
-            finish,
-        })
+        Ok(Prepared { apply, revert, start, fail, finish })
     }
 
     /// Records an operator's resolution of a failed or running revision.
@@ -224,11 +200,7 @@ impl Ledger {
     }
 
     fn corrupt(&self, id: &str, reason: &str) -> Error {
-        Error::CorruptLedger {
-            schema: self.schema.clone(),
-            id: id.to_owned(),
-            reason: reason.to_owned(),
-        }
+        Error::CorruptLedger { schema: self.schema.clone(), id: id.to_owned(), reason: reason.to_owned() }
     }
 }
 
@@ -236,10 +208,7 @@ impl Ledger {
     /// Rewrites the fast-path digest when it no longer matches the rows.
     pub(crate) async fn write_digest(&self, client: &Client, digest: &str) -> Result<(), Error> {
         let sql = self.sql(r#"UPDATE {schema}."meta" SET value = $1 WHERE key = 'digest'"#);
-        client
-            .execute(&sql, &[&digest])
-            .await
-            .map_err(Error::db("updating the applied-set digest"))?;
+        client.execute(&sql, &[&digest]).await.map_err(Error::db("updating the applied-set digest"))?;
         Ok(())
     }
 }

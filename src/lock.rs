@@ -92,11 +92,7 @@ impl<'a> LockGuard<'a> {
 
     /// A guard that holds no lock, for [`LockMode::DangerousNone`].
     pub(crate) fn unlocked(conn: Conn<'a>) -> Self {
-        Self {
-            conn: Some(conn),
-            key: None,
-            restore_name: None,
-        }
+        Self { conn: Some(conn), key: None, restore_name: None }
     }
 
     /// Waits for the lock, polling, for at most `timeout`.
@@ -110,11 +106,7 @@ impl<'a> LockGuard<'a> {
         // The guard exists before the first lock request is written: if this
         // future is dropped while a request is in flight, the lock it may have
         // taken is still released.
-        let mut guard = Self {
-            conn: Some(conn),
-            key: Some(key),
-            restore_name: None,
-        };
+        let mut guard = Self { conn: Some(conn), key: Some(key), restore_name: None };
         let started = Instant::now();
         // Server-side keepalives: if this process vanishes without closing its
         // socket, the server notices within about a minute and the lock dies with the session.
@@ -125,10 +117,7 @@ impl<'a> LockGuard<'a> {
              set_config('tcp_keepalives_count', '3', false)",
         );
         if let Some(name) = application_name {
-            setup.push_str(&format!(
-                ", set_config('application_name', {}, false)",
-                quote_literal(name)
-            ));
+            setup.push_str(&format!(", set_config('application_name', {}, false)", quote_literal(name)));
         }
         setup.push(';');
         let (hi, lo) = ((key >> 32) as u32, key as u32);
@@ -144,17 +133,10 @@ impl<'a> LockGuard<'a> {
         let mut delay = Duration::from_millis(10);
         let mut last_log: Option<Instant> = None;
         loop {
-            let sql = if first {
-                format!("{setup}{try_lock}")
-            } else {
-                try_lock.clone()
-            };
+            let sql = if first { format!("{setup}{try_lock}") } else { try_lock.clone() };
             let skip = usize::from(std::mem::replace(&mut first, false));
-            let msgs = guard
-                .client()
-                .simple_query(&sql)
-                .await
-                .map_err(Error::db("taking the migration lock"))?;
+            let msgs =
+                guard.client().simple_query(&sql).await.map_err(Error::db("taking the migration lock"))?;
             let mut rows = msgs.iter().filter_map(|m| match m {
                 SimpleQueryMessage::Row(r) => Some(r),
                 _ => None,
@@ -179,10 +161,7 @@ impl<'a> LockGuard<'a> {
             if timeout.is_some_and(|t| waited >= t) {
                 // We never got the lock: undo the session settings and hand the connection back.
                 guard.key = None;
-                let _ = guard
-                    .client()
-                    .simple_query(&reset_session(guard.restore_name.as_deref()))
-                    .await;
+                let _ = guard.client().simple_query(&reset_session(guard.restore_name.as_deref())).await;
                 return Err(Error::LockTimeout { waited, holder });
             }
             if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -196,9 +175,7 @@ impl<'a> LockGuard<'a> {
             }
             let mut sleep = delay;
             if let Some(t) = timeout {
-                sleep = sleep
-                    .min(t.saturating_sub(waited))
-                    .max(Duration::from_millis(1));
+                sleep = sleep.min(t.saturating_sub(waited)).max(Duration::from_millis(1));
             }
             tokio::time::sleep(sleep).await;
             delay = (delay * 3 / 2).min(Duration::from_millis(200));
@@ -212,19 +189,10 @@ impl<'a> LockGuard<'a> {
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
              AND pid = pg_backend_pid() AND classid = {hi} AND objid = {lo} AND objsubid = 1"
         );
-        let msgs = self
-            .client()
-            .simple_query(&sql)
-            .await
-            .map_err(Error::db("checking the migration lock"))?;
-        let held = msgs
-            .iter()
-            .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("1")));
-        if held {
-            Ok(())
-        } else {
-            Err(Error::LockNotHeld)
-        }
+        let msgs =
+            self.client().simple_query(&sql).await.map_err(Error::db("checking the migration lock"))?;
+        let held = msgs.iter().any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("1")));
+        if held { Ok(()) } else { Err(Error::LockNotHeld) }
     }
 
     /// Unlocks. If that fails, a pooled connection is taken out of its pool and
@@ -232,10 +200,8 @@ impl<'a> LockGuard<'a> {
     pub(crate) async fn release(mut self) {
         let Some(conn) = self.conn.take() else { return };
         let Some(key) = self.key else { return };
-        let sql = format!(
-            "{} SELECT pg_advisory_unlock({key});",
-            reset_session(self.restore_name.as_deref())
-        );
+        let sql =
+            format!("{} SELECT pg_advisory_unlock({key});", reset_session(self.restore_name.as_deref()));
         match conn.client().simple_query(&sql).await {
             Ok(_) => tracing::debug!("migration lock released"),
             Err(e) => {
@@ -248,14 +214,10 @@ impl<'a> LockGuard<'a> {
 
 /// Undoes the session settings `acquire` made.
 fn reset_session(restore_name: Option<&str>) -> String {
-    let mut sql = String::from(
-        "RESET tcp_keepalives_idle; RESET tcp_keepalives_interval; RESET tcp_keepalives_count;",
-    );
+    let mut sql =
+        String::from("RESET tcp_keepalives_idle; RESET tcp_keepalives_interval; RESET tcp_keepalives_count;");
     if let Some(name) = restore_name {
-        sql.push_str(&format!(
-            " SELECT set_config('application_name', {}, false);",
-            quote_literal(name)
-        ));
+        sql.push_str(&format!(" SELECT set_config('application_name', {}, false);", quote_literal(name)));
     }
     sql
 }

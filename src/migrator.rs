@@ -107,12 +107,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), Error> {
-        let bad = |reason| {
-            Err(Error::InvalidSchema {
-                schema: self.schema.clone(),
-                reason,
-            })
-        };
+        let bad = |reason| Err(Error::InvalidSchema { schema: self.schema.clone(), reason });
         if self.schema.is_empty() {
             return bad("it is empty");
         }
@@ -159,9 +154,7 @@ impl<'a> Db<'a> {
     async fn conn(self) -> Result<Conn<'a>, Error> {
         Ok(match self {
             Db::Client(c) => Conn::Borrowed(c),
-            Db::Pool(p) => Conn::Pooled(Box::new(
-                p.get().await.map_err(|source| Error::Pool { source })?,
-            )),
+            Db::Pool(p) => Conn::Pooled(Box::new(p.get().await.map_err(|source| Error::Pool { source })?)),
         })
     }
 }
@@ -244,38 +237,17 @@ pub trait Migrator: Send + Sync {
     where
         Self: Sized,
     {
-        Configured {
-            inner: self,
-            config,
-        }
+        Configured { inner: self, config }
     }
 
     /// Upgrades to every head. At head this costs one query and takes no lock.
     async fn run<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Report, Error> {
-        execute(
-            self.migrations(),
-            &self.config(),
-            db.into(),
-            &Target::Heads,
-            Mode::Upgrade,
-        )
-        .await
+        execute(self.migrations(), &self.config(), db.into(), &Target::Heads, Mode::Upgrade).await
     }
 
     /// Applies what `target` needs. Never removes anything.
-    async fn upgrade<'a>(
-        &self,
-        db: impl Into<Db<'a>> + Send + 'a,
-        target: &Target,
-    ) -> Result<Report, Error> {
-        execute(
-            self.migrations(),
-            &self.config(),
-            db.into(),
-            target,
-            Mode::Upgrade,
-        )
-        .await
+    async fn upgrade<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Report, Error> {
+        execute(self.migrations(), &self.config(), db.into(), target, Mode::Upgrade).await
     }
 
     /// Reverts revisions down to `target` (`base`, `-N`, or a revision that stays applied).
@@ -284,14 +256,7 @@ pub trait Migrator: Send + Sync {
         db: impl Into<Db<'a>> + Send + 'a,
         target: &Target,
     ) -> Result<Report, Error> {
-        execute(
-            self.migrations(),
-            &self.config(),
-            db.into(),
-            target,
-            Mode::Downgrade,
-        )
-        .await
+        execute(self.migrations(), &self.config(), db.into(), target, Mode::Downgrade).await
     }
 
     /// Records the database as being at `target` without running any body.
@@ -299,19 +264,8 @@ pub trait Migrator: Send + Sync {
     /// # Warning
     /// The ledger then says what the schema does not necessarily contain; use it
     /// to adopt a database migrated by other means, or after repairing by hand.
-    async fn stamp<'a>(
-        &self,
-        db: impl Into<Db<'a>> + Send + 'a,
-        target: &Target,
-    ) -> Result<Report, Error> {
-        execute(
-            self.migrations(),
-            &self.config(),
-            db.into(),
-            target,
-            Mode::Stamp,
-        )
-        .await
+    async fn stamp<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Report, Error> {
+        execute(self.migrations(), &self.config(), db.into(), target, Mode::Stamp).await
     }
 
     /// What is applied, pending, blocked or unknown. Read-only; takes no lock.
@@ -322,25 +276,15 @@ pub trait Migrator: Send + Sync {
 
     /// The steps an upgrade (or, for `base`, `-N` and applied revisions, a
     /// downgrade) to `target` would run now. Read-only; takes no lock.
-    async fn plan<'a>(
-        &self,
-        db: impl Into<Db<'a>> + Send + 'a,
-        target: &Target,
-    ) -> Result<Plan, Error> {
+    async fn plan<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Plan, Error> {
         let (graph, rec) = read(self.migrations(), &self.config(), db.into()).await?;
         let down = match target {
             Target::Base | Target::Relative(..0) => true,
-            Target::Revision(r) => plan::resolve(graph, r)
-                .map(|i| rec.applied[i])
-                .unwrap_or(false),
+            Target::Revision(r) => plan::resolve(graph, r).map(|i| rec.applied[i]).unwrap_or(false),
             _ => false,
         };
-        let mut steps = plan::plan(
-            graph,
-            &rec.applied,
-            target,
-            if down { Mode::Downgrade } else { Mode::Upgrade },
-        )?;
+        let mut steps =
+            plan::plan(graph, &rec.applied, target, if down { Mode::Downgrade } else { Mode::Upgrade })?;
         if down && steps.is_empty() {
             steps = plan::plan(graph, &rec.applied, target, Mode::Upgrade)?;
         }
@@ -348,10 +292,7 @@ pub trait Migrator: Send + Sync {
         Ok(Plan {
             steps: steps
                 .into_iter()
-                .map(|(i, direction)| Step {
-                    id: graph.revs[i].id.clone(),
-                    direction,
-                })
+                .map(|(i, direction)| Step { id: graph.revs[i].id.clone(), direction })
                 .collect(),
         })
     }
@@ -405,40 +346,18 @@ async fn execute(
         ledger.check_format(*format)?;
         if mode == Mode::Upgrade && *digest == set.digest {
             tracing::debug!("nothing pending");
-            return Ok(Report {
-                fast_path: true,
-                duration: started.elapsed(),
-                ..Report::default()
-            });
+            return Ok(Report { fast_path: true, duration: started.elapsed(), ..Report::default() });
         }
     }
     let (guard, lock_wait) = match cfg.lock_mode {
         LockMode::DangerousNone => (LockGuard::unlocked(conn), Duration::ZERO),
         _ => {
-            LockGuard::acquire(
-                conn,
-                &cfg.schema,
-                cfg.lock_wait_timeout,
-                cfg.application_name.as_deref(),
-            )
-            .await?
+            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref())
+                .await?
         }
     };
-    let mut report = Report {
-        lock_wait,
-        ..Report::default()
-    };
-    let result = locked(
-        set,
-        cfg,
-        &ledger,
-        guard.client(),
-        &meta,
-        target,
-        mode,
-        &mut report,
-    )
-    .await;
+    let mut report = Report { lock_wait, ..Report::default() };
+    let result = locked(set, cfg, &ledger, guard.client(), &meta, target, mode, &mut report).await;
     guard.release().await;
     report.duration = started.elapsed();
     result.map(|()| report)
@@ -488,11 +407,7 @@ async fn locked(
     result
 }
 
-fn check_drift(
-    graph: &Graph,
-    rec: &Reconciled,
-    policy: &DriftPolicy,
-) -> Result<Vec<Warning>, Error> {
+fn check_drift(graph: &Graph, rec: &Reconciled, policy: &DriftPolicy) -> Result<Vec<Warning>, Error> {
     if let Some(row) = rec.blocked.first() {
         return Err(Error::Blocked {
             id: RevisionId::new(row.id.clone()).map_err(|reason| Error::CorruptLedger {
@@ -516,11 +431,8 @@ fn check_drift(
         Policy::Ignore => Ok(()),
     };
     if !rec.changed.is_empty() {
-        let changed: Vec<(RevisionId, String)> = rec
-            .changed
-            .iter()
-            .map(|&i| (graph.revs[i].id.clone(), graph.revs[i].origin.clone()))
-            .collect();
+        let changed: Vec<(RevisionId, String)> =
+            rec.changed.iter().map(|&i| (graph.revs[i].id.clone(), graph.revs[i].origin.clone())).collect();
         let ids = changed.iter().map(|(i, _)| i.clone()).collect();
         apply(
             policy.changed_checksum,
@@ -531,19 +443,11 @@ fn check_drift(
     if !rec.unknown.is_empty() {
         let unknown = rec.unknown.clone();
         if rec.ahead {
-            apply(
-                policy.ahead,
-                Error::Ahead {
-                    unknown: unknown.clone(),
-                },
-                Warning::Ahead { unknown },
-            )?;
+            apply(policy.ahead, Error::Ahead { unknown: unknown.clone() }, Warning::Ahead { unknown })?;
         } else {
             apply(
                 policy.diverged,
-                Error::Diverged {
-                    unknown: unknown.clone(),
-                },
+                Error::Diverged { unknown: unknown.clone() },
                 Warning::Diverged { unknown },
             )?;
         }
@@ -551,11 +455,7 @@ fn check_drift(
     Ok(warnings)
 }
 
-async fn read<'s>(
-    set: &'s MigrationSet,
-    cfg: &Config,
-    db: Db<'_>,
-) -> Result<(&'s Graph, Reconciled), Error> {
+async fn read<'s>(set: &'s MigrationSet, cfg: &Config, db: Db<'_>) -> Result<(&'s Graph, Reconciled), Error> {
     cfg.validate()?;
     let ledger = Ledger::new(&cfg.schema);
     let conn = db.conn().await?;
@@ -571,20 +471,13 @@ async fn read<'s>(
 
 fn status_of(graph: &Graph, rec: &Reconciled) -> Status {
     let ids = |f: &dyn Fn(usize) -> bool| {
-        (0..graph.len())
-            .filter(|&i| f(i))
-            .map(|i| graph.revs[i].id.clone())
-            .collect()
+        (0..graph.len()).filter(|&i| f(i)).map(|i| graph.revs[i].id.clone()).collect()
     };
     let applied = |i: usize| rec.applied[i];
     Status {
         applied: ids(&applied),
         current: ids(&|i| rec.applied[i] && !graph.children[i].iter().any(|&c| rec.applied[c])),
-        heads: graph
-            .heads
-            .iter()
-            .map(|&h| graph.revs[h].id.clone())
-            .collect(),
+        heads: graph.heads.iter().map(|&h| graph.revs[h].id.clone()).collect(),
         pending: ids(&|i| !rec.applied[i]),
         blocked: rec
             .blocked
@@ -598,11 +491,7 @@ fn status_of(graph: &Graph, rec: &Reconciled) -> Status {
             .collect(),
         unknown: rec.unknown.clone(),
         ahead: rec.ahead,
-        changed: rec
-            .changed
-            .iter()
-            .map(|&i| graph.revs[i].id.clone())
-            .collect(),
+        changed: rec.changed.iter().map(|&i| graph.revs[i].id.clone()).collect(),
     }
 }
 
@@ -616,20 +505,13 @@ async fn resolve(
     cfg.validate()?;
     let ledger = Ledger::new(&cfg.schema);
     let conn = db.conn().await?;
-    let (guard, _) = LockGuard::acquire(
-        conn,
-        &cfg.schema,
-        cfg.lock_wait_timeout,
-        cfg.application_name.as_deref(),
-    )
-    .await?;
+    let (guard, _) =
+        LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref()).await?;
     let result = async {
         let client = guard.client();
         let rows = ledger.read(client).await?;
         let rec = plan::reconcile(&set.graph, &rows);
-        let rid = RevisionId::new(id).map_err(|_| Error::UnknownTarget {
-            target: id.to_owned(),
-        })?;
+        let rid = RevisionId::new(id).map_err(|_| Error::UnknownTarget { target: id.to_owned() })?;
         let Some(row) = rec.blocked.iter().find(|r| r.id == id) else {
             return Err(Error::NothingToResolve { id: rid });
         };
@@ -641,9 +523,7 @@ async fn resolve(
             }
             Resolution::MarkReverted => "reverted",
         };
-        ledger
-            .resolve(client, id, outcome, &digest.to_string())
-            .await?;
+        ledger.resolve(client, id, outcome, &digest.to_string()).await?;
         Ok(())
     }
     .await;

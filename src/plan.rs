@@ -51,9 +51,7 @@ impl FromStr for Target {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         let t = s.trim();
-        let unknown = || Error::UnknownTarget {
-            target: s.to_owned(),
-        };
+        let unknown = || Error::UnknownTarget { target: s.to_owned() };
         Ok(match t {
             "" => return Err(unknown()),
             "head" => Target::Head,
@@ -67,9 +65,7 @@ impl FromStr for Target {
                 Target::Relative(n)
             }
             _ => match t.split_once('@') {
-                Some((branch, "head")) if !branch.is_empty() => {
-                    Target::BranchHead(branch.to_owned())
-                }
+                Some((branch, "head")) if !branch.is_empty() => Target::BranchHead(branch.to_owned()),
                 Some(_) => return Err(unknown()),
                 None => Target::Revision(t.to_owned()),
             },
@@ -158,34 +154,22 @@ pub(crate) fn plan(
     target: &Target,
     mode: Mode,
 ) -> Result<Vec<(usize, Direction)>, Error> {
-    let wrong_way = || Error::UnknownTarget {
-        target: format!("{target} (not {} target)", mode_word(mode)),
-    };
+    let wrong_way = || Error::UnknownTarget { target: format!("{target} (not {} target)", mode_word(mode)) };
     let target_set: Vec<bool> = match (target, mode) {
         (Target::Relative(n), Mode::Upgrade) if *n > 0 => {
             let mut set = applied.to_vec();
-            (0..graph.len())
-                .filter(|&i| !applied[i])
-                .take(*n as usize)
-                .for_each(|i| set[i] = true);
+            (0..graph.len()).filter(|&i| !applied[i]).take(*n as usize).for_each(|i| set[i] = true);
             set
         }
         (Target::Relative(n), Mode::Downgrade | Mode::Stamp) if *n < 0 => {
             let mut set = applied.to_vec();
             let k = n.unsigned_abs() as usize;
-            (0..graph.len())
-                .rev()
-                .filter(|&i| applied[i])
-                .take(k)
-                .for_each(|i| set[i] = false);
+            (0..graph.len()).rev().filter(|&i| applied[i]).take(k).for_each(|i| set[i] = false);
             set
         }
         (Target::Relative(n), Mode::Stamp) => {
             let mut set = applied.to_vec();
-            (0..graph.len())
-                .filter(|&i| !applied[i])
-                .take(*n as usize)
-                .for_each(|i| set[i] = true);
+            (0..graph.len()).filter(|&i| !applied[i]).take(*n as usize).for_each(|i| set[i] = true);
             set
         }
         (Target::Relative(_), _) => return Err(wrong_way()),
@@ -197,9 +181,9 @@ pub(crate) fn plan(
             let node = match target {
                 Target::Head => single(graph, &graph.heads, target)?,
                 Target::BranchHead(b) => {
-                    let heads = graph.branch_heads(b).ok_or_else(|| Error::UnknownTarget {
-                        target: target.to_string(),
-                    })?;
+                    let heads = graph
+                        .branch_heads(b)
+                        .ok_or_else(|| Error::UnknownTarget { target: target.to_string() })?;
                     single(graph, &heads, target)?
                 }
                 Target::Revision(r) => resolve(graph, r)?,
@@ -208,9 +192,7 @@ pub(crate) fn plan(
             if mode != Mode::Downgrade {
                 graph.closure(&[node])
             } else if !applied[node] {
-                return Err(Error::TargetNotApplied {
-                    id: graph.revs[node].id.clone(),
-                });
+                return Err(Error::TargetNotApplied { id: graph.revs[node].id.clone() });
             } else {
                 // Only what builds on the target goes; other branches stay.
                 let mut remove = graph.descendants(&[node]);
@@ -254,9 +236,7 @@ fn mode_word(mode: Mode) -> &'static str {
 fn single(graph: &Graph, heads: &[usize], target: &Target) -> Result<usize, Error> {
     match heads {
         [h] => Ok(*h),
-        [] => Err(Error::UnknownTarget {
-            target: target.to_string(),
-        }),
+        [] => Err(Error::UnknownTarget { target: target.to_string() }),
         _ => Err(Error::AmbiguousTarget {
             target: target.to_string(),
             heads: heads.iter().map(|&h| graph.revs[h].id.clone()).collect(),
@@ -269,14 +249,11 @@ pub(crate) fn resolve(graph: &Graph, text: &str) -> Result<usize, Error> {
     if let Some(i) = graph.get(text) {
         return Ok(i);
     }
-    let matches: Vec<usize> = (0..graph.len())
-        .filter(|&i| graph.revs[i].id.as_str().starts_with(text))
-        .collect();
+    let matches: Vec<usize> =
+        (0..graph.len()).filter(|&i| graph.revs[i].id.as_str().starts_with(text)).collect();
     match matches.as_slice() {
         [i] => Ok(*i),
-        [] => Err(Error::UnknownTarget {
-            target: text.to_owned(),
-        }),
+        [] => Err(Error::UnknownTarget { target: text.to_owned() }),
         _ => Err(Error::AmbiguousPrefix {
             prefix: text.to_owned(),
             candidates: matches.iter().map(|&i| graph.revs[i].id.clone()).collect(),
@@ -316,11 +293,7 @@ pub struct DriftPolicy {
 
 impl Default for DriftPolicy {
     fn default() -> Self {
-        Self {
-            changed_checksum: Policy::Error,
-            ahead: Policy::Warn,
-            diverged: Policy::Error,
-        }
+        Self { changed_checksum: Policy::Error, ahead: Policy::Warn, diverged: Policy::Error }
     }
 }
 
@@ -384,11 +357,7 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
     let mut built_on = Vec::new();
     let mut complete = true;
     let mut reaches_head = true;
-    for u in r
-        .unknown
-        .iter()
-        .filter(|u| !has_unknown_child.contains(u.as_str()))
-    {
+    for u in r.unknown.iter().filter(|u| !has_unknown_child.contains(u.as_str())) {
         let mut stack = vec![u.as_str()];
         let mut seen = std::collections::HashSet::new();
         let mut found_head = false;
@@ -397,12 +366,7 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
                 continue;
             }
             if let Some(row) = unknown_rows.get(id) {
-                stack.extend(
-                    row.revises
-                        .iter()
-                        .chain(&row.depends_on)
-                        .map(String::as_str),
-                );
+                stack.extend(row.revises.iter().chain(&row.depends_on).map(String::as_str));
             } else if let Some(i) = graph.get(id) {
                 // A code node's ancestors are code nodes, so a head is only ever reached directly.
                 found_head |= graph.heads.contains(&i);
@@ -424,14 +388,10 @@ pub(crate) fn check_pinned(
     rec: &Reconciled,
     steps: &[(usize, Direction)],
 ) -> Result<(), Error> {
-    match steps
-        .iter()
-        .find(|(i, d)| *d == Direction::Down && rec.pinned[*i])
-    {
-        Some(&(i, _)) => Err(Error::DowngradeBelowUnknown {
-            id: graph.revs[i].id.clone(),
-            unknown: rec.unknown.clone(),
-        }),
+    match steps.iter().find(|(i, d)| *d == Direction::Down && rec.pinned[*i]) {
+        Some(&(i, _)) => {
+            Err(Error::DowngradeBelowUnknown { id: graph.revs[i].id.clone(), unknown: rec.unknown.clone() })
+        }
         None => Ok(()),
     }
 }

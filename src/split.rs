@@ -35,8 +35,7 @@ pub(crate) fn split(sql: &str) -> Vec<Statement<'_>> {
             }
             continue;
         }
-        open.get_or_insert_with(|| Open::new(token.start))
-            .observe(token, sql);
+        open.get_or_insert_with(|| Open::new(token.start)).observe(token, sql);
     }
     if let Some(done) = open {
         statements.extend(statement(sql, done.start, sql.len(), &mut lines));
@@ -133,21 +132,13 @@ pub(crate) fn transaction_control(statement: &str) -> Option<&'static str> {
     } else if is(0, "START") && is(1, "TRANSACTION") {
         Some("START TRANSACTION")
     } else if is(0, "COMMIT") {
-        Some(if is(1, "PREPARED") {
-            "COMMIT PREPARED"
-        } else {
-            "COMMIT"
-        })
+        Some(if is(1, "PREPARED") { "COMMIT PREPARED" } else { "COMMIT" })
     } else if is(0, "END") {
         Some("END")
     } else if is(0, "ABORT") {
         Some("ABORT")
     } else if is(0, "ROLLBACK") {
-        let to = if is(1, "WORK") || is(1, "TRANSACTION") {
-            2
-        } else {
-            1
-        };
+        let to = if is(1, "WORK") || is(1, "TRANSACTION") { 2 } else { 1 };
         if is(1, "PREPARED") {
             Some("ROLLBACK PREPARED")
         } else if is(to, "TO") {
@@ -162,22 +153,12 @@ pub(crate) fn transaction_control(statement: &str) -> Option<&'static str> {
     }
 }
 
-fn statement<'a>(
-    sql: &'a str,
-    start: usize,
-    end: usize,
-    lines: &mut LineCounter,
-) -> Option<Statement<'a>> {
-    let text = sql
-        .get(start..end)?
-        .trim_end_matches(|c: char| c.is_ascii() && is_space(c as u8));
+fn statement<'a>(sql: &'a str, start: usize, end: usize, lines: &mut LineCounter) -> Option<Statement<'a>> {
+    let text = sql.get(start..end)?.trim_end_matches(|c: char| c.is_ascii() && is_space(c as u8));
     if text.is_empty() {
         return None;
     }
-    Some(Statement {
-        text,
-        line: lines.line_at(sql, start),
-    })
+    Some(Statement { text, line: lines.line_at(sql, start) })
 }
 
 /// Counts lines incrementally, since statement starts only move forward.
@@ -219,14 +200,7 @@ enum Head {
 
 impl Open {
     fn new(start: usize) -> Self {
-        Self {
-            start,
-            parens: 0,
-            atomic: 0,
-            head: [Head::Other; 4],
-            words: 0,
-            after_begin: false,
-        }
+        Self { start, parens: 0, atomic: 0, head: [Head::Other; 4], words: 0, after_begin: false }
     }
 
     fn can_end(&self) -> bool {
@@ -235,10 +209,7 @@ impl Open {
 
     fn is_routine(&self) -> bool {
         use Head::{Create, Or, Replace, Routine};
-        matches!(
-            self.head,
-            [Create, Routine, _, _] | [Create, Or, Replace, Routine]
-        )
+        matches!(self.head, [Create, Routine, _, _] | [Create, Or, Replace, Routine])
     }
 
     fn observe(&mut self, token: Token, sql: &str) {
@@ -298,9 +269,7 @@ fn tokens(statement: &str, limit: usize) -> Vec<&str> {
 }
 
 fn is_keyword(tokens: &[&str], i: usize, keyword: &str) -> bool {
-    tokens
-        .get(i)
-        .is_some_and(|t| t.eq_ignore_ascii_case(keyword))
+    tokens.get(i).is_some_and(|t| t.eq_ignore_ascii_case(keyword))
 }
 
 /// Skips a parenthesised option list at `at`, returning the index after it
@@ -316,9 +285,7 @@ fn options(tokens: &[&str], at: usize) -> (usize, bool) {
         }
         if is_keyword(tokens, i, "CONCURRENTLY") {
             let value = tokens.get(i + 1).map_or("", |v| v.trim_matches('\''));
-            concurrently = !["false", "off", "0"]
-                .iter()
-                .any(|no| value.eq_ignore_ascii_case(no));
+            concurrently = !["false", "off", "0"].iter().any(|no| value.eq_ignore_ascii_case(no));
         }
     }
     (tokens.len(), concurrently)
@@ -390,19 +357,13 @@ impl Iterator for Lexer<'_> {
                 b';' => (Kind::Semicolon, start + 1),
                 b'(' => (Kind::Open, start + 1),
                 b')' => (Kind::Close, start + 1),
-                b'0'..=b'9' => (
-                    Kind::Other,
-                    scan(bytes, start, |b| {
-                        b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
-                    }),
-                ),
+                b'0'..=b'9' => {
+                    (Kind::Other, scan(bytes, start, |b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'))
+                }
                 _ if is_ident_start(first) => {
                     let end = scan(bytes, start + 1, is_ident_char);
                     // `E'...'` is an escape string, but `somee'...'` is a word then a string.
-                    if end == start + 1
-                        && first.eq_ignore_ascii_case(&b'e')
-                        && second == Some(b'\'')
-                    {
+                    if end == start + 1 && first.eq_ignore_ascii_case(&b'e') && second == Some(b'\'') {
                         (Kind::Literal, quote_end(bytes, end + 1, b'\'', true))
                     } else {
                         (Kind::Word, end)
@@ -435,10 +396,7 @@ fn is_tag_char(b: u8) -> bool {
 }
 
 fn scan(bytes: &[u8], from: usize, keep: impl Fn(u8) -> bool) -> usize {
-    bytes
-        .get(from..)
-        .and_then(|rest| rest.iter().position(|&b| !keep(b)))
-        .map_or(bytes.len(), |n| from + n)
+    bytes.get(from..).and_then(|rest| rest.iter().position(|&b| !keep(b))).map_or(bytes.len(), |n| from + n)
 }
 
 /// End of a quoted token whose body starts at `from`; a doubled quote is an
@@ -499,9 +457,7 @@ fn dollar(sql: &str, start: usize) -> (Kind, usize) {
     let (Some(delimiter), Some(body)) = (sql.get(start..=tag_end), sql.get(tag_end + 1..)) else {
         return lone;
     };
-    let end = body
-        .find(delimiter)
-        .map_or(sql.len(), |n| tag_end + 1 + n + delimiter.len());
+    let end = body.find(delimiter).map_or(sql.len(), |n| tag_end + 1 + n + delimiter.len());
     (Kind::Literal, end)
 }
 
@@ -518,11 +474,7 @@ mod tests {
     fn splits_at_top_level_semicolons() {
         assert_eq!(
             texts("CREATE TABLE a (id int); INSERT INTO a VALUES (1);SELECT 1;"),
-            [
-                "CREATE TABLE a (id int)",
-                "INSERT INTO a VALUES (1)",
-                "SELECT 1"
-            ]
+            ["CREATE TABLE a (id int)", "INSERT INTO a VALUES (1)", "SELECT 1"]
         );
     }
 
@@ -533,10 +485,7 @@ mod tests {
 
     #[test]
     fn drops_empty_and_comment_only_statements() {
-        assert_eq!(
-            texts(";; -- nothing\n ; /* still nothing */ ;SELECT 1;\n-- trailing\n"),
-            ["SELECT 1"]
-        );
+        assert_eq!(texts(";; -- nothing\n ; /* still nothing */ ;SELECT 1;\n-- trailing\n"), ["SELECT 1"]);
         assert!(split("").is_empty());
         assert!(split("  \n\t-- only a comment").is_empty());
     }
@@ -575,18 +524,12 @@ mod tests {
 
     #[test]
     fn backslash_in_standard_string_is_literal() {
-        assert_eq!(
-            texts(r"SELECT 'C:\'; SELECT 2"),
-            [r"SELECT 'C:\'", "SELECT 2"]
-        );
+        assert_eq!(texts(r"SELECT 'C:\'; SELECT 2"), [r"SELECT 'C:\'", "SELECT 2"]);
     }
 
     #[test]
     fn word_ending_in_e_does_not_start_escape_string() {
-        assert_eq!(
-            texts(r"SELECT somee'\'; SELECT 2"),
-            [r"SELECT somee'\'", "SELECT 2"]
-        );
+        assert_eq!(texts(r"SELECT somee'\'; SELECT 2"), [r"SELECT somee'\'", "SELECT 2"]);
     }
 
     #[test]
@@ -619,20 +562,13 @@ mod tests {
     fn positional_parameters_are_not_dollar_quotes() {
         assert_eq!(
             texts("PREPARE p AS SELECT $1, $2; EXECUTE p(1, 2); SELECT $1$"),
-            [
-                "PREPARE p AS SELECT $1, $2",
-                "EXECUTE p(1, 2)",
-                "SELECT $1$"
-            ]
+            ["PREPARE p AS SELECT $1, $2", "EXECUTE p(1, 2)", "SELECT $1$"]
         );
     }
 
     #[test]
     fn dollar_inside_identifier_is_not_a_quote() {
-        assert_eq!(
-            texts("SELECT a$b$; SELECT c$$; SELECT 2"),
-            ["SELECT a$b$", "SELECT c$$", "SELECT 2"]
-        );
+        assert_eq!(texts("SELECT a$b$; SELECT c$$; SELECT 2"), ["SELECT a$b$", "SELECT c$$", "SELECT 2"]);
     }
 
     #[test]
@@ -659,19 +595,13 @@ mod tests {
     #[test]
     fn begin_atomic_body_is_one_statement() {
         let function = "CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  INSERT INTO t VALUES (1);\n  SELECT 2;\nEND";
-        assert_eq!(
-            texts(&format!("{function};\nSELECT 3;")),
-            [function, "SELECT 3"]
-        );
+        assert_eq!(texts(&format!("{function};\nSELECT 3;")), [function, "SELECT 3"]);
     }
 
     #[test]
     fn begin_atomic_tracks_case_end() {
         let function = "create or replace procedure p() language sql begin atomic select case when true then 1 end; select (case 1 when 1 then 2 end); end";
-        assert_eq!(
-            texts(&format!("{function}; SELECT 3")),
-            [function, "SELECT 3"]
-        );
+        assert_eq!(texts(&format!("{function}; SELECT 3")), [function, "SELECT 3"]);
     }
 
     #[test]
@@ -682,24 +612,16 @@ mod tests {
 
     #[test]
     fn atomic_keywords_are_whole_words_and_case_insensitive() {
-        let function = r#"CREATE FUNCTION f() RETURNS int Begin Atomic SELECT backend, end_date, "END" FROM t; eNd"#;
-        assert_eq!(
-            texts(&format!("{function}; SELECT 2")),
-            [function, "SELECT 2"]
-        );
+        let function =
+            r#"CREATE FUNCTION f() RETURNS int Begin Atomic SELECT backend, end_date, "END" FROM t; eNd"#;
+        assert_eq!(texts(&format!("{function}; SELECT 2")), [function, "SELECT 2"]);
     }
 
     #[test]
     fn plain_begin_is_its_own_statement() {
         assert_eq!(
             texts("BEGIN; CREATE TABLE t (); BEGIN TRANSACTION; COMMIT; END;"),
-            [
-                "BEGIN",
-                "CREATE TABLE t ()",
-                "BEGIN TRANSACTION",
-                "COMMIT",
-                "END"
-            ]
+            ["BEGIN", "CREATE TABLE t ()", "BEGIN TRANSACTION", "COMMIT", "END"]
         );
     }
 
@@ -707,16 +629,14 @@ mod tests {
     fn routine_named_begin_is_not_an_atomic_block() {
         assert_eq!(
             texts("CREATE FUNCTION begin() RETURNS int LANGUAGE sql RETURN 1; SELECT 2"),
-            [
-                "CREATE FUNCTION begin() RETURNS int LANGUAGE sql RETURN 1",
-                "SELECT 2"
-            ]
+            ["CREATE FUNCTION begin() RETURNS int LANGUAGE sql RETURN 1", "SELECT 2"]
         );
     }
 
     #[test]
     fn semicolon_inside_parentheses_does_not_split() {
-        let rule = "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2))";
+        let rule =
+            "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2))";
         assert_eq!(texts(&format!("{rule}; SELECT 2")), [rule, "SELECT 2"]);
     }
 
@@ -724,20 +644,13 @@ mod tests {
     fn multibyte_text_is_sliced_at_char_boundaries() {
         assert_eq!(
             texts("SELECT 'héllo;日本'; SELECT ünïcode_col FROM \"tåble\";\u{3000}SELECT 'é'"),
-            [
-                "SELECT 'héllo;日本'",
-                "SELECT ünïcode_col FROM \"tåble\"",
-                "\u{3000}SELECT 'é'"
-            ]
+            ["SELECT 'héllo;日本'", "SELECT ünïcode_col FROM \"tåble\"", "\u{3000}SELECT 'é'"]
         );
     }
 
     #[test]
     fn unterminated_string_is_one_statement() {
-        assert_eq!(
-            texts("SELECT 1; SELECT 'oops; SELECT 2;"),
-            ["SELECT 1", "SELECT 'oops; SELECT 2;"]
-        );
+        assert_eq!(texts("SELECT 1; SELECT 'oops; SELECT 2;"), ["SELECT 1", "SELECT 'oops; SELECT 2;"]);
     }
 
     #[test]
@@ -748,18 +661,12 @@ mod tests {
 
     #[test]
     fn unterminated_dollar_quote_is_one_statement() {
-        assert_eq!(
-            texts("SELECT 1; DO $x$ a; b; $y$"),
-            ["SELECT 1", "DO $x$ a; b; $y$"]
-        );
+        assert_eq!(texts("SELECT 1; DO $x$ a; b; $y$"), ["SELECT 1", "DO $x$ a; b; $y$"]);
     }
 
     #[test]
     fn unterminated_block_comment_is_kept_as_a_statement() {
-        assert_eq!(
-            texts("SELECT 1; /* a /* b */ ; SELECT 2;"),
-            ["SELECT 1", "/* a /* b */ ; SELECT 2;"]
-        );
+        assert_eq!(texts("SELECT 1; /* a /* b */ ; SELECT 2;"), ["SELECT 1", "/* a /* b */ ; SELECT 2;"]);
     }
 
     #[test]
@@ -777,58 +684,37 @@ mod tests {
     #[test]
     fn does_not_flag_plain_create_index() {
         assert_eq!(non_transactional("CREATE INDEX i ON t (a)"), None);
-        assert_eq!(
-            non_transactional("CREATE UNIQUE INDEX concurrently_idx ON t (a)"),
-            None
-        );
+        assert_eq!(non_transactional("CREATE UNIQUE INDEX concurrently_idx ON t (a)"), None);
     }
 
     #[test]
     fn flags_drop_index_concurrently_only() {
-        assert_eq!(
-            non_transactional("DROP INDEX CONCURRENTLY IF EXISTS i"),
-            Some("DROP INDEX CONCURRENTLY")
-        );
+        assert_eq!(non_transactional("DROP INDEX CONCURRENTLY IF EXISTS i"), Some("DROP INDEX CONCURRENTLY"));
         assert_eq!(non_transactional("DROP INDEX i"), None);
     }
 
     #[test]
     fn flags_reindex_concurrently_in_either_position() {
-        assert_eq!(
-            non_transactional("REINDEX INDEX CONCURRENTLY i"),
-            Some("REINDEX CONCURRENTLY")
-        );
+        assert_eq!(non_transactional("REINDEX INDEX CONCURRENTLY i"), Some("REINDEX CONCURRENTLY"));
         assert_eq!(
             non_transactional("REINDEX (VERBOSE, CONCURRENTLY) TABLE t"),
             Some("REINDEX CONCURRENTLY")
         );
-        assert_eq!(
-            non_transactional("REINDEX (CONCURRENTLY off) TABLE t"),
-            None
-        );
+        assert_eq!(non_transactional("REINDEX (CONCURRENTLY off) TABLE t"), None);
         assert_eq!(non_transactional("REINDEX TABLE t"), None);
     }
 
     #[test]
     fn flags_reindex_of_schema_database_and_system() {
-        assert_eq!(
-            non_transactional("REINDEX SCHEMA s"),
-            Some("REINDEX SCHEMA")
-        );
-        assert_eq!(
-            non_transactional("REINDEX (VERBOSE) DATABASE d"),
-            Some("REINDEX DATABASE")
-        );
+        assert_eq!(non_transactional("REINDEX SCHEMA s"), Some("REINDEX SCHEMA"));
+        assert_eq!(non_transactional("REINDEX (VERBOSE) DATABASE d"), Some("REINDEX DATABASE"));
         assert_eq!(non_transactional("reindex system"), Some("REINDEX SYSTEM"));
     }
 
     #[test]
     fn flags_vacuum_but_not_analyze() {
         assert_eq!(non_transactional("VACUUM"), Some("VACUUM"));
-        assert_eq!(
-            non_transactional("vacuum (analyze, verbose) t"),
-            Some("VACUUM")
-        );
+        assert_eq!(non_transactional("vacuum (analyze, verbose) t"), Some("VACUUM"));
         assert_eq!(non_transactional("ANALYZE t"), None);
     }
 
@@ -840,24 +726,15 @@ mod tests {
             ("ALTER SYSTEM SET work_mem = '64MB'", "ALTER SYSTEM"),
             ("CREATE TABLESPACE ts LOCATION '/x'", "CREATE TABLESPACE"),
             ("DROP TABLESPACE ts", "DROP TABLESPACE"),
-            (
-                "CREATE SUBSCRIPTION s CONNECTION 'c' PUBLICATION p",
-                "CREATE SUBSCRIPTION",
-            ),
+            ("CREATE SUBSCRIPTION s CONNECTION 'c' PUBLICATION p", "CREATE SUBSCRIPTION"),
             ("DROP SUBSCRIPTION s", "DROP SUBSCRIPTION"),
-            (
-                "ALTER DATABASE d SET TABLESPACE ts",
-                "ALTER DATABASE SET TABLESPACE",
-            ),
+            ("ALTER DATABASE d SET TABLESPACE ts", "ALTER DATABASE SET TABLESPACE"),
             ("DISCARD ALL", "DISCARD ALL"),
         ];
         for (sql, name) in cases {
             assert_eq!(non_transactional(sql), Some(name), "{sql}");
         }
-        assert_eq!(
-            non_transactional("ALTER DATABASE d SET search_path = s"),
-            None
-        );
+        assert_eq!(non_transactional("ALTER DATABASE d SET search_path = s"), None);
         assert_eq!(non_transactional("DISCARD PLANS"), None);
     }
 
@@ -867,10 +744,7 @@ mod tests {
             non_transactional("ALTER TABLE m DETACH PARTITION m_2024 CONCURRENTLY"),
             Some("ALTER TABLE ... DETACH CONCURRENTLY")
         );
-        assert_eq!(
-            non_transactional("ALTER TABLE m DETACH PARTITION m_2024"),
-            None
-        );
+        assert_eq!(non_transactional("ALTER TABLE m DETACH PARTITION m_2024"), None);
     }
 
     #[test]
@@ -942,9 +816,9 @@ mod tests {
 
     /// Fragments chosen to collide with every lexical rule.
     const NOISE: &[&str] = &[
-        "'", "\"", "$", "$$", "$a$", "$1", "-", "--", "/", "*", "/*", "*/", ";", "(", ")", "\\",
-        "E'", "e", "a", "U&", "\n", "\r\n", " ", "é", "日本", "\u{3000}", "begin", "atomic", "end",
-        "case", "create", "function", "or", "replace",
+        "'", "\"", "$", "$$", "$a$", "$1", "-", "--", "/", "*", "/*", "*/", ";", "(", ")", "\\", "E'", "e",
+        "a", "U&", "\n", "\r\n", " ", "é", "日本", "\u{3000}", "begin", "atomic", "end", "case", "create",
+        "function", "or", "replace",
     ];
 
     fn noise() -> impl Strategy<Value = String> {
@@ -954,26 +828,17 @@ mod tests {
         ]
     }
 
-    fn pieces(
-        from: &'static [&'static str],
-        len: std::ops::Range<usize>,
-    ) -> impl Strategy<Value = String> {
+    fn pieces(from: &'static [&'static str], len: std::ops::Range<usize>) -> impl Strategy<Value = String> {
         prop::collection::vec(prop::sample::select(from), len).prop_map(|v| v.concat())
     }
 
     fn dollar_quoted() -> impl Strategy<Value = String> {
         let body = &[";", "'", "\"", "$", "$x$", "--", "/*", "a", "\n", "é", " "];
-        (
-            prop::sample::select(&["", "fn", "a_1", "é"][..]),
-            pieces(body, 0..12),
-        )
+        (prop::sample::select(&["", "fn", "a_1", "é"][..]), pieces(body, 0..12))
             .prop_map(|(tag, body)| (format!("${tag}$"), body))
-            .prop_filter(
-                "body must not close the quote early",
-                |(delimiter, body)| {
-                    format!("{body}{delimiter}").find(delimiter.as_str()) == Some(body.len())
-                },
-            )
+            .prop_filter("body must not close the quote early", |(delimiter, body)| {
+                format!("{body}{delimiter}").find(delimiter.as_str()) == Some(body.len())
+            })
             .prop_map(|(delimiter, body)| format!("{delimiter}{body}{delimiter}"))
     }
 
@@ -985,24 +850,14 @@ mod tests {
             "\\$[1-9]",
             prop::sample::select(&["+", "=", "<>", "::", ",", ".", "*", "(a; b)", "()"][..])
                 .prop_map(String::from),
-            pieces(
-                &[
-                    ";", "a", "''", "\"", "$$", "--", "/*", "*/", "é", " ", "\n", "\\"
-                ],
-                0..8
-            )
-            .prop_map(|s| format!("'{s}'")),
-            pieces(&[";", "\\'", "\\\\", "''", "a", "é", "\""], 0..8)
-                .prop_map(|s| format!("E'{s}'")),
+            pieces(&[";", "a", "''", "\"", "$$", "--", "/*", "*/", "é", " ", "\n", "\\"], 0..8)
+                .prop_map(|s| format!("'{s}'")),
+            pieces(&[";", "\\'", "\\\\", "''", "a", "é", "\""], 0..8).prop_map(|s| format!("E'{s}'")),
             pieces(&[";", "\"\"", "a", "'", "$$", "日"], 1..8).prop_map(|s| format!("\"{s}\"")),
             dollar_quoted(),
-            pieces(
-                &[";", "a", "/* ; */", "'", "\"", "$$", "--", "é", " "],
-                0..8
-            )
-            .prop_map(|s| format!("/* {s} */")),
-            pieces(&[";", "a", "'", "\"", "$$", "/*", "é", " "], 0..8)
-                .prop_map(|s| format!("-- {s}\n")),
+            pieces(&[";", "a", "/* ; */", "'", "\"", "$$", "--", "é", " "], 0..8)
+                .prop_map(|s| format!("/* {s} */")),
+            pieces(&[";", "a", "'", "\"", "$$", "/*", "é", " "], 0..8).prop_map(|s| format!("-- {s}\n")),
         ]
     }
 
@@ -1021,16 +876,7 @@ mod tests {
 
     fn separator() -> impl Strategy<Value = &'static str> {
         prop::sample::select(
-            &[
-                "",
-                " ",
-                "\n",
-                "\r\n\r\n",
-                " -- between; \n",
-                "/* ; /* ; */ */",
-                " ; ",
-                "\t;\n",
-            ][..],
+            &["", " ", "\n", "\r\n\r\n", " -- between; \n", "/* ; /* ; */ */", " ; ", "\t;\n"][..],
         )
     }
 

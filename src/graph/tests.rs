@@ -9,10 +9,7 @@ fn revision(id: &str, revises: &[&str], depends_on: &[&str], header: &str, body:
         text.push_str(&format!("-- pgskein: revises {}\n", revises.join(", ")));
     }
     if !depends_on.is_empty() {
-        text.push_str(&format!(
-            "-- pgskein: depends-on {}\n",
-            depends_on.join(", ")
-        ));
+        text.push_str(&format!("-- pgskein: depends-on {}\n", depends_on.join(", ")));
     }
     text.push_str(header);
     text.push_str(body);
@@ -25,13 +22,7 @@ fn rev(id: &str, revises: &[&str], depends_on: &[&str]) -> Revision {
 }
 
 fn on_branch(branch: &str, id: &str, revises: &[&str]) -> Revision {
-    revision(
-        id,
-        revises,
-        &[],
-        &format!("-- pgskein: branch {branch}\n"),
-        REVERSIBLE,
-    )
+    revision(id, revises, &[], &format!("-- pgskein: branch {branch}\n"), REVERSIBLE)
 }
 
 fn build(revs: Vec<Revision>) -> Graph {
@@ -54,10 +45,7 @@ fn names<'g>(g: &'g Graph, nodes: &[usize]) -> Vec<&'g str> {
 }
 
 fn marked<'g>(g: &'g Graph, set: &[bool]) -> Vec<&'g str> {
-    (0..g.len())
-        .filter(|&i| set[i])
-        .map(|i| g.revs[i].id.as_str())
-        .collect()
+    (0..g.len()).filter(|&i| set[i]).map(|i| g.revs[i].id.as_str()).collect()
 }
 
 fn node(g: &Graph, id: &str) -> usize {
@@ -76,11 +64,7 @@ fn id_strs(ids: &[RevisionId]) -> Vec<&str> {
 
 #[test]
 fn linear_chain_is_ordered_parents_first() {
-    let g = build(vec![
-        rev("c", &["b"], &[]),
-        rev("a", &[], &[]),
-        rev("b", &["a"], &[]),
-    ]);
+    let g = build(vec![rev("c", &["b"], &[]), rev("a", &[], &[]), rev("b", &["a"], &[])]);
     assert_eq!(order(&g), ["a", "b", "c"]);
     assert_eq!(heads(&g), ["c"]);
 }
@@ -116,10 +100,7 @@ fn canonical_order_does_not_depend_on_input_order() {
             rev("e", &["c", "d"], &[]),
         ]
     };
-    let expected = order(&build(make()))
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>();
+    let expected = order(&build(make())).iter().map(|s| s.to_string()).collect::<Vec<_>>();
     for rotation in 0..5 {
         let mut revs = make();
         revs.rotate_left(rotation);
@@ -131,11 +112,7 @@ fn canonical_order_does_not_depend_on_input_order() {
 #[test]
 fn depends_on_orders_revisions_across_branches() {
     // b depends on y, so y runs first although "b" < "y".
-    let g = build(vec![
-        rev("a", &[], &[]),
-        rev("b", &["a"], &["y"]),
-        rev("y", &["a"], &[]),
-    ]);
+    let g = build(vec![rev("a", &[], &[]), rev("b", &["a"], &["y"]), rev("y", &["a"], &[])]);
     assert_eq!(order(&g), ["a", "y", "b"]);
 }
 
@@ -194,19 +171,10 @@ fn duplicate_id_names_both_files() {
 #[test]
 fn unknown_revises_parent_is_reported_with_its_relation() {
     let err = build_err(vec![rev("a", &[], &[]), rev("b", &["ghost"], &[])], true);
-    let Error::UnknownParent {
-        id,
-        path,
-        relation,
-        parent,
-    } = &err
-    else {
+    let Error::UnknownParent { id, path, relation, parent } = &err else {
         panic!("expected UnknownParent, got {err:?}")
     };
-    assert_eq!(
-        (id.as_str(), path.as_str(), *relation, parent.as_str()),
-        ("b", "b.sql", "revises", "ghost")
-    );
+    assert_eq!((id.as_str(), path.as_str(), *relation, parent.as_str()), ("b", "b.sql", "revises", "ghost"));
     assert_eq!(
         err.to_string(),
         "revision b (b.sql) revises ghost, which is not in the migration set; fix the directive or add the missing file"
@@ -216,38 +184,22 @@ fn unknown_revises_parent_is_reported_with_its_relation() {
 #[test]
 fn unknown_depends_on_parent_is_reported_with_its_relation() {
     let err = build_err(vec![rev("a", &[], &[]), rev("b", &["a"], &["ghost"])], true);
-    let Error::UnknownParent {
-        id,
-        relation,
-        parent,
-        ..
-    } = &err
-    else {
+    let Error::UnknownParent { id, relation, parent, .. } = &err else {
         panic!("expected UnknownParent, got {err:?}")
     };
-    assert_eq!(
-        (id.as_str(), *relation, parent.as_str()),
-        ("b", "depends on", "ghost")
-    );
+    assert_eq!((id.as_str(), *relation, parent.as_str()), ("b", "depends on", "ghost"));
     assert!(
-        err.to_string()
-            .starts_with("revision b (b.sql) depends on ghost, which is not in the migration set")
+        err.to_string().starts_with("revision b (b.sql) depends on ghost, which is not in the migration set")
     );
 }
 
 /// Asserts `err` is a cycle through exactly `members`, listed so each revision
 /// revises or depends on the one before it, first repeated at the end.
 fn assert_cycle(g_revs: &[Revision], err: &Error, members: &[&str]) {
-    let Error::Cycle { ids, files } = err else {
-        panic!("expected Cycle, got {err:?}")
-    };
+    let Error::Cycle { ids, files } = err else { panic!("expected Cycle, got {err:?}") };
     let ids = id_strs(ids);
     assert_eq!(ids.len(), members.len() + 1, "{ids:?}");
-    assert_eq!(
-        ids.first(),
-        ids.last(),
-        "the first id is repeated at the end: {ids:?}"
-    );
+    assert_eq!(ids.first(), ids.last(), "the first id is repeated at the end: {ids:?}");
     let mut around: Vec<&str> = ids[1..].to_vec();
     around.sort_unstable();
     let mut expected = members.to_vec();
@@ -256,11 +208,7 @@ fn assert_cycle(g_revs: &[Revision], err: &Error, members: &[&str]) {
     for pair in ids.windows(2) {
         let child = g_revs.iter().find(|r| r.id.as_str() == pair[1]).unwrap();
         assert!(
-            child
-                .revises
-                .iter()
-                .chain(&child.depends_on)
-                .any(|p| p.as_str() == pair[0]),
+            child.revises.iter().chain(&child.depends_on).any(|p| p.as_str() == pair[0]),
             "{} should build on {} in {ids:?}",
             pair[1],
             pair[0]
@@ -282,14 +230,8 @@ fn cycle_error_lists_the_revisions_around_the_cycle() {
     };
     let err = build_err(make(), true);
     assert_cycle(&make(), &err, &["a", "b", "c"]);
-    let Error::Cycle { ids, files } = &err else {
-        unreachable!()
-    };
-    let text: Vec<String> = ids
-        .iter()
-        .zip(files)
-        .map(|(i, f)| format!("{i} ({f})"))
-        .collect();
+    let Error::Cycle { ids, files } = &err else { unreachable!() };
+    let text: Vec<String> = ids.iter().zip(files).map(|(i, f)| format!("{i} ({f})")).collect();
     assert_eq!(
         err.to_string(),
         format!(
@@ -302,13 +244,7 @@ fn cycle_error_lists_the_revisions_around_the_cycle() {
 #[test]
 fn cycle_error_leaves_out_revisions_merely_downstream_of_the_cycle() {
     // "a" is stuck behind the cycle and has the smallest id, but is not part of it.
-    let make = || {
-        vec![
-            rev("a", &["x"], &[]),
-            rev("x", &["y"], &[]),
-            rev("y", &["x"], &[]),
-        ]
-    };
+    let make = || vec![rev("a", &["x"], &[]), rev("x", &["y"], &[]), rev("y", &["x"], &[])];
     assert_cycle(&make(), &build_err(make(), true), &["x", "y"]);
 }
 
@@ -324,26 +260,16 @@ fn revision_revising_itself_is_a_cycle_of_one() {
     let mut r = rev("a", &[], &[]);
     r.revises.push(r.id.clone());
     let err = build_err(vec![r], true);
-    let Error::Cycle { ids, files } = &err else {
-        panic!("expected Cycle, got {err:?}")
-    };
+    let Error::Cycle { ids, files } = &err else { panic!("expected Cycle, got {err:?}") };
     assert_eq!(id_strs(ids), ["a", "a"]);
     assert_eq!(files, &["a.sql", "a.sql"]);
 }
 
 #[test]
 fn two_heads_are_refused_unless_allowed() {
-    let make = || {
-        vec![
-            rev("a", &[], &[]),
-            rev("c", &["a"], &[]),
-            rev("b", &["a"], &[]),
-        ]
-    };
+    let make = || vec![rev("a", &[], &[]), rev("c", &["a"], &[]), rev("b", &["a"], &[])];
     let err = build_err(make(), false);
-    let Error::MultipleHeads { heads } = &err else {
-        panic!("expected MultipleHeads, got {err:?}")
-    };
+    let Error::MultipleHeads { heads } = &err else { panic!("expected MultipleHeads, got {err:?}") };
     assert_eq!(id_strs(heads), ["b", "c"]);
     assert_eq!(
         err.to_string(),
@@ -355,26 +281,14 @@ fn two_heads_are_refused_unless_allowed() {
 
 #[test]
 fn cycle_is_reported_before_multiple_heads() {
-    let err = build_err(
-        vec![
-            rev("h", &[], &[]),
-            rev("x", &["y"], &[]),
-            rev("y", &["x"], &[]),
-        ],
-        false,
-    );
+    let err = build_err(vec![rev("h", &[], &[]), rev("x", &["y"], &[]), rev("y", &["x"], &[])], false);
     assert!(matches!(err, Error::Cycle { .. }), "{err:?}");
 }
 
 #[test]
 fn merge_revision_leaves_a_single_head() {
     let g = Graph::build(
-        vec![
-            rev("a", &[], &[]),
-            rev("b", &["a"], &[]),
-            rev("c", &["a"], &[]),
-            rev("m", &["b", "c"], &[]),
-        ],
+        vec![rev("a", &[], &[]), rev("b", &["a"], &[]), rev("c", &["a"], &[]), rev("m", &["b", "c"], &[])],
         false,
     )
     .expect("merged branches have one head");
@@ -384,20 +298,9 @@ fn merge_revision_leaves_a_single_head() {
 #[test]
 fn depends_on_does_not_stop_a_revision_being_a_head() {
     // Only `revises` consumes a head: y is still one although b depends on it.
-    let g = build(vec![
-        rev("a", &[], &[]),
-        rev("y", &["a"], &[]),
-        rev("b", &["a"], &["y"]),
-    ]);
+    let g = build(vec![rev("a", &[], &[]), rev("y", &["a"], &[]), rev("b", &["a"], &["y"])]);
     assert_eq!(heads(&g), ["y", "b"]);
-    let err = build_err(
-        vec![
-            rev("a", &[], &[]),
-            rev("y", &["a"], &[]),
-            rev("b", &["a"], &["y"]),
-        ],
-        false,
-    );
+    let err = build_err(vec![rev("a", &[], &[]), rev("y", &["a"], &[]), rev("b", &["a"], &["y"])], false);
     assert!(matches!(err, Error::MultipleHeads { .. }), "{err:?}");
 }
 
@@ -413,15 +316,9 @@ fn closure_includes_everything_revised_or_depended_on() {
         rev("c", &["b"], &["y"]),
         rev("d", &["c"], &[]),
     ]);
-    assert_eq!(
-        marked(&g, &g.closure(&[node(&g, "c")])),
-        ["a", "b", "x", "y", "c"]
-    );
+    assert_eq!(marked(&g, &g.closure(&[node(&g, "c")])), ["a", "b", "x", "y", "c"]);
     assert_eq!(marked(&g, &g.closure(&[node(&g, "a")])), ["a"]);
-    assert_eq!(
-        marked(&g, &g.closure(&[node(&g, "b"), node(&g, "y")])),
-        ["a", "b", "x", "y"]
-    );
+    assert_eq!(marked(&g, &g.closure(&[node(&g, "b"), node(&g, "y")])), ["a", "b", "x", "y"]);
 }
 
 #[test]
@@ -434,14 +331,8 @@ fn descendants_include_revisions_depending_on_the_node() {
         rev("c", &["b"], &["y"]),
         rev("d", &["c"], &[]),
     ]);
-    assert_eq!(
-        marked(&g, &g.descendants(&[node(&g, "y")])),
-        ["y", "c", "d"]
-    );
-    assert_eq!(
-        marked(&g, &g.descendants(&[node(&g, "x")])),
-        ["x", "y", "c", "d"]
-    );
+    assert_eq!(marked(&g, &g.descendants(&[node(&g, "y")])), ["y", "c", "d"]);
+    assert_eq!(marked(&g, &g.descendants(&[node(&g, "x")])), ["x", "y", "c", "d"]);
     assert_eq!(marked(&g, &g.descendants(&[node(&g, "d")])), ["d"]);
 }
 
@@ -454,10 +345,7 @@ fn branch_head_is_the_head_reached_from_the_labelled_revisions() {
         rev("y", &["x"], &[]),
     ]);
     assert_eq!(heads(&g), ["b", "y"]);
-    assert_eq!(
-        g.branch_heads("auth").map(|h| names(&g, &h)),
-        Some(vec!["y"])
-    );
+    assert_eq!(g.branch_heads("auth").map(|h| names(&g, &h)), Some(vec!["y"]));
 }
 
 #[test]
@@ -470,10 +358,7 @@ fn branch_head_follows_revises_not_depends_on() {
         rev("b", &["a"], &["y"]),
     ]);
     assert_eq!(heads(&g), ["y", "b"]);
-    assert_eq!(
-        g.branch_heads("auth").map(|h| names(&g, &h)),
-        Some(vec!["y"])
-    );
+    assert_eq!(g.branch_heads("auth").map(|h| names(&g, &h)), Some(vec!["y"]));
 }
 
 #[test]
@@ -484,27 +369,14 @@ fn branch_head_after_a_merge_is_the_merged_head() {
         on_branch("billing", "p", &["a"]),
         rev("m", &["x", "p"], &[]),
     ]);
-    assert_eq!(
-        g.branch_heads("auth").map(|h| names(&g, &h)),
-        Some(vec!["m"])
-    );
-    assert_eq!(
-        g.branch_heads("billing").map(|h| names(&g, &h)),
-        Some(vec!["m"])
-    );
+    assert_eq!(g.branch_heads("auth").map(|h| names(&g, &h)), Some(vec!["m"]));
+    assert_eq!(g.branch_heads("billing").map(|h| names(&g, &h)), Some(vec!["m"]));
 }
 
 #[test]
 fn branch_that_forks_has_several_heads() {
-    let g = build(vec![
-        on_branch("auth", "a", &[]),
-        rev("b", &["a"], &[]),
-        rev("c", &["a"], &[]),
-    ]);
-    assert_eq!(
-        g.branch_heads("auth").map(|h| names(&g, &h)),
-        Some(vec!["b", "c"])
-    );
+    let g = build(vec![on_branch("auth", "a", &[]), rev("b", &["a"], &[]), rev("c", &["a"], &[])]);
+    assert_eq!(g.branch_heads("auth").map(|h| names(&g, &h)), Some(vec!["b", "c"]));
 }
 
 #[test]
@@ -517,13 +389,7 @@ fn branch_heads_of_an_unknown_label_is_none() {
 
 #[test]
 fn digest_ignores_input_order() {
-    let make = || {
-        vec![
-            rev("a", &[], &[]),
-            rev("b", &["a"], &[]),
-            rev("c", &["a"], &[]),
-        ]
-    };
+    let make = || vec![rev("a", &[], &[]), rev("b", &["a"], &[]), rev("c", &["a"], &[])];
     let mut reversed = make();
     reversed.reverse();
     assert_eq!(build(make()).digest(), build(reversed).digest());
@@ -533,13 +399,7 @@ fn digest_ignores_input_order() {
 #[test]
 fn digest_changes_when_a_checksum_changes() {
     let before = build(vec![rev("a", &[], &[]), rev("b", &["a"], &[])]);
-    let edited = revision(
-        "b",
-        &["a"],
-        &[],
-        "",
-        "-- pgskein: up\nSELECT 2;\n-- pgskein: down\nSELECT 1;\n",
-    );
+    let edited = revision("b", &["a"], &[], "", "-- pgskein: up\nSELECT 2;\n-- pgskein: down\nSELECT 1;\n");
     let after = build(vec![rev("a", &[], &[]), edited]);
     assert_ne!(before.digest(), after.digest());
 }

@@ -13,10 +13,7 @@ fn revision(id: &str, revises: &[&str], depends_on: &[&str], header: &str, body:
         text.push_str(&format!("-- pgskein: revises {}\n", revises.join(", ")));
     }
     if !depends_on.is_empty() {
-        text.push_str(&format!(
-            "-- pgskein: depends-on {}\n",
-            depends_on.join(", ")
-        ));
+        text.push_str(&format!("-- pgskein: depends-on {}\n", depends_on.join(", ")));
     }
     text.push_str(header);
     text.push_str(body);
@@ -33,13 +30,7 @@ fn irreversible(id: &str, revises: &[&str]) -> Revision {
 }
 
 fn on_branch(branch: &str, id: &str, revises: &[&str]) -> Revision {
-    revision(
-        id,
-        revises,
-        &[],
-        &format!("-- pgskein: branch {branch}\n"),
-        REVERSIBLE,
-    )
+    revision(id, revises, &[], &format!("-- pgskein: branch {branch}\n"), REVERSIBLE)
 }
 
 fn graph(revs: Vec<Revision>) -> Graph {
@@ -48,12 +39,7 @@ fn graph(revs: Vec<Revision>) -> Graph {
 
 /// a <- b <- c <- d
 fn linear() -> Graph {
-    graph(vec![
-        rev("a", &[], &[]),
-        rev("b", &["a"], &[]),
-        rev("c", &["b"], &[]),
-        rev("d", &["c"], &[]),
-    ])
+    graph(vec![rev("a", &[], &[]), rev("b", &["a"], &[]), rev("c", &["b"], &[]), rev("d", &["c"], &[])])
 }
 
 /// a, then main (b) and auth (x <- y) branches: two heads, b and y.
@@ -75,22 +61,17 @@ fn applied(g: &Graph, ids: &[&str]) -> Vec<bool> {
 }
 
 fn target(text: &str) -> Target {
-    text.parse()
-        .unwrap_or_else(|e| panic!("{text:?} should parse as a target: {e}"))
+    text.parse().unwrap_or_else(|e| panic!("{text:?} should parse as a target: {e}"))
 }
 
 /// The plan as `up a` / `down b` lines.
 fn planned(g: &Graph, applied_ids: &[&str], to: &str, mode: Mode) -> Result<Vec<String>, Error> {
     let steps = plan(g, &applied(g, applied_ids), &target(to), mode)?;
-    Ok(steps
-        .iter()
-        .map(|&(i, d)| format!("{d} {}", g.revs[i].id))
-        .collect())
+    Ok(steps.iter().map(|&(i, d)| format!("{d} {}", g.revs[i].id)).collect())
 }
 
 fn planned_ok(g: &Graph, applied_ids: &[&str], to: &str, mode: Mode) -> Vec<String> {
-    planned(g, applied_ids, to, mode)
-        .unwrap_or_else(|e| panic!("{mode:?} to {to} should plan: {e}"))
+    planned(g, applied_ids, to, mode).unwrap_or_else(|e| panic!("{mode:?} to {to} should plan: {e}"))
 }
 
 fn planned_err(g: &Graph, applied_ids: &[&str], to: &str, mode: Mode) -> Error {
@@ -131,10 +112,7 @@ fn rows_of(g: &Graph, ids: &[&str]) -> Vec<Row> {
 }
 
 fn marked<'g>(g: &'g Graph, set: &[bool]) -> Vec<&'g str> {
-    (0..g.len())
-        .filter(|&i| set[i])
-        .map(|i| g.revs[i].id.as_str())
-        .collect()
+    (0..g.len()).filter(|&i| set[i]).map(|i| g.revs[i].id.as_str()).collect()
 }
 
 // ----- targets -----
@@ -153,18 +131,7 @@ fn targets_parse_from_their_documented_spellings() {
 
 #[test]
 fn malformed_targets_are_unknown() {
-    for text in [
-        "",
-        "   ",
-        "+0",
-        "-0",
-        "+x",
-        "-",
-        "+1.5",
-        "@head",
-        "auth@tail",
-        "auth@head@head",
-    ] {
+    for text in ["", "   ", "+0", "-0", "+x", "-", "+1.5", "@head", "auth@tail", "auth@head@head"] {
         match text.parse::<Target>() {
             Err(Error::UnknownTarget { target }) => assert_eq!(target, text),
             other => panic!("{text:?} should be an unknown target, got {other:?}"),
@@ -193,14 +160,8 @@ fn unknown_target_message_lists_the_accepted_forms() {
 #[test]
 fn upgrade_to_head_applies_everything_pending_in_canonical_order() {
     let g = linear();
-    assert_eq!(
-        planned_ok(&g, &[], "head", Mode::Upgrade),
-        ["up a", "up b", "up c", "up d"]
-    );
-    assert_eq!(
-        planned_ok(&g, &["a", "b"], "head", Mode::Upgrade),
-        ["up c", "up d"]
-    );
+    assert_eq!(planned_ok(&g, &[], "head", Mode::Upgrade), ["up a", "up b", "up c", "up d"]);
+    assert_eq!(planned_ok(&g, &["a", "b"], "head", Mode::Upgrade), ["up c", "up d"]);
 }
 
 #[test]
@@ -226,46 +187,31 @@ fn upgrade_to_revision_applies_only_its_ancestors_across_depends_on() {
         rev("y", &["x"], &[]),
         rev("c", &["b"], &["x"]),
     ]);
-    assert_eq!(
-        planned_ok(&g, &["a"], "c", Mode::Upgrade),
-        ["up b", "up x", "up c"]
-    );
+    assert_eq!(planned_ok(&g, &["a"], "c", Mode::Upgrade), ["up b", "up x", "up c"]);
 }
 
 #[test]
 fn heads_target_applies_every_branch() {
     let g = two_branches();
-    assert_eq!(
-        planned_ok(&g, &["a"], "heads", Mode::Upgrade),
-        ["up b", "up x", "up y"]
-    );
+    assert_eq!(planned_ok(&g, &["a"], "heads", Mode::Upgrade), ["up b", "up x", "up y"]);
 }
 
 #[test]
 fn branch_head_target_applies_that_branch_only() {
     let g = two_branches();
-    assert_eq!(
-        planned_ok(&g, &[], "auth@head", Mode::Upgrade),
-        ["up a", "up x", "up y"]
-    );
+    assert_eq!(planned_ok(&g, &[], "auth@head", Mode::Upgrade), ["up a", "up x", "up y"]);
 }
 
 #[test]
 fn plus_n_applies_the_next_n_in_canonical_order() {
     let g = two_branches();
-    assert_eq!(
-        planned_ok(&g, &["a"], "+2", Mode::Upgrade),
-        ["up b", "up x"]
-    );
+    assert_eq!(planned_ok(&g, &["a"], "+2", Mode::Upgrade), ["up b", "up x"]);
 }
 
 #[test]
 fn plus_n_beyond_the_end_applies_what_remains() {
     let g = linear();
-    assert_eq!(
-        planned_ok(&g, &["a", "b"], "+10", Mode::Upgrade),
-        ["up c", "up d"]
-    );
+    assert_eq!(planned_ok(&g, &["a", "b"], "+10", Mode::Upgrade), ["up c", "up d"]);
 }
 
 // ----- downgrade -----
@@ -273,14 +219,8 @@ fn plus_n_beyond_the_end_applies_what_remains() {
 #[test]
 fn minus_n_removes_the_last_n_applied_in_reverse_order() {
     let g = two_branches();
-    assert_eq!(
-        planned_ok(&g, &["a", "b", "x", "y"], "-3", Mode::Downgrade),
-        ["down y", "down x", "down b"]
-    );
-    assert_eq!(
-        planned_ok(&g, &["a", "b"], "-5", Mode::Downgrade),
-        ["down b", "down a"]
-    );
+    assert_eq!(planned_ok(&g, &["a", "b", "x", "y"], "-3", Mode::Downgrade), ["down y", "down x", "down b"]);
+    assert_eq!(planned_ok(&g, &["a", "b"], "-5", Mode::Downgrade), ["down b", "down a"]);
 }
 
 #[test]
@@ -288,13 +228,8 @@ fn relative_target_in_the_wrong_direction_is_refused() {
     let g = linear();
     for (to, mode) in [("+1", Mode::Downgrade), ("-1", Mode::Upgrade)] {
         let err = planned_err(&g, &["a", "b"], to, mode);
-        let Error::UnknownTarget { target } = &err else {
-            panic!("expected UnknownTarget, got {err:?}")
-        };
-        assert!(
-            target.starts_with(to) && target.contains("not a"),
-            "{target}"
-        );
+        let Error::UnknownTarget { target } = &err else { panic!("expected UnknownTarget, got {err:?}") };
+        assert!(target.starts_with(to) && target.contains("not a"), "{target}");
     }
 }
 
@@ -317,10 +252,7 @@ fn downgrade_to_revision_removes_its_descendants_across_depends_on() {
         rev("c", &["b"], &["x"]),
     ]);
     let all = ["a", "b", "x", "c"];
-    assert_eq!(
-        planned_ok(&g, &all, "a", Mode::Downgrade),
-        ["down c", "down x", "down b"]
-    );
+    assert_eq!(planned_ok(&g, &all, "a", Mode::Downgrade), ["down c", "down x", "down b"]);
     assert_eq!(planned_ok(&g, &all, "b", Mode::Downgrade), ["down c"]);
     // x is not a descendant of b, but c depends on x: downgrading to x removes c only.
     assert_eq!(planned_ok(&g, &all, "x", Mode::Downgrade), ["down c"]);
@@ -329,37 +261,23 @@ fn downgrade_to_revision_removes_its_descendants_across_depends_on() {
 #[test]
 fn downgrade_to_revision_keeps_unrelated_branches() {
     let g = two_branches();
-    assert_eq!(
-        planned_ok(&g, &["a", "b", "x", "y"], "x", Mode::Downgrade),
-        ["down y"]
-    );
+    assert_eq!(planned_ok(&g, &["a", "b", "x", "y"], "x", Mode::Downgrade), ["down y"]);
 }
 
 #[test]
 fn downgrade_to_unapplied_revision_is_refused() {
     let g = linear();
     let err = planned_err(&g, &["a", "b"], "c", Mode::Downgrade);
-    let Error::TargetNotApplied { id } = &err else {
-        panic!("expected TargetNotApplied, got {err:?}")
-    };
+    let Error::TargetNotApplied { id } = &err else { panic!("expected TargetNotApplied, got {err:?}") };
     assert_eq!(id.as_str(), "c");
-    assert_eq!(
-        err.to_string(),
-        "cannot downgrade to c: it is not applied; use upgrade to reach it"
-    );
+    assert_eq!(err.to_string(), "cannot downgrade to c: it is not applied; use upgrade to reach it");
 }
 
 #[test]
 fn plan_refuses_to_downgrade_through_irreversible_revision() {
-    let g = graph(vec![
-        rev("a", &[], &[]),
-        irreversible("b", &["a"]),
-        rev("c", &["b"], &[]),
-    ]);
+    let g = graph(vec![rev("a", &[], &[]), irreversible("b", &["a"]), rev("c", &["b"], &[])]);
     let err = planned_err(&g, &["a", "b", "c"], "a", Mode::Downgrade);
-    let Error::Irreversible { id, path } = &err else {
-        panic!("expected Irreversible, got {err:?}")
-    };
+    let Error::Irreversible { id, path } = &err else { panic!("expected Irreversible, got {err:?}") };
     assert_eq!((id.as_str(), path.as_str()), ("b", "b.sql"));
     assert_eq!(
         err.to_string(),
@@ -369,19 +287,9 @@ fn plan_refuses_to_downgrade_through_irreversible_revision() {
 
 #[test]
 fn downgrade_that_stops_above_an_irreversible_revision_is_allowed() {
-    let g = graph(vec![
-        rev("a", &[], &[]),
-        irreversible("b", &["a"]),
-        rev("c", &["b"], &[]),
-    ]);
-    assert_eq!(
-        planned_ok(&g, &["a", "b", "c"], "b", Mode::Downgrade),
-        ["down c"]
-    );
-    assert_eq!(
-        planned_ok(&g, &["a", "b", "c"], "-1", Mode::Downgrade),
-        ["down c"]
-    );
+    let g = graph(vec![rev("a", &[], &[]), irreversible("b", &["a"]), rev("c", &["b"], &[])]);
+    assert_eq!(planned_ok(&g, &["a", "b", "c"], "b", Mode::Downgrade), ["down c"]);
+    assert_eq!(planned_ok(&g, &["a", "b", "c"], "-1", Mode::Downgrade), ["down c"]);
 }
 
 #[test]
@@ -400,34 +308,21 @@ fn downgrade_to_branch_head_leaves_other_branches_alone() {
 
 #[test]
 fn stamp_to_base_removes_everything_without_down_bodies() {
-    let g = graph(vec![
-        irreversible("a", &[]),
-        irreversible("b", &["a"]),
-        rev("c", &["b"], &[]),
-    ]);
-    assert_eq!(
-        planned_ok(&g, &["a", "b", "c"], "base", Mode::Stamp),
-        ["down c", "down b", "down a"]
-    );
+    let g = graph(vec![irreversible("a", &[]), irreversible("b", &["a"]), rev("c", &["b"], &[])]);
+    assert_eq!(planned_ok(&g, &["a", "b", "c"], "base", Mode::Stamp), ["down c", "down b", "down a"]);
 }
 
 #[test]
 fn stamp_to_revision_makes_the_applied_set_exactly_its_ancestors() {
     let g = two_branches();
-    assert_eq!(
-        planned_ok(&g, &["a", "b"], "y", Mode::Stamp),
-        ["down b", "up x", "up y"]
-    );
+    assert_eq!(planned_ok(&g, &["a", "b"], "y", Mode::Stamp), ["down b", "up x", "up y"]);
 }
 
 #[test]
 fn stamp_moves_by_n_in_either_direction() {
     let g = linear();
     assert_eq!(planned_ok(&g, &["a"], "+2", Mode::Stamp), ["up b", "up c"]);
-    assert_eq!(
-        planned_ok(&g, &["a", "b", "c"], "-2", Mode::Stamp),
-        ["down c", "down b"]
-    );
+    assert_eq!(planned_ok(&g, &["a", "b", "c"], "-2", Mode::Stamp), ["down c", "down b"]);
 }
 
 // ----- resolving names -----
@@ -450,20 +345,14 @@ fn head_with_two_heads_is_ambiguous() {
 fn head_of_an_empty_set_is_an_unknown_target() {
     let g = graph(Vec::new());
     let err = planned_err(&g, &[], "head", Mode::Upgrade);
-    assert!(
-        matches!(&err, Error::UnknownTarget { target } if target == "head"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::UnknownTarget { target } if target == "head"), "{err:?}");
     assert!(planned_ok(&g, &[], "heads", Mode::Upgrade).is_empty());
 }
 
 #[test]
 fn unknown_branch_label_is_an_unknown_target() {
     let err = planned_err(&two_branches(), &[], "billing@head", Mode::Upgrade);
-    assert!(
-        matches!(&err, Error::UnknownTarget { target } if target == "billing@head"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::UnknownTarget { target } if target == "billing@head"), "{err:?}");
 }
 
 #[test]
@@ -487,10 +376,7 @@ fn prefix_matching_two_ids_is_ambiguous() {
 
 #[test]
 fn unique_prefix_resolves_to_its_revision() {
-    let g = graph(vec![
-        rev("0001_init", &[], &[]),
-        rev("0002_users", &["0001_init"], &[]),
-    ]);
+    let g = graph(vec![rev("0001_init", &[], &[]), rev("0002_users", &["0001_init"], &[])]);
     assert_eq!(resolve(&g, "0002").ok(), g.get("0002_users"));
     assert_eq!(planned_ok(&g, &[], "0001", Mode::Upgrade), ["up 0001_init"]);
 }
@@ -505,10 +391,7 @@ fn exact_id_wins_over_a_longer_id_it_prefixes() {
 fn unknown_revision_is_an_unknown_target() {
     let g = linear();
     let err = planned_err(&g, &[], "zz", Mode::Upgrade);
-    assert!(
-        matches!(&err, Error::UnknownTarget { target } if target == "zz"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::UnknownTarget { target } if target == "zz"), "{err:?}");
 }
 
 // ----- reconcile -----
@@ -530,11 +413,7 @@ fn reconcile_flags_changed_checksum() {
     rows[1].checksum = "0".repeat(64);
     let rec = reconcile(&g, &rows);
     assert_eq!(rec.changed, [g.get("b").unwrap()]);
-    assert_eq!(
-        marked(&g, &rec.applied),
-        ["a", "b", "c"],
-        "a changed revision is still applied"
-    );
+    assert_eq!(marked(&g, &rec.applied), ["a", "b", "c"], "a changed revision is still applied");
 }
 
 #[test]
@@ -577,10 +456,7 @@ fn unknown_rows_are_not_ahead_while_code_revisions_are_pending() {
     rows.push(row("c", &["b"], "c1"));
     let rec = reconcile(&g, &rows);
     assert_eq!(rec.unknown, ["c"]);
-    assert!(
-        !rec.ahead,
-        "x and y are not applied, so the database is not simply ahead"
-    );
+    assert!(!rec.ahead, "x and y are not applied, so the database is not simply ahead");
 }
 
 #[test]
@@ -592,10 +468,7 @@ fn unknown_side_branch_merged_after_head_is_ahead() {
     rows.push(row("y", &["b", "x"], "y1"));
     let rec = reconcile(&g, &rows);
     assert_eq!(rec.unknown, ["x", "y"]);
-    assert!(
-        rec.ahead,
-        "every unknown revision is below y, which descends from the head b"
-    );
+    assert!(rec.ahead, "every unknown revision is below y, which descends from the head b");
 }
 
 #[test]
@@ -609,15 +482,8 @@ fn failed_rows_are_blocked() {
     rows[3].state = "running".into();
     let rec = reconcile(&g, &rows);
     assert_eq!(rec.blocked, [rows[2].clone(), rows[3].clone()]);
-    assert_eq!(
-        marked(&g, &rec.applied),
-        ["a", "b"],
-        "a failed revision is not applied"
-    );
-    assert!(
-        rec.unknown.is_empty(),
-        "blocked rows are not unknown applied revisions"
-    );
+    assert_eq!(marked(&g, &rec.applied), ["a", "b"], "a failed revision is not applied");
+    assert!(rec.unknown.is_empty(), "blocked rows are not unknown applied revisions");
 }
 
 #[test]
@@ -656,10 +522,7 @@ fn check_pinned_refuses_to_remove_what_unknown_revisions_build_on() {
     let Error::DowngradeBelowUnknown { id, unknown } = &err else {
         panic!("expected DowngradeBelowUnknown, got {err:?}")
     };
-    assert_eq!(
-        (id.as_str(), unknown.as_slice()),
-        ("d", &["e".to_owned()][..])
-    );
+    assert_eq!((id.as_str(), unknown.as_slice()), ("d", &["e".to_owned()][..]));
     assert_eq!(
         err.to_string(),
         "cannot downgrade d: applied revisions unknown to this code (e) build on it; downgrade with the newer code first"
@@ -713,20 +576,12 @@ fn twenty_thousand_revisions_with_branches_and_merges_plan_completely() {
     let none = vec![false; N];
     let up = plan(&g, &none, &Target::Head, Mode::Upgrade).unwrap();
     assert_eq!(up.len(), N);
-    assert!(
-        up.iter()
-            .enumerate()
-            .all(|(k, &(i, d))| i == k && d == Direction::Up)
-    );
+    assert!(up.iter().enumerate().all(|(k, &(i, d))| i == k && d == Direction::Up));
 
     let all = vec![true; N];
     let down = plan(&g, &all, &Target::Base, Mode::Downgrade).unwrap();
     assert_eq!(down.len(), N);
-    assert!(
-        down.iter()
-            .enumerate()
-            .all(|(k, &(i, d))| i == N - 1 - k && d == Direction::Down)
-    );
+    assert!(down.iter().enumerate().all(|(k, &(i, d))| i == N - 1 - k && d == Direction::Down));
 
     let to_middle = plan(&g, &all, &target("02499m"), Mode::Downgrade).unwrap();
     assert_eq!(to_middle.len(), N / 2);

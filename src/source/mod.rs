@@ -73,11 +73,7 @@ impl MigrationSet {
 
     /// The heads: revisions that no revision revises.
     pub fn heads(&self) -> Vec<&RevisionId> {
-        self.graph
-            .heads
-            .iter()
-            .map(|&h| &self.graph.revs[h].id)
-            .collect()
+        self.graph.heads.iter().map(|&h| &self.graph.revs[h].id).collect()
     }
 
     /// The number of revisions.
@@ -113,19 +109,15 @@ impl SetBuilder {
     /// Adds the `*.sql` files of a directory on disk.
     pub fn dir(mut self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
-        let entries = match std::fs::read_dir(path).and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
-        {
+        let entries = match std::fs::read_dir(path).and_then(|rd| rd.collect::<Result<Vec<_>, _>>()) {
             Ok(e) => e,
             Err(e) => {
                 self.push(Err(io_error(path, e)));
                 return self;
             }
         };
-        let mut files: Vec<_> = entries
-            .into_iter()
-            .map(|e| e.path())
-            .filter(|p| is_revision_file(p) && p.is_file())
-            .collect();
+        let mut files: Vec<_> =
+            entries.into_iter().map(|e| e.path()).filter(|p| is_revision_file(p) && p.is_file()).collect();
         files.sort();
         for f in files {
             let parsed = std::fs::read(&f)
@@ -164,16 +156,10 @@ impl SetBuilder {
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    Error::Io { path: path.display().to_string(), source }
 }
 
 fn is_revision_file(p: &Path) -> bool {
-    let hidden = p
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_none_or(|n| n.starts_with('.'));
+    let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
     !hidden && p.extension().is_some_and(|e| e == "sql")
 }

@@ -20,19 +20,9 @@ enum Section {
 
 /// Parses one revision file. `path` names the file in errors; its stem is the id.
 pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
-    let err = |line: Option<usize>, kind| Error::Parse {
-        path: path.to_owned(),
-        line,
-        kind,
-    };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        err(
-            None,
-            ParseErrorKind::NotUtf8 {
-                offset: e.valid_up_to(),
-            },
-        )
-    })?;
+    let err = |line: Option<usize>, kind| Error::Parse { path: path.to_owned(), line, kind };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| err(None, ParseErrorKind::NotUtf8 { offset: e.valid_up_to() }))?;
     let checksum = Checksum::of_sql(text);
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
@@ -56,11 +46,7 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
             match section {
                 Section::Header => {
                     let t = line.trim();
-                    if t.trim_start_matches('-')
-                        .trim_start()
-                        .starts_with("pgskein")
-                        && t.starts_with("--")
-                    {
+                    if t.trim_start_matches('-').trim_start().starts_with("pgskein") && t.starts_with("--") {
                         return Err(err(Some(lineno), ParseErrorKind::MalformedDirective));
                     }
                     if !(t.is_empty() || t.starts_with("--")) {
@@ -100,14 +86,7 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
             section = next;
             continue;
         }
-        let known = [
-            "revises",
-            "depends-on",
-            "branch",
-            "transaction",
-            "message",
-            "release",
-        ];
+        let known = ["revises", "depends-on", "branch", "transaction", "message", "release"];
         let Some(&name) = known.iter().find(|k| **k == name) else {
             return Err(at(ParseErrorKind::UnknownDirective(name.to_owned())));
         };
@@ -115,23 +94,14 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
             return Err(at(ParseErrorKind::DirectiveAfterUp(name.to_owned())));
         }
         let dup = || at(ParseErrorKind::DuplicateDirective(name.to_owned()));
-        let bad = |reason: String| {
-            at(ParseErrorKind::BadValue {
-                directive: name,
-                reason,
-            })
-        };
+        let bad = |reason: String| at(ParseErrorKind::BadValue { directive: name, reason });
         match name {
             "revises" | "depends-on" => {
                 let ids = id_list(value).map_err(bad)?;
                 if ids.contains(&id) {
                     return Err(at(ParseErrorKind::SelfReference(name)));
                 }
-                let slot = if name == "revises" {
-                    &mut revises
-                } else {
-                    &mut depends_on
-                };
+                let slot = if name == "revises" { &mut revises } else { &mut depends_on };
                 if slot.replace(ids).is_some() {
                     return Err(dup());
                 }
@@ -205,9 +175,7 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
         up_line,
         down: down.map(Body::Sql),
         down_line,
-        verify: verify
-            .map(|(_, v)| v)
-            .filter(|v| !split::split(v).is_empty()),
+        verify: verify.map(|(_, v)| v).filter(|v| !split::split(v).is_empty()),
         checksum,
         origin: path.to_owned(),
     })
@@ -234,10 +202,7 @@ fn directive(line: &str) -> Option<(&str, &str)> {
 
 fn id_list(value: &str) -> Result<Vec<RevisionId>, String> {
     let mut ids: Vec<RevisionId> = Vec::new();
-    for part in value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|p| !p.is_empty())
-    {
+    for part in value.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()) {
         let id = RevisionId::new(part)?;
         if ids.contains(&id) {
             return Err(format!("{id} is listed twice"));
@@ -253,22 +218,18 @@ fn id_list(value: &str) -> Result<Vec<RevisionId>, String> {
 /// The id is the file stem of `<id>.sql`.
 pub(crate) fn file_id(path: &str) -> Result<RevisionId, String> {
     let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
-    let stem = name
-        .strip_suffix(".sql")
-        .ok_or_else(|| format!("{name:?} does not end in .sql"))?;
+    let stem = name.strip_suffix(".sql").ok_or_else(|| format!("{name:?} does not end in .sql"))?;
     RevisionId::new(stem)
 }
 
 fn check_transactional(path: &str, first_line: usize, body: &str) -> Result<(), Error> {
     for stmt in split::split(body) {
-        let (operation, control) = match (
-            split::transaction_control(stmt.text),
-            split::non_transactional(stmt.text),
-        ) {
-            (Some(op), _) => (op, true),
-            (None, Some(op)) => (op, false),
-            (None, None) => continue,
-        };
+        let (operation, control) =
+            match (split::transaction_control(stmt.text), split::non_transactional(stmt.text)) {
+                (Some(op), _) => (op, true),
+                (None, Some(op)) => (op, false),
+                (None, None) => continue,
+            };
         return Err(Error::NeedsNoTransaction {
             path: path.to_owned(),
             line: first_line + stmt.line - 1,

@@ -101,10 +101,7 @@ impl TestServer {
     /// ```
     pub fn shared() -> io::Result<&'static TestServer> {
         match SHARED.get_or_init(|| {
-            TestServer::start().map_err(|e| StartError {
-                kind: e.kind(),
-                message: e.to_string(),
-            })
+            TestServer::start().map_err(|e| StartError { kind: e.kind(), message: e.to_string() })
         }) {
             Ok(server) => Ok(server),
             Err(e) => Err(io::Error::new(e.kind, e.message.clone())),
@@ -116,9 +113,7 @@ impl TestServer {
             Ok(url) if !url.trim().is_empty() => Inner::external(&url)?,
             _ => Inner::throwaway()?,
         };
-        Ok(TestServer {
-            inner: Arc::new(inner),
-        })
+        Ok(TestServer { inner: Arc::new(inner) })
     }
 
     /// A connection config for database `dbname` on this server (user,
@@ -147,18 +142,12 @@ impl TestServer {
     /// become `_`, and it is shortened so that the whole name fits in 63
     /// bytes. The database is a copy of `template0`, so nothing installed
     /// into `template1` on a shared server leaks into it.
-    pub async fn create_database(
-        &self,
-        prefix: &str,
-    ) -> Result<TestDatabase, tokio_postgres::Error> {
+    pub async fn create_database(&self, prefix: &str) -> Result<TestDatabase, tokio_postgres::Error> {
         let name = unique_name(prefix);
         let sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&name));
         execute_once(&self.inner.admin_config(), &sql).await?;
         tracing::debug!(database = %name, "created test database");
-        Ok(TestDatabase {
-            name,
-            server: Arc::clone(&self.inner),
-        })
+        Ok(TestDatabase { name, server: Arc::clone(&self.inner) })
     }
 }
 
@@ -171,9 +160,9 @@ impl fmt::Debug for TestServer {
                 .field("kind", &"throwaway")
                 .field("dir", &instance.dir)
                 .field("url", &self.inner.url(&self.inner.admin_db)),
-            Kind::External(conn) => s
-                .field("kind", &"DATABASE_URL")
-                .field("url", &conn.redacted(&self.inner.admin_db)),
+            Kind::External(conn) => {
+                s.field("kind", &"DATABASE_URL").field("url", &conn.redacted(&self.inner.admin_db))
+            }
         };
         s.finish()
     }
@@ -254,11 +243,7 @@ impl Drop for TestDatabase {
                 move || drop_database(&server, &name)
             })
             .map_err(|e| e.to_string())
-            .and_then(|handle| {
-                handle
-                    .join()
-                    .map_err(|_| "the dropping thread panicked".to_string())
-            })
+            .and_then(|handle| handle.join().map_err(|_| "the dropping thread panicked".to_string()))
             .and_then(|result| result);
         match outcome {
             Ok(()) => tracing::debug!(database = %name, "dropped test database"),
@@ -268,10 +253,8 @@ impl Drop for TestDatabase {
 }
 
 fn drop_database(server: &Inner, name: &str) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
     runtime.block_on(async {
         match tokio::time::timeout(DROP_TIMEOUT, execute_once(&server.admin_config(), &sql)).await {
@@ -325,26 +308,15 @@ impl Inner {
             url = %conn.redacted(&admin_db),
             "using the server of {DATABASE_URL} for tests"
         );
-        Ok(Inner {
-            config,
-            admin_db,
-            kind: Kind::External(conn),
-        })
+        Ok(Inner { config, admin_db, kind: Kind::External(conn) })
     }
 
     #[cfg(unix)]
     fn throwaway() -> io::Result<Inner> {
         let instance = throwaway::Instance::start()?;
         let mut config = Config::new();
-        config
-            .user(throwaway::SUPERUSER)
-            .host_path(&instance.socket_dir)
-            .port(instance.port);
-        Ok(Inner {
-            config,
-            admin_db: "postgres".to_owned(),
-            kind: Kind::Throwaway(instance),
-        })
+        config.user(throwaway::SUPERUSER).host_path(&instance.socket_dir).port(instance.port);
+        Ok(Inner { config, admin_db: "postgres".to_owned(), kind: Kind::Throwaway(instance) })
     }
 
     #[cfg(not(unix))]
@@ -440,10 +412,7 @@ fn random_u32() -> u32 {
 }
 
 fn nanos_since_epoch() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 fn quote_ident(name: &str) -> String {
@@ -456,9 +425,7 @@ fn percent_encode(bytes: &[u8], keep_slash: bool) -> String {
     let mut out = String::with_capacity(bytes.len());
     for &b in bytes {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
             b'/' if keep_slash => out.push('/'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -489,29 +456,17 @@ impl ConnString {
         for scheme in ["postgresql://", "postgres://"] {
             if let Some(rest) = s.strip_prefix(scheme) {
                 let (rest, query) = match rest.split_once('?') {
-                    Some((rest, query)) => (
-                        rest,
-                        query
-                            .split('&')
-                            .filter(|p| !p.is_empty())
-                            .map(str::to_owned)
-                            .collect(),
-                    ),
+                    Some((rest, query)) => {
+                        (rest, query.split('&').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+                    }
                     None => (rest, Vec::new()),
                 };
-                let authority = rest
-                    .split_once('/')
-                    .map_or(rest, |(authority, _)| authority);
+                let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
                 let (userinfo, hosts) = match authority.rsplit_once('@') {
                     Some((userinfo, hosts)) => (Some(userinfo.to_owned()), hosts.to_owned()),
                     None => (None, authority.to_owned()),
                 };
-                return ConnString::Url {
-                    scheme: scheme.to_owned(),
-                    userinfo,
-                    hosts,
-                    query,
-                };
+                return ConnString::Url { scheme: scheme.to_owned(), userinfo, hosts, query };
             }
         }
         ConnString::KeyValue(parse_key_values(s))
@@ -528,12 +483,7 @@ impl ConnString {
     fn render(&self, dbname: &str, redact: bool) -> String {
         const HIDDEN: &str = "********";
         match self {
-            ConnString::Url {
-                scheme,
-                userinfo,
-                hosts,
-                query,
-            } => {
+            ConnString::Url { scheme, userinfo, hosts, query } => {
                 let mut out = scheme.clone();
                 if let Some(userinfo) = userinfo {
                     match userinfo.split_once(':') {
@@ -552,11 +502,7 @@ impl ConnString {
                 // A `dbname` parameter would override the path.
                 let params: Vec<String> = query
                     .iter()
-                    .filter(|p| {
-                        !p.split('=')
-                            .next()
-                            .is_some_and(|k| k.eq_ignore_ascii_case("dbname"))
-                    })
+                    .filter(|p| !p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("dbname")))
                     .map(|p| match p.split_once('=') {
                         Some((key, _)) if redact && key == "password" => format!("{key}={HIDDEN}"),
                         _ => p.clone(),
@@ -580,10 +526,7 @@ impl ConnString {
                         }
                     })
                     .collect();
-                parts.push(format!(
-                    "dbname='{}'",
-                    dbname.replace('\\', "\\\\").replace('\'', "\\'")
-                ));
+                parts.push(format!("dbname='{}'", dbname.replace('\\', "\\\\").replace('\'', "\\'")));
                 parts.join(" ")
             }
         }
@@ -793,10 +736,7 @@ rm -rf "$dir"
                 "-k".to_owned(),
                 // The setting is a list; quoting keeps the path one entry
                 // whatever characters it holds.
-                format!(
-                    "\"{}\"",
-                    self.socket_dir.display().to_string().replace('"', "\"\"")
-                ),
+                format!("\"{}\"", self.socket_dir.display().to_string().replace('"', "\"\"")),
                 "-p".to_owned(),
                 self.port.to_string(),
             ]
@@ -857,10 +797,7 @@ rm -rf "$dir"
             if status.success() {
                 Ok(())
             } else {
-                Err(io::Error::other(format!(
-                    "{} failed: {status}",
-                    program.to_string_lossy()
-                )))
+                Err(io::Error::other(format!("{} failed: {status}", program.to_string_lossy())))
             }
         }
 
@@ -874,22 +811,13 @@ rm -rf "$dir"
                 let _ = file.read_to_end(&mut bytes);
                 text = String::from_utf8_lossy(&bytes).into_owned();
             }
-            if text.trim().is_empty() {
-                "(empty)".to_owned()
-            } else {
-                text
-            }
+            if text.trim().is_empty() { "(empty)".to_owned() } else { text }
         }
 
         /// Stops the server, removes its directory and ends the watchdog.
         /// Idempotent.
         pub(super) fn stop(&self) {
-            let Some(watchdog) = self
-                .watchdog
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-            else {
+            let Some(watchdog) = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take() else {
                 return;
             };
             if self.data_dir.join("postmaster.pid").exists() {
@@ -918,15 +846,10 @@ rm -rf "$dir"
     /// A directory of server binaries: the first on PATH that has them all,
     /// else Debian's layout, newest version first.
     fn find_bin_dir() -> io::Result<PathBuf> {
-        let has_all = |dir: &Path| {
-            ["initdb", "pg_ctl", "postgres"]
-                .iter()
-                .all(|bin| is_executable(&dir.join(bin)))
-        };
+        let has_all =
+            |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|bin| is_executable(&dir.join(bin)));
         if let Some(path) = std::env::var_os("PATH") {
-            if let Some(dir) =
-                std::env::split_paths(&path).find(|dir| dir.is_absolute() && has_all(dir))
-            {
+            if let Some(dir) = std::env::split_paths(&path).find(|dir| dir.is_absolute() && has_all(dir)) {
                 return Ok(dir);
             }
         }
@@ -936,30 +859,22 @@ rm -rf "$dir"
             .flatten()
             .filter_map(|entry| {
                 let name = entry.file_name().into_string().ok()?;
-                let version = name
-                    .split('.')
-                    .map(|part| part.parse().ok())
-                    .collect::<Option<Vec<u32>>>()?;
+                let version = name.split('.').map(|part| part.parse().ok()).collect::<Option<Vec<u32>>>()?;
                 Some((version, entry.path().join("bin")))
             })
             .collect();
         versions.sort();
-        versions
-            .into_iter()
-            .rev()
-            .map(|(_, dir)| dir)
-            .find(|dir| has_all(dir))
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH or in \
+        versions.into_iter().rev().map(|(_, dir)| dir).find(|dir| has_all(dir)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH or in \
                          /usr/lib/postgresql/*/bin: install PostgreSQL \
                          (e.g. `apt-get install postgresql`) \
                          or set {DATABASE_URL} to an existing server"
-                    ),
-                )
-            })
+                ),
+            )
+        })
     }
 
     fn is_executable(path: &Path) -> bool {
@@ -1021,11 +936,7 @@ rm -rf "$dir"
         // A long or private TMPDIR would make the socket path too long or
         // the directory unreachable for the server's user; a comma would make
         // libpq (psql) read the socket directory as a list of hosts.
-        let base = if usable(&temp) {
-            temp
-        } else {
-            PathBuf::from("/tmp")
-        };
+        let base = if usable(&temp) { temp } else { PathBuf::from("/tmp") };
         let dir = base.join(&name);
         fs::DirBuilder::new()
             .mode(0o700)
@@ -1148,10 +1059,7 @@ mod tests {
         let (client, connection) = admin.connect(NoTls).await.unwrap();
         tokio::spawn(connection);
         client
-            .query_one(
-                "SELECT count(*) FROM pg_database WHERE datname = $1",
-                &[&name],
-            )
+            .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
             .await
             .unwrap()
             .get(0)
@@ -1179,9 +1087,7 @@ mod tests {
     async fn databases_are_isolated() {
         let server = server();
         let tasks: Vec<_> = (0..6)
-            .map(|i| {
-                tokio::spawn(async move { server.create_database(&format!("isolated_{i}")).await })
-            })
+            .map(|i| tokio::spawn(async move { server.create_database(&format!("isolated_{i}")).await }))
             .collect();
         let mut databases = Vec::new();
         for task in tasks {
@@ -1194,35 +1100,18 @@ mod tests {
 
         let a = databases[0].connect().await.unwrap();
         let b = databases[1].connect().await.unwrap();
-        a.batch_execute("CREATE TABLE only_in_a (x int); INSERT INTO only_in_a VALUES (42)")
-            .await
-            .unwrap();
-        let x: i32 = a
-            .query_one("SELECT x FROM only_in_a", &[])
-            .await
-            .unwrap()
-            .get(0);
+        a.batch_execute("CREATE TABLE only_in_a (x int); INSERT INTO only_in_a VALUES (42)").await.unwrap();
+        let x: i32 = a.query_one("SELECT x FROM only_in_a", &[]).await.unwrap().get(0);
         assert_eq!(x, 42);
-        let in_b: Option<String> = b
-            .query_one("SELECT to_regclass('only_in_a')::text", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let in_b: Option<String> =
+            b.query_one("SELECT to_regclass('only_in_a')::text", &[]).await.unwrap().get(0);
         assert_eq!(in_b, None);
 
-        let db: String = b
-            .query_one("SELECT current_database()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let db: String = b.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
         assert_eq!(db, databases[1].name());
         let pool = databases[1].pool(2);
         let pooled = pool.get().await.unwrap();
-        let db: String = pooled
-            .query_one("SELECT current_database()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let db: String = pooled.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
         assert_eq!(db, databases[1].name());
     }
 
@@ -1240,20 +1129,12 @@ mod tests {
 
     #[test]
     fn drop_works_outside_any_runtime() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let db = runtime
-            .block_on(server().create_database("no_runtime"))
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let db = runtime.block_on(server().create_database("no_runtime")).unwrap();
         let name = db.name().to_owned();
         drop(runtime);
         drop(db);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         assert_eq!(runtime.block_on(count_databases(&name)), 0);
     }
 
@@ -1269,11 +1150,7 @@ mod tests {
             .args(["-X", "-A", "-t", "-c", "SELECT current_database()"])
             .output()
             .unwrap();
-        assert!(
-            output.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "psql failed: {}", String::from_utf8_lossy(&output.stderr));
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), db.name());
     }
 
@@ -1299,11 +1176,8 @@ mod tests {
         }
         let db = server.create_database("no_network").await.unwrap();
         let client = db.connect().await.unwrap();
-        let listen: String = client
-            .query_one("SELECT current_setting('listen_addresses')", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let listen: String =
+            client.query_one("SELECT current_setting('listen_addresses')", &[]).await.unwrap().get(0);
         assert_eq!(listen, "");
         let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
         assert_eq!(fsync, "off");
@@ -1319,34 +1193,20 @@ mod tests {
         assert!(long.len() <= MAX_IDENTIFIER_LEN, "{long}");
         assert!(long.starts_with("xxxx"));
         for name in [&a, &b, &long, &unique_name("")] {
-            assert!(
-                name.bytes()
-                    .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_')),
-                "{name}"
-            );
+            assert!(name.bytes().all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_')), "{name}");
         }
     }
 
     #[test]
     fn urls_get_the_database_replaced() {
-        let url =
-            ConnString::parse("postgres://u:p%40ss@db.example:5433/app?sslmode=disable&dbname=x");
-        assert_eq!(
-            url.with_dbname("t_1"),
-            "postgres://u:p%40ss@db.example:5433/t_1?sslmode=disable"
-        );
+        let url = ConnString::parse("postgres://u:p%40ss@db.example:5433/app?sslmode=disable&dbname=x");
+        assert_eq!(url.with_dbname("t_1"), "postgres://u:p%40ss@db.example:5433/t_1?sslmode=disable");
         let url = ConnString::parse("postgresql://localhost");
         assert_eq!(url.with_dbname("t_1"), "postgresql://localhost/t_1");
         let url = ConnString::parse("postgresql:///app?host=/run/postgresql");
-        assert_eq!(
-            url.with_dbname("t_1"),
-            "postgresql:///t_1?host=/run/postgresql"
-        );
+        assert_eq!(url.with_dbname("t_1"), "postgresql:///t_1?host=/run/postgresql");
         let kv = ConnString::parse("host=localhost dbname = app password='a b\\'c' user=me");
-        assert_eq!(
-            kv.with_dbname("t_1"),
-            "host=localhost password='a b\\'c' user=me dbname='t_1'"
-        );
+        assert_eq!(kv.with_dbname("t_1"), "host=localhost password='a b\\'c' user=me dbname='t_1'");
         for s in [&kv.with_dbname("t_1"), &url.with_dbname("t_1")] {
             Config::from_str(s).unwrap();
         }
@@ -1360,19 +1220,12 @@ mod tests {
         assert!(redacted.starts_with("postgres://u:"), "{redacted}");
         let kv = ConnString::parse("host=h password='se cret' user=u");
         let redacted = kv.redacted("t");
-        assert!(
-            !redacted.contains("se") || !redacted.contains("cret"),
-            "{redacted}"
-        );
+        assert!(!redacted.contains("se") || !redacted.contains("cret"), "{redacted}");
         assert!(redacted.contains("user=u"), "{redacted}");
 
-        let server = TestServer {
-            inner: Arc::new(Inner::external("postgres://u:hunter2@localhost/app").unwrap()),
-        };
-        let db = TestDatabase {
-            name: String::new(),
-            server: Arc::clone(&server.inner),
-        };
+        let server =
+            TestServer { inner: Arc::new(Inner::external("postgres://u:hunter2@localhost/app").unwrap()) };
+        let db = TestDatabase { name: String::new(), server: Arc::clone(&server.inner) };
         let debug = format!("{server:?} {db:?} {:?}", server.config("x"));
         // The database is never created; keep Drop from trying to remove it.
         std::mem::forget(db);

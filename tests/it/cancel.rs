@@ -21,11 +21,7 @@ impl<F: Future> Future for CancelAfter<F> {
             Poll::Ready(v) => Poll::Ready(Some(v)),
             Poll::Pending => {
                 self.pendings += 1;
-                if self.pendings >= self.limit {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Pending
-                }
+                if self.pendings >= self.limit { Poll::Ready(None) } else { Poll::Pending }
             }
         }
     }
@@ -46,10 +42,7 @@ fn three_tables() -> pgskein::MigrationSet {
 /// Tables a, b, c exist exactly when their revisions are recorded.
 async fn assert_consistent(client: &tokio_postgres::Client, when: &str) {
     let tables: Vec<String> = client
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-            &[],
-        )
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", &[])
         .await
         .unwrap()
         .iter()
@@ -86,18 +79,10 @@ async fn dropping_run_at_every_await_point_leaves_the_lock_free_and_the_ledger_c
     let observer = db.connect().await.unwrap();
     let mut limit = 1;
     loop {
-        let outcome = CancelAfter {
-            fut: Box::pin(set.run(&client)),
-            limit,
-            pendings: 0,
-        }
-        .await;
+        let outcome = CancelAfter { fut: Box::pin(set.run(&client)), limit, pendings: 0 }.await;
         // Requests queued by the dropped future are answered before this one.
         client.simple_query("SELECT 1").await.unwrap();
-        assert!(
-            !lock_held(&observer).await,
-            "lock held after cancelling at await point {limit}"
-        );
+        assert!(!lock_held(&observer).await, "lock held after cancelling at await point {limit}");
         assert_consistent(&observer, &format!("cancelled at await point {limit}")).await;
         let report = set.run(&client).await.expect("the next run converges");
         assert_consistent(&observer, "after the next run").await;
@@ -121,16 +106,8 @@ async fn dropping_run_on_a_pool_connection_discards_the_connection_and_frees_the
     let observer = db.connect().await.unwrap();
     let mut limit = 1;
     loop {
-        let outcome = CancelAfter {
-            fut: Box::pin(set.run(&pool)),
-            limit,
-            pendings: 0,
-        }
-        .await;
-        assert!(
-            lock_freed(&observer).await,
-            "lock still held after cancelling at await point {limit}"
-        );
+        let outcome = CancelAfter { fut: Box::pin(set.run(&pool)), limit, pendings: 0 }.await;
+        assert!(lock_freed(&observer).await, "lock still held after cancelling at await point {limit}");
         assert_consistent(&observer, &format!("cancelled at await point {limit}")).await;
         set.run(&pool).await.expect("the next run converges");
         assert_eq!(ledger(&observer).await.len(), 3);

@@ -8,16 +8,11 @@ use pgskein::testing::{TestDatabase, TestServer};
 
 pub async fn fresh_db(prefix: &str) -> TestDatabase {
     let server = TestServer::shared().expect("a PostgreSQL server for the tests");
-    server
-        .create_database(prefix)
-        .await
-        .expect("create a test database")
+    server.create_database(prefix).await.expect("create a test database")
 }
 
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 pub fn fixture(name: &str) -> MigrationSet {
@@ -29,12 +24,16 @@ pub fn example() -> MigrationSet {
         .expect("example loads")
 }
 
-/// A migration directory written for one test: (file name, content) pairs.
+/// A migration set loaded from a directory written for one test: (file name,
+/// content) pairs. The directory is removed once loaded.
 pub fn temp_set(files: &[(&str, &str)]) -> Result<MigrationSet, pgskein::Error> {
-    MigrationSet::from_dir(temp_dir_with(files))
+    let dir = temp_dir_with(files);
+    let set = MigrationSet::from_dir(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    set
 }
 
-pub fn temp_dir_with(files: &[(&str, &str)]) -> PathBuf {
+fn temp_dir_with(files: &[(&str, &str)]) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "pgskein-it-{}-{}",
@@ -86,25 +85,15 @@ pub async fn catalog(client: &tokio_postgres::Client) -> Vec<String> {
       UNION ALL
         SELECT 'view ' || viewname || ' ' || definition FROM pg_views WHERE schemaname = 'public'
       ORDER BY 1"#;
-    client
-        .query(SQL, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    client.query(SQL, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
 }
 
 /// The ledger's rows: (id, state).
 pub async fn ledger(client: &tokio_postgres::Client) -> Vec<(String, String)> {
-    match client
-        .query("SELECT id, state FROM pgskein.applied ORDER BY id", &[])
-        .await
-    {
+    match client.query("SELECT id, state FROM pgskein.applied ORDER BY id", &[]).await {
         Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
         Err(e)
-            if e.code().map(|c| c.code()) == Some("42P01")
-                || e.code().map(|c| c.code()) == Some("3F000") =>
+            if e.code().map(|c| c.code()) == Some("42P01") || e.code().map(|c| c.code()) == Some("3F000") =>
         {
             Vec::new()
         }

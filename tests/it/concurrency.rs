@@ -19,19 +19,12 @@ async fn thirty_two_concurrent_runs_apply_each_revision_exactly_once() {
         let report = t.await.unwrap().expect("every starter succeeds");
         applied_steps += report.steps.len();
     }
-    assert_eq!(
-        applied_steps,
-        set.len(),
-        "the steps were split between starters, each applied once"
-    );
+    assert_eq!(applied_steps, set.len(), "the steps were split between starters, each applied once");
     let client = db.connect().await.unwrap();
     let rows = ledger(&client).await;
     assert_eq!(rows.len(), set.len());
     let per_revision: Vec<i64> = client
-        .query(
-            "SELECT count(*) FROM pgskein.events WHERE kind = 'apply' GROUP BY revision",
-            &[],
-        )
+        .query("SELECT count(*) FROM pgskein.events WHERE kind = 'apply' GROUP BY revision", &[])
         .await
         .unwrap()
         .iter()
@@ -40,10 +33,7 @@ async fn thirty_two_concurrent_runs_apply_each_revision_exactly_once() {
     assert_eq!(per_revision.len(), set.len());
     assert!(per_revision.iter().all(|&n| n == 1));
     let tables: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[])
         .await
         .unwrap()
         .get(0);

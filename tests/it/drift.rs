@@ -1,16 +1,11 @@
 use pgskein::{DriftPolicy, Error, Migrator, Policy, Target, Warning};
 
-use crate::common::{fixture, fixture_dir, fresh_db, ledger, temp_dir_with};
+use crate::common::{fixture, fixture_dir, fresh_db, ledger, temp_set};
 
 fn linear_with_edited_0002() -> pgskein::MigrationSet {
     let dir = fixture_dir("linear");
     let mut files = Vec::new();
-    for name in [
-        "0001_items.sql",
-        "0002_item_price.sql",
-        "0003_item_name_index.sql",
-        "0004_item_tags.sql",
-    ] {
+    for name in ["0001_items.sql", "0002_item_price.sql", "0003_item_name_index.sql", "0004_item_tags.sql"] {
         let mut text = std::fs::read_to_string(dir.join(name)).unwrap();
         if name.starts_with("0002") {
             text = text.replace("price_cents >= 0", "price_cents >= 1");
@@ -18,30 +13,21 @@ fn linear_with_edited_0002() -> pgskein::MigrationSet {
         files.push((name, text));
     }
     let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
-    pgskein::MigrationSet::from_dir(temp_dir_with(&files)).unwrap()
+    temp_set(&files).unwrap()
 }
 
 fn policy(changed: Policy, ahead: Policy, diverged: Policy) -> pgskein::Config {
-    pgskein::Config::default().drift(DriftPolicy {
-        changed_checksum: changed,
-        ahead,
-        diverged,
-    })
+    pgskein::Config::default().drift(DriftPolicy { changed_checksum: changed, ahead, diverged })
 }
 
 #[tokio::test]
 async fn a_changed_checksum_is_refused_by_default_and_allowed_by_policy() {
     let db = fresh_db("checksum").await;
     let client = db.connect().await.unwrap();
-    fixture("linear")
-        .upgrade(&client, &"0002".parse().unwrap())
-        .await
-        .unwrap();
+    fixture("linear").upgrade(&client, &"0002".parse().unwrap()).await.unwrap();
     let edited = linear_with_edited_0002();
     let err = edited.run(&client).await.unwrap_err();
-    let Error::ChecksumMismatch { changed } = &err else {
-        panic!("unexpected: {err:?}")
-    };
+    let Error::ChecksumMismatch { changed } = &err else { panic!("unexpected: {err:?}") };
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].0.as_str(), "0002_item_price");
     assert!(changed[0].1.ends_with("0002_item_price.sql"));
@@ -63,30 +49,17 @@ async fn a_database_ahead_of_the_code_runs_with_a_warning() {
     let older = fixture("linear");
     let report = older.run(&client).await.unwrap();
     assert!(report.steps.is_empty());
-    assert_eq!(
-        report.warnings,
-        [Warning::Ahead {
-            unknown: vec!["0005_item_notes".into()]
-        }]
-    );
+    assert_eq!(report.warnings, [Warning::Ahead { unknown: vec!["0005_item_notes".into()] }]);
     let status = older.status(&client).await.unwrap();
     assert!(status.ahead);
     assert_eq!(status.unknown, ["0005_item_notes"]);
 
-    let strict = older
-        .clone()
-        .with_config(policy(Policy::Error, Policy::Error, Policy::Error));
+    let strict = older.clone().with_config(policy(Policy::Error, Policy::Error, Policy::Error));
     let err = strict.run(&client).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Ahead { unknown } if unknown == &["0005_item_notes"]),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::Ahead { unknown } if unknown == &["0005_item_notes"]), "{err:?}");
 
     // The older code cannot downgrade what the newer revision builds on.
-    let err = older
-        .downgrade(&client, &Target::Relative(-1))
-        .await
-        .unwrap_err();
+    let err = older.downgrade(&client, &Target::Relative(-1)).await.unwrap_err();
     assert!(
         matches!(&err, Error::DowngradeBelowUnknown { id, .. } if id.as_str() == "0004_item_tags"),
         "{err:?}"
@@ -106,20 +79,12 @@ async fn a_diverged_history_is_refused_by_default_and_allowed_by_policy() {
     other.run(&client).await.unwrap();
     let code = fixture("linear");
     let err = code.run(&client).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Diverged { unknown } if unknown == &["0002_other"]),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::Diverged { unknown } if unknown == &["0002_other"]), "{err:?}");
     assert!(err.to_string().contains("0002_other"));
     assert_eq!(ledger(&client).await.len(), 2);
 
     let lenient = code.with_config(policy(Policy::Error, Policy::Warn, Policy::Warn));
     let report = lenient.run(&client).await.unwrap();
     assert_eq!(report.steps.len(), 3);
-    assert_eq!(
-        report.warnings,
-        [Warning::Diverged {
-            unknown: vec!["0002_other".into()]
-        }]
-    );
+    assert_eq!(report.warnings, [Warning::Diverged { unknown: vec!["0002_other".into()] }]);
 }

@@ -8,35 +8,16 @@ async fn a_revision_failing_half_way_leaves_nothing_of_itself() {
     let client = db.connect().await.unwrap();
     let set = fixture("fails_halfway");
     let err = set.run(&client).await.unwrap_err();
-    let Error::RevisionFailed {
-        id,
-        path,
-        line,
-        report,
-        ..
-    } = &err
-    else {
-        panic!("unexpected: {err:?}")
-    };
+    let Error::RevisionFailed { id, path, line, report, .. } = &err else { panic!("unexpected: {err:?}") };
     assert_eq!(id.as_str(), "0002_orders");
     assert!(path.ends_with("0002_orders.sql"));
-    assert_eq!(
-        *line,
-        Some(6),
-        "the failing INSERT is on line 6 of the file"
-    );
+    assert_eq!(*line, Some(6), "the failing INSERT is on line 6 of the file");
     assert_eq!(report.steps.len(), 1, "0001 was applied before the failure");
     assert_eq!(err.db_code(), Some("23505"));
     let chain = crate::common::chain(&err);
-    assert!(
-        chain.contains("duplicate key value violates unique constraint \"orders_pkey\""),
-        "{chain}"
-    );
+    assert!(chain.contains("duplicate key value violates unique constraint \"orders_pkey\""), "{chain}");
     assert!(err.to_string().contains("0002_orders"));
-    assert_eq!(
-        ledger(&client).await,
-        [("0001_items".to_owned(), "applied".to_owned())]
-    );
+    assert_eq!(ledger(&client).await, [("0001_items".to_owned(), "applied".to_owned())]);
     assert!(!catalog(&client).await.iter().any(|l| l.contains("orders")));
     let failures: i64 = client
         .query_one(
@@ -57,10 +38,7 @@ async fn single_transaction_failure_rolls_back_every_revision() {
     let set = fixture("fails_halfway")
         .with_config(pgskein::Config::default().transaction_mode(pgskein::TransactionMode::Single));
     let err = set.run(&client).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::RevisionFailed { id, .. } if id.as_str() == "0002_orders"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::RevisionFailed { id, .. } if id.as_str() == "0002_orders"), "{err:?}");
     assert!(ledger(&client).await.is_empty());
     assert!(!catalog(&client).await.iter().any(|l| l.contains("items")));
 }
@@ -71,20 +49,15 @@ async fn a_failed_non_transactional_revision_blocks_later_runs_until_resolved() 
     let client = db.connect().await.unwrap();
     let set = fixture("notx_fails");
     let err = set.run(&client).await.unwrap_err();
-    let Error::RevisionFailed {
-        id,
-        statement,
-        line,
-        ..
-    } = &err
-    else {
-        panic!("unexpected: {err:?}")
-    };
+    let Error::RevisionFailed { id, statement, line, .. } = &err else { panic!("unexpected: {err:?}") };
     assert_eq!(id.as_str(), "0002_indexes");
     assert_eq!(*statement, Some(2));
     assert_eq!(*line, Some(5));
     let row = client
-        .query_one("SELECT state, failed_statement, last_error FROM pgskein.applied WHERE id = '0002_indexes'", &[])
+        .query_one(
+            "SELECT state, failed_statement, last_error FROM pgskein.applied WHERE id = '0002_indexes'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "failed");
@@ -92,19 +65,8 @@ async fn a_failed_non_transactional_revision_blocks_later_runs_until_resolved() 
     assert!(row.get::<_, String>(2).contains("no_such_table"));
 
     let again = set.run(&client).await.unwrap_err();
-    let Error::Blocked {
-        id,
-        state,
-        statement,
-        ..
-    } = &again
-    else {
-        panic!("unexpected: {again:?}")
-    };
-    assert_eq!(
-        (id.as_str(), state.as_str(), *statement),
-        ("0002_indexes", "failed", Some(2))
-    );
+    let Error::Blocked { id, state, statement, .. } = &again else { panic!("unexpected: {again:?}") };
+    assert_eq!((id.as_str(), state.as_str(), *statement), ("0002_indexes", "failed", Some(2)));
     let msg = again.to_string();
     assert!(
         msg.contains("0002_indexes") && msg.contains("MarkReverted") && msg.contains("statement 2"),
@@ -114,21 +76,10 @@ async fn a_failed_non_transactional_revision_blocks_later_runs_until_resolved() 
     assert_eq!(status.blocked.len(), 1);
 
     // The operator undoes the first statement by hand and marks the revision reverted.
-    client
-        .batch_execute("DROP INDEX items_name_idx")
-        .await
-        .unwrap();
-    set.resolve(&client, "0002_indexes", Resolution::MarkReverted)
-        .await
-        .unwrap();
-    assert_eq!(
-        ledger(&client).await,
-        [("0001_items".to_owned(), "applied".to_owned())]
-    );
-    let resolve_err = set
-        .resolve(&client, "0002_indexes", Resolution::MarkReverted)
-        .await
-        .unwrap_err();
+    client.batch_execute("DROP INDEX items_name_idx").await.unwrap();
+    set.resolve(&client, "0002_indexes", Resolution::MarkReverted).await.unwrap();
+    assert_eq!(ledger(&client).await, [("0001_items".to_owned(), "applied".to_owned())]);
+    let resolve_err = set.resolve(&client, "0002_indexes", Resolution::MarkReverted).await.unwrap_err();
     assert!(matches!(resolve_err, Error::NothingToResolve { .. }));
 }
 
@@ -145,10 +96,7 @@ async fn downgrade_through_an_irreversible_revision_is_refused_before_anything_r
     set.run(&client).await.unwrap();
     let before = catalog(&client).await;
     let err = set.downgrade(&client, &Target::Base).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Irreversible { id, .. } if id.as_str() == "0002_b"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::Irreversible { id, .. } if id.as_str() == "0002_b"), "{err:?}");
     assert!(err.to_string().contains("0002_b.sql"));
     assert_eq!(catalog(&client).await, before);
     assert_eq!(ledger(&client).await.len(), 3);
@@ -167,18 +115,11 @@ async fn verify_returning_false_rolls_the_revision_back() {
     )])
     .unwrap();
     let err = set.run(&client).await.unwrap_err();
-    let Error::VerifyFailed { id, query, .. } = &err else {
-        panic!("unexpected: {err:?}")
-    };
+    let Error::VerifyFailed { id, query, .. } = &err else { panic!("unexpected: {err:?}") };
     assert_eq!(id.as_str(), "0001_a");
     assert_eq!(query, "SELECT count(*) = 1 FROM a");
     assert!(ledger(&client).await.is_empty());
-    assert!(
-        !catalog(&client)
-            .await
-            .iter()
-            .any(|l| l.contains("relation public.a "))
-    );
+    assert!(!catalog(&client).await.iter().any(|l| l.contains("relation public.a ")));
 }
 
 #[tokio::test]
@@ -188,14 +129,8 @@ async fn schema_name_with_quotes_and_spaces_works() {
     let schema = "my \"odd\" ledger";
     let set = fixture("linear").with_config(pgskein::Config::default().schema(schema));
     set.run(&client).await.unwrap();
-    let n: i64 = client
-        .query_one(
-            "SELECT count(*) FROM \"my \"\"odd\"\" ledger\".applied",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 =
+        client.query_one("SELECT count(*) FROM \"my \"\"odd\"\" ledger\".applied", &[]).await.unwrap().get(0);
     assert_eq!(n, 4);
     assert!(set.run(&client).await.unwrap().fast_path);
 }
@@ -211,10 +146,7 @@ async fn over_long_schema_name_is_refused_before_touching_the_database() {
     assert!(err.to_string().contains("63-byte"));
     assert_eq!(catalog(&client).await, before);
     let schemas: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'sss%'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'sss%'", &[])
         .await
         .unwrap()
         .get(0);

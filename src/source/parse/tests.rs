@@ -17,11 +17,7 @@ fn parse_err(path: &str, text: &str) -> Error {
 /// The line and kind of a `Error::Parse`, panicking on any other error.
 fn parse_error(path: &str, text: &str) -> (Option<usize>, ParseErrorKind) {
     match parse_err(path, text) {
-        Error::Parse {
-            path: p,
-            line,
-            kind,
-        } => {
+        Error::Parse { path: p, line, kind } => {
             assert_eq!(p, path, "the error names the file it came from");
             (line, kind)
         }
@@ -34,12 +30,7 @@ fn needs_no_transaction(path: &str, text: &str) -> (usize, &'static str, bool, S
     let err = parse_err(path, text);
     let message = err.to_string();
     match err {
-        Error::NeedsNoTransaction {
-            path: p,
-            line,
-            operation,
-            control,
-        } => {
+        Error::NeedsNoTransaction { path: p, line, operation, control } => {
             assert_eq!(p, path, "the error names the file it came from");
             (line, operation, control, message)
         }
@@ -53,23 +44,9 @@ fn ids(list: &[RevisionId]) -> Vec<&str> {
 
 /// Everything a revision carries, as text, so two parses can be compared whole.
 fn everything(r: &Revision) -> String {
-    let header = (
-        &r.id,
-        &r.revises,
-        &r.depends_on,
-        &r.branch,
-        &r.message,
-        &r.release,
-        r.tx,
-    );
-    let sections = (
-        r.up.sql(),
-        r.up_line,
-        r.down.as_ref().map(Body::sql),
-        r.down_line,
-        &r.verify,
-        r.checksum,
-    );
+    let header = (&r.id, &r.revises, &r.depends_on, &r.branch, &r.message, &r.release, r.tx);
+    let sections =
+        (r.up.sql(), r.up_line, r.down.as_ref().map(Body::sql), r.down_line, &r.verify, r.checksum);
     format!("{header:?} {sections:?}")
 }
 
@@ -77,10 +54,7 @@ fn everything(r: &Revision) -> String {
 
 #[test]
 fn minimal_file_is_a_transactional_root_named_after_its_file() {
-    let r = parse_ok(
-        "migrations/0001_init.sql",
-        "-- pgskein: up\nCREATE TABLE t (id int);\n",
-    );
+    let r = parse_ok("migrations/0001_init.sql", "-- pgskein: up\nCREATE TABLE t (id int);\n");
     assert_eq!(r.id.as_str(), "0001_init");
     assert_eq!(r.origin, "migrations/0001_init.sql");
     assert!(r.revises.is_empty());
@@ -99,12 +73,7 @@ fn minimal_file_is_a_transactional_root_named_after_its_file() {
 #[test]
 fn id_is_the_stem_of_the_last_path_component_with_either_separator() {
     assert_eq!(parse_ok("a/b/0007_x.sql", BODY).id.as_str(), "0007_x");
-    assert_eq!(
-        parse_ok("C:\\repo\\migrations\\0007_x.sql", BODY)
-            .id
-            .as_str(),
-        "0007_x"
-    );
+    assert_eq!(parse_ok("C:\\repo\\migrations\\0007_x.sql", BODY).id.as_str(), "0007_x");
     assert_eq!(parse_ok("0007_x.v2.sql", BODY).id.as_str(), "0007_x.v2");
 }
 
@@ -132,20 +101,14 @@ CREATE INDEX CONCURRENTLY i ON t (c);
 
 #[test]
 fn merge_revises_both_parents_in_the_order_written() {
-    let r = parse_ok(
-        "0009_merge.sql",
-        &format!("-- pgskein: revises 0006_auth, 0004_billing\n{BODY}"),
-    );
+    let r = parse_ok("0009_merge.sql", &format!("-- pgskein: revises 0006_auth, 0004_billing\n{BODY}"));
     assert_eq!(ids(&r.revises), ["0006_auth", "0004_billing"]);
     assert!(r.depends_on.is_empty());
 }
 
 #[test]
 fn depends_on_list_accepts_commas_and_spaces() {
-    let r = parse_ok(
-        "0009_x.sql",
-        &format!("-- pgskein: depends-on 0001_a,0002_b  0003_c ,0004_d\n{BODY}"),
-    );
+    let r = parse_ok("0009_x.sql", &format!("-- pgskein: depends-on 0001_a,0002_b  0003_c ,0004_d\n{BODY}"));
     assert_eq!(ids(&r.depends_on), ["0001_a", "0002_b", "0003_c", "0004_d"]);
     assert!(r.revises.is_empty());
 }
@@ -160,10 +123,7 @@ fn comments_and_blank_lines_may_precede_up() {
 
 #[test]
 fn directive_markers_tolerate_spacing_around_the_prefix() {
-    let r = parse_ok(
-        "0002_b.sql",
-        "--pgskein:revises 0001_a\n   --   pgskein:   up   \nSELECT 1;\n",
-    );
+    let r = parse_ok("0002_b.sql", "--pgskein:revises 0001_a\n   --   pgskein:   up   \nSELECT 1;\n");
     assert_eq!(ids(&r.revises), ["0001_a"]);
     assert_eq!(r.up.sql().trim(), "SELECT 1;");
 }
@@ -188,21 +148,16 @@ fn missing_down_section_makes_the_revision_irreversible() {
 
 #[test]
 fn empty_down_section_is_reversible_with_an_empty_body() {
-    let r = parse_ok(
-        "0002_b.sql",
-        "-- pgskein: up\nCREATE EXTENSION x;\n-- pgskein: down\n",
-    );
-    let down = r
-        .down
-        .as_ref()
-        .expect("an empty down section still makes the revision reversible");
+    let r = parse_ok("0002_b.sql", "-- pgskein: up\nCREATE EXTENSION x;\n-- pgskein: down\n");
+    let down = r.down.as_ref().expect("an empty down section still makes the revision reversible");
     assert_eq!(down.sql().trim(), "");
     assert_eq!(r.down_line, 4);
 }
 
 #[test]
 fn verify_section_with_only_comments_is_treated_as_absent() {
-    let text = "-- pgskein: up\nSELECT 1;\n-- pgskein: verify\n-- nothing to check yet\n\n/* really nothing */\n";
+    let text =
+        "-- pgskein: up\nSELECT 1;\n-- pgskein: verify\n-- nothing to check yet\n\n/* really nothing */\n";
     assert_eq!(parse_ok("0002_b.sql", text).verify, None);
 }
 
@@ -210,10 +165,7 @@ fn verify_section_with_only_comments_is_treated_as_absent() {
 fn verify_section_with_a_query_is_kept() {
     let text = "-- pgskein: up\nSELECT 1;\n-- pgskein: verify\n-- the table exists\nSELECT to_regclass('t') IS NOT NULL;\n";
     let verify = parse_ok("0002_b.sql", text).verify.expect("verify kept");
-    assert!(
-        verify.contains("SELECT to_regclass('t') IS NOT NULL;"),
-        "{verify:?}"
-    );
+    assert!(verify.contains("SELECT to_regclass('t') IS NOT NULL;"), "{verify:?}");
 }
 
 #[test]
@@ -231,10 +183,7 @@ fn crlf_file_parses_to_the_same_revision_and_checksum_as_lf() {
     let crlf = lf.replace('\n', "\r\n");
     let a = parse_ok("0002_b.sql", lf);
     let b = parse_ok("0002_b.sql", &crlf);
-    assert!(
-        !b.up.sql().contains('\r'),
-        "bodies carry no carriage returns"
-    );
+    assert!(!b.up.sql().contains('\r'), "bodies carry no carriage returns");
     assert_eq!(everything(&a), everything(&b));
     assert_eq!(a.checksum, b.checksum);
 }
@@ -253,10 +202,7 @@ fn checksum_covers_the_whole_file_including_the_header() {
     let a = parse_ok("0002_b.sql", &format!("-- pgskein: message one\n{BODY}"));
     let b = parse_ok("0002_b.sql", &format!("-- pgskein: message two\n{BODY}"));
     assert_ne!(a.checksum, b.checksum);
-    assert_eq!(
-        a.checksum,
-        Checksum::of_sql(&format!("-- pgskein: message one\n{BODY}"))
-    );
+    assert_eq!(a.checksum, Checksum::of_sql(&format!("-- pgskein: message one\n{BODY}")));
 }
 
 // ----- transaction checks -----
@@ -277,13 +223,9 @@ fn transaction_none_revision_may_contain_transaction_control() {
 
 #[test]
 fn transactional_body_with_concurrently_is_refused_naming_the_line() {
-    let text =
-        "-- pgskein: up\nCREATE TABLE t (c int);\n\nCREATE INDEX CONCURRENTLY i\n    ON t (c);\n";
+    let text = "-- pgskein: up\nCREATE TABLE t (c int);\n\nCREATE INDEX CONCURRENTLY i\n    ON t (c);\n";
     let (line, operation, control, message) = needs_no_transaction("m/0003_x.sql", text);
-    assert_eq!(
-        (line, operation, control),
-        (4, "CREATE INDEX CONCURRENTLY", false)
-    );
+    assert_eq!((line, operation, control), (4, "CREATE INDEX CONCURRENTLY", false));
     assert_eq!(
         message,
         "m/0003_x.sql:4: CREATE INDEX CONCURRENTLY cannot run inside the revision's transaction; \
@@ -300,10 +242,7 @@ fn transactional_body_with_commit_is_refused_naming_the_line() {
         message.starts_with("0003_x.sql:5: COMMIT cannot run inside the revision's transaction"),
         "{message}"
     );
-    assert!(
-        message.contains("declare the revision `-- pgskein: transaction none`"),
-        "{message}"
-    );
+    assert!(message.contains("declare the revision `-- pgskein: transaction none`"), "{message}");
     assert!(message.contains("runs statement by statement"), "{message}");
 }
 
@@ -379,19 +318,14 @@ fn non_utf8_bytes_give_not_utf8_with_the_offset() {
             "0001_x.sql: the file is not valid UTF-8 (first bad byte at offset {offset}); save it as UTF-8"
         )
     );
-    let Error::Parse { line, kind, .. } = err else {
-        panic!("expected a parse error, got {err:?}")
-    };
+    let Error::Parse { line, kind, .. } = err else { panic!("expected a parse error, got {err:?}") };
     assert_eq!((line, kind), (None, ParseErrorKind::NotUtf8 { offset }));
 }
 
 #[test]
 fn empty_file_is_rejected_without_a_line() {
     assert_eq!(parse_error("0001_x.sql", ""), (None, ParseErrorKind::Empty));
-    assert_eq!(
-        parse_error("0001_x.sql", "\u{feff}  \r\n\n\t"),
-        (None, ParseErrorKind::Empty)
-    );
+    assert_eq!(parse_error("0001_x.sql", "\u{feff}  \r\n\n\t"), (None, ParseErrorKind::Empty));
     assert_eq!(
         parse_err("0001_x.sql", "").to_string(),
         "0001_x.sql: the file is empty; a revision needs at least a `-- pgskein: up` line"
@@ -402,13 +336,8 @@ fn empty_file_is_rejected_without_a_line() {
 fn file_name_without_sql_extension_is_a_bad_file_name() {
     let (line, kind) = parse_error("m/0001_x.txt", BODY);
     assert_eq!(line, None);
-    let ParseErrorKind::BadFileName(reason) = kind else {
-        panic!("expected BadFileName, got {kind:?}")
-    };
-    assert!(
-        reason.contains("\"0001_x.txt\"") && reason.contains(".sql"),
-        "{reason}"
-    );
+    let ParseErrorKind::BadFileName(reason) = kind else { panic!("expected BadFileName, got {kind:?}") };
+    assert!(reason.contains("\"0001_x.txt\"") && reason.contains(".sql"), "{reason}");
 }
 
 #[test]
@@ -416,41 +345,28 @@ fn reserved_or_malformed_file_stems_are_bad_file_names() {
     for path in ["head.sql", "m/base.sql", "_x.sql", "a b.sql", ".sql"] {
         let (line, kind) = parse_error(path, BODY);
         assert_eq!(line, None, "{path}");
-        assert!(
-            matches!(kind, ParseErrorKind::BadFileName(_)),
-            "{path}: {kind:?}"
-        );
+        assert!(matches!(kind, ParseErrorKind::BadFileName(_)), "{path}: {kind:?}");
     }
 }
 
 #[test]
 fn file_without_up_section_is_missing_up() {
     let text = "-- pgskein: revises 0001_a\n-- only a header here\n";
-    assert_eq!(
-        parse_error("0002_b.sql", text),
-        (None, ParseErrorKind::MissingUp)
-    );
+    assert_eq!(parse_error("0002_b.sql", text), (None, ParseErrorKind::MissingUp));
 }
 
 #[test]
 fn depends_on_with_underscore_is_an_unknown_directive() {
-    let text =
-        "-- pgskein: revises 0001_a\n-- pgskein: depends_on 0001_a\n-- pgskein: up\nSELECT 1;\n";
+    let text = "-- pgskein: revises 0001_a\n-- pgskein: depends_on 0001_a\n-- pgskein: up\nSELECT 1;\n";
     assert_eq!(
         parse_error("0002_b.sql", text),
-        (
-            Some(2),
-            ParseErrorKind::UnknownDirective("depends_on".into())
-        )
+        (Some(2), ParseErrorKind::UnknownDirective("depends_on".into()))
     );
 }
 
 #[test]
 fn unknown_directive_error_lists_the_known_ones() {
-    let err = parse_err(
-        "m/0002_b.sql",
-        "-- pgskein: revise 0001_a\n-- pgskein: up\nSELECT 1;\n",
-    );
+    let err = parse_err("m/0002_b.sql", "-- pgskein: revise 0001_a\n-- pgskein: up\nSELECT 1;\n");
     assert_eq!(
         err.to_string(),
         "m/0002_b.sql:1: unknown directive `revise`; known: revises, depends-on, branch, transaction, \
@@ -461,10 +377,7 @@ fn unknown_directive_error_lists_the_known_ones() {
 #[test]
 fn every_directive_the_unknown_directive_error_lists_is_accepted() {
     let listed = ParseErrorKind::UnknownDirective("x".into()).to_string();
-    let known = listed
-        .split("known: ")
-        .nth(1)
-        .expect("a list of known directives");
+    let known = listed.split("known: ").nth(1).expect("a list of known directives");
     let values = |name: &str| match name {
         "revises" => "0001_a",
         "depends-on" => "0001_b",
@@ -488,45 +401,30 @@ fn every_directive_the_unknown_directive_error_lists_is_accepted() {
 #[test]
 fn unknown_directive_inside_a_section_is_still_an_error() {
     let text = "-- pgskein: up\nSELECT 1;\n-- pgskein: donw\nSELECT 2;\n";
-    assert_eq!(
-        parse_error("0002_b.sql", text),
-        (Some(3), ParseErrorKind::UnknownDirective("donw".into()))
-    );
+    assert_eq!(parse_error("0002_b.sql", text), (Some(3), ParseErrorKind::UnknownDirective("donw".into())));
 }
 
 #[test]
 fn repeated_header_directive_is_a_duplicate_at_its_second_line() {
-    let text = "-- pgskein: revises 0001_a\n-- pgskein: message m\n-- pgskein: revises 0001_b\n-- pgskein: up\n";
+    let text =
+        "-- pgskein: revises 0001_a\n-- pgskein: message m\n-- pgskein: revises 0001_b\n-- pgskein: up\n";
     assert_eq!(
         parse_error("0002_b.sql", text),
-        (
-            Some(3),
-            ParseErrorKind::DuplicateDirective("revises".into())
-        )
+        (Some(3), ParseErrorKind::DuplicateDirective("revises".into()))
     );
     let text = "-- pgskein: transaction none\n-- pgskein: transaction none\n-- pgskein: up\n";
     assert_eq!(
         parse_error("0002_b.sql", text),
-        (
-            Some(2),
-            ParseErrorKind::DuplicateDirective("transaction".into())
-        )
+        (Some(2), ParseErrorKind::DuplicateDirective("transaction".into()))
     );
 }
 
 #[test]
 fn repeated_section_marker_is_a_duplicate() {
-    let text =
-        "-- pgskein: up\nSELECT 1;\n-- pgskein: down\nSELECT 2;\n-- pgskein: up\nSELECT 3;\n";
-    assert_eq!(
-        parse_error("0002_b.sql", text),
-        (Some(5), ParseErrorKind::DuplicateDirective("up".into()))
-    );
+    let text = "-- pgskein: up\nSELECT 1;\n-- pgskein: down\nSELECT 2;\n-- pgskein: up\nSELECT 3;\n";
+    assert_eq!(parse_error("0002_b.sql", text), (Some(5), ParseErrorKind::DuplicateDirective("up".into())));
     let err = parse_err("0002_b.sql", text);
-    assert_eq!(
-        err.to_string(),
-        "0002_b.sql:5: directive `up` appears more than once"
-    );
+    assert_eq!(err.to_string(), "0002_b.sql:5: directive `up` appears more than once");
 }
 
 #[test]
@@ -546,18 +444,14 @@ fn header_directive_after_up_is_rejected() {
 #[test]
 fn sql_before_up_is_rejected_at_its_line() {
     let text = "-- pgskein: message m\n\nCREATE TABLE t (c int);\n-- pgskein: up\nSELECT 1;\n";
-    assert_eq!(
-        parse_error("0002_b.sql", text),
-        (Some(3), ParseErrorKind::SqlBeforeUp)
-    );
+    assert_eq!(parse_error("0002_b.sql", text), (Some(3), ParseErrorKind::SqlBeforeUp));
 }
 
 #[test]
 fn down_or_verify_before_up_is_a_section_before_up() {
     for section in ["down", "verify"] {
-        let text = format!(
-            "-- pgskein: message m\n-- pgskein: {section}\nSELECT 1;\n-- pgskein: up\nSELECT 2;\n"
-        );
+        let text =
+            format!("-- pgskein: message m\n-- pgskein: {section}\nSELECT 1;\n-- pgskein: up\nSELECT 2;\n");
         assert_eq!(
             parse_error("0002_b.sql", &text),
             (Some(2), ParseErrorKind::SectionBeforeUp(section.into()))
@@ -587,10 +481,7 @@ fn transaction_value_other_than_none_is_a_bad_value() {
         panic!("expected BadValue, got {kind:?}")
     };
     assert_eq!(directive, "transaction");
-    assert!(
-        reason.contains("expected `none`") && reason.contains("\"serializable\""),
-        "{reason}"
-    );
+    assert!(reason.contains("expected `none`") && reason.contains("\"serializable\""), "{reason}");
 }
 
 #[test]
@@ -601,18 +492,12 @@ fn release_must_be_a_semantic_version() {
         panic!("expected BadValue, got {kind:?}")
     };
     assert_eq!(directive, "release");
-    assert!(
-        reason.contains("\"1.2\" is not a semantic version"),
-        "{reason}"
-    );
+    assert!(reason.contains("\"1.2\" is not a semantic version"), "{reason}");
 }
 
 #[test]
 fn invalid_id_in_revises_is_a_bad_value() {
-    let (line, kind) = parse_error(
-        "0002_b.sql",
-        "-- pgskein: revises 0001_a, ../0000_x\n-- pgskein: up\n",
-    );
+    let (line, kind) = parse_error("0002_b.sql", "-- pgskein: revises 0001_a, ../0000_x\n-- pgskein: up\n");
     assert_eq!(line, Some(1));
     let ParseErrorKind::BadValue { directive, reason } = kind else {
         panic!("expected BadValue, got {kind:?}")
@@ -627,49 +512,31 @@ fn revises_without_ids_is_a_bad_value() {
     assert_eq!(line, Some(1));
     assert_eq!(
         kind,
-        ParseErrorKind::BadValue {
-            directive: "revises",
-            reason: "expected one or more revision ids".into()
-        }
+        ParseErrorKind::BadValue { directive: "revises", reason: "expected one or more revision ids".into() }
     );
 }
 
 #[test]
 fn id_listed_twice_is_a_bad_value() {
-    let (line, kind) = parse_error(
-        "0002_b.sql",
-        "-- pgskein: depends-on 0001_a 0001_a\n-- pgskein: up\n",
-    );
+    let (line, kind) = parse_error("0002_b.sql", "-- pgskein: depends-on 0001_a 0001_a\n-- pgskein: up\n");
     assert_eq!(line, Some(1));
     assert_eq!(
         kind,
-        ParseErrorKind::BadValue {
-            directive: "depends-on",
-            reason: "0001_a is listed twice".into()
-        }
+        ParseErrorKind::BadValue { directive: "depends-on", reason: "0001_a is listed twice".into() }
     );
 }
 
 #[test]
 fn revision_listing_itself_is_a_self_reference() {
     let text = "-- pgskein: revises 0001_a, 0002_b\n-- pgskein: up\n";
-    assert_eq!(
-        parse_error("0002_b.sql", text),
-        (Some(1), ParseErrorKind::SelfReference("revises"))
-    );
+    assert_eq!(parse_error("0002_b.sql", text), (Some(1), ParseErrorKind::SelfReference("revises")));
     let text = "-- pgskein: revises 0001_a\n-- pgskein: depends-on 0002_b\n-- pgskein: up\n";
-    assert_eq!(
-        parse_error("0002_b.sql", text),
-        (Some(2), ParseErrorKind::SelfReference("depends-on"))
-    );
+    assert_eq!(parse_error("0002_b.sql", text), (Some(2), ParseErrorKind::SelfReference("depends-on")));
 }
 
 #[test]
 fn invalid_branch_label_is_a_bad_value_about_the_label() {
-    let (line, kind) = parse_error(
-        "0002_b.sql",
-        "-- pgskein: branch team@auth\n-- pgskein: up\n",
-    );
+    let (line, kind) = parse_error("0002_b.sql", "-- pgskein: branch team@auth\n-- pgskein: up\n");
     assert_eq!(line, Some(1));
     let ParseErrorKind::BadValue { directive, reason } = kind else {
         panic!("expected BadValue, got {kind:?}")
@@ -685,18 +552,12 @@ fn reserved_branch_label_error_says_to_rename_the_label() {
         panic!("expected BadValue, got {kind:?}")
     };
     assert_eq!(directive, "branch");
-    assert!(
-        !reason.contains("rename the file"),
-        "the file name is fine; the label is the problem: {reason}"
-    );
+    assert!(!reason.contains("rename the file"), "the file name is fine; the label is the problem: {reason}");
 }
 
 #[test]
 fn parse_error_message_names_the_file_and_line() {
-    let err = parse_err(
-        "migrations/0002_b.sql",
-        "-- pgskein: up\nSELECT 1;\n-- pgskein: branch late\n",
-    );
+    let err = parse_err("migrations/0002_b.sql", "-- pgskein: up\nSELECT 1;\n-- pgskein: branch late\n");
     assert_eq!(
         err.to_string(),
         "migrations/0002_b.sql:3: directive `branch` must come before `-- pgskein: up`"
@@ -705,10 +566,7 @@ fn parse_error_message_names_the_file_and_line() {
 
 #[test]
 fn directive_without_colon_is_an_error_not_a_comment() {
-    let (line, kind) = parse_error(
-        "0002_b.sql",
-        "-- pgskein revises 0001_a\n-- pgskein: up\nSELECT 1;\n",
-    );
+    let (line, kind) = parse_error("0002_b.sql", "-- pgskein revises 0001_a\n-- pgskein: up\nSELECT 1;\n");
     assert_eq!(line, Some(1));
     assert_eq!(kind, ParseErrorKind::MalformedDirective);
 }
