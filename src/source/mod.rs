@@ -76,6 +76,13 @@ impl MigrationSet {
         self.graph.heads.iter().map(|&h| &self.graph.revs[h].id).collect()
     }
 
+    /// A fingerprint of the whole set: it changes when any revision is added,
+    /// removed or edited. The ledger keeps the same digest of what is applied,
+    /// which is how a run at head returns after one query.
+    pub fn fingerprint(&self) -> &str {
+        &self.digest
+    }
+
     /// The number of revisions.
     pub fn len(&self) -> usize {
         self.graph.len()

@@ -10,7 +10,8 @@
 //!   the server it names; the role it connects as needs the `CREATEDB`
 //!   privilege, and the server must be PostgreSQL 13 or newer;
 //! - otherwise a throwaway server, started from the machine's PostgreSQL
-//!   binaries on first use in a fresh temporary directory, reachable only
+//!   binaries (`PGSKEIN_PG_BIN` when set, else `initdb`/`pg_ctl`/`postgres`
+//!   on `PATH`, else `/usr/lib/postgresql/<newest>/bin`) on first use in a fresh temporary directory, reachable only
 //!   through a Unix socket in that directory, and removed (server and
 //!   directory) when the process exits, even when it is killed.
 //!

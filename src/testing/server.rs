@@ -843,11 +843,22 @@ rm -rf "$dir"
         }
     }
 
-    /// A directory of server binaries: the first on PATH that has them all,
-    /// else Debian's layout, newest version first.
+    /// A directory of server binaries: `PGSKEIN_PG_BIN` when set (to test
+    /// against another major version), else the first on PATH that has them
+    /// all, else Debian's layout, newest version first.
     fn find_bin_dir() -> io::Result<PathBuf> {
         let has_all =
             |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|bin| is_executable(&dir.join(bin)));
+        if let Some(dir) = std::env::var_os("PGSKEIN_PG_BIN") {
+            let dir = PathBuf::from(dir);
+            if has_all(&dir) {
+                return Ok(dir);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("PGSKEIN_PG_BIN={} has no initdb, pg_ctl and postgres", dir.display()),
+            ));
+        }
         if let Some(path) = std::env::var_os("PATH") {
             if let Some(dir) = std::env::split_paths(&path).find(|dir| dir.is_absolute() && has_all(dir)) {
                 return Ok(dir);
