@@ -54,6 +54,22 @@ pub(crate) struct Row {
     pub(crate) applied_at: String,
 }
 
+impl Row {
+    /// An applied row, as planning without a database assumes.
+    pub(crate) fn applied(id: &str, checksum: String) -> Self {
+        Row {
+            id: id.to_owned(),
+            revises: Vec::new(),
+            depends_on: Vec::new(),
+            checksum,
+            state: "applied".to_owned(),
+            failed_statement: None,
+            last_error: None,
+            applied_at: String::new(),
+        }
+    }
+}
+
 /// The recording statements, prepared once per run that has work to do.
 pub(crate) struct Prepared {
     pub(crate) apply: Statement,

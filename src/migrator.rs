@@ -13,7 +13,7 @@ use crate::graph::Graph;
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Meta};
 use crate::lock::{Conn, LockGuard, LockMode};
-use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
+use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Target};
 use crate::source::MigrationSet;
 
 /// Settings of a [`Migrator`]. Every setting has a default; change them with the
@@ -278,23 +278,7 @@ pub trait Migrator: Send + Sync {
     /// downgrade) to `target` would run now. Read-only; takes no lock.
     async fn plan<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Plan, Error> {
         let (graph, rec) = read(self.migrations(), &self.config(), db.into()).await?;
-        let down = match target {
-            Target::Base | Target::Relative(..0) => true,
-            Target::Revision(r) => plan::resolve(graph, r).map(|i| rec.applied[i]).unwrap_or(false),
-            _ => false,
-        };
-        let mut steps =
-            plan::plan(graph, &rec.applied, target, if down { Mode::Downgrade } else { Mode::Upgrade })?;
-        if down && steps.is_empty() {
-            steps = plan::plan(graph, &rec.applied, target, Mode::Upgrade)?;
-        }
-        plan::check_pinned(graph, &rec, &steps)?;
-        Ok(Plan {
-            steps: steps
-                .into_iter()
-                .map(|(i, direction)| Step { id: graph.revs[i].id.clone(), direction })
-                .collect(),
-        })
+        plan::either_way(graph, &rec, target)
     }
 
     /// Settles a `transaction none` revision recorded as failed or running.

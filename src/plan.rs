@@ -398,3 +398,21 @@ pub(crate) fn check_pinned(
 
 #[cfg(test)]
 mod tests;
+
+/// The plan towards `target` from `rec`: a downgrade for `base`, `-N` and
+/// applied revisions, else an upgrade.
+pub(crate) fn either_way(graph: &Graph, rec: &Reconciled, target: &Target) -> Result<Plan, Error> {
+    let down = match target {
+        Target::Base | Target::Relative(..0) => true,
+        Target::Revision(r) => resolve(graph, r).map(|i| rec.applied[i]).unwrap_or(false),
+        _ => false,
+    };
+    let mut steps = plan(graph, &rec.applied, target, if down { Mode::Downgrade } else { Mode::Upgrade })?;
+    if down && steps.is_empty() {
+        steps = plan(graph, &rec.applied, target, Mode::Upgrade)?;
+    }
+    check_pinned(graph, rec, &steps)?;
+    let steps =
+        steps.into_iter().map(|(i, direction)| Step { id: graph.revs[i].id.clone(), direction }).collect();
+    Ok(Plan { steps })
+}

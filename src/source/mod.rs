@@ -83,6 +83,34 @@ impl MigrationSet {
         &self.digest
     }
 
+    /// Plans towards `target` from a list of applied revision ids, without a
+    /// database: what [`Migrator::plan`](crate::Migrator::plan) computes after
+    /// reading the ledger. Ids unknown to the set count as applied revisions of
+    /// a newer release.
+    ///
+    /// ```
+    /// # use include_dir::{include_dir, Dir};
+    /// # static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+    /// let set = pgskein::MigrationSet::from_embedded(&MIGRATIONS)?;
+    /// let plan = set.plan_from(["0001_extensions", "0002_core_tables"], &"+1".parse()?)?;
+    /// assert_eq!(plan.steps[0].id.as_str(), "0003_enhance_documents");
+    /// # Ok::<(), pgskein::Error>(())
+    /// ```
+    pub fn plan_from<'a>(
+        &self,
+        applied: impl IntoIterator<Item = &'a str>,
+        target: &crate::Target,
+    ) -> Result<crate::Plan, Error> {
+        let rows: Vec<crate::ledger::Row> = applied
+            .into_iter()
+            .map(|id| {
+                let checksum = self.get(id).map(|r| r.checksum.to_hex()).unwrap_or_default();
+                crate::ledger::Row::applied(id, checksum)
+            })
+            .collect();
+        crate::plan::either_way(&self.graph, &crate::plan::reconcile(&self.graph, &rows), target)
+    }
+
     /// The number of revisions.
     pub fn len(&self) -> usize {
         self.graph.len()
@@ -132,6 +160,21 @@ impl SetBuilder {
                 .and_then(|bytes| parse::parse(&f.display().to_string(), &bytes));
             self.push(parsed);
         }
+        self
+    }
+
+    /// Adds one revision file from memory: `path` names it in errors, and its
+    /// stem is the id.
+    ///
+    /// ```
+    /// let set = pgskein::MigrationSet::builder()
+    ///     .file("0001_init.sql", b"-- pgskein: up\nCREATE TABLE t (id int);\n")
+    ///     .build()?;
+    /// assert_eq!(set.len(), 1);
+    /// # Ok::<(), pgskein::Error>(())
+    /// ```
+    pub fn file(mut self, path: &str, contents: &[u8]) -> Self {
+        self.push(parse::parse(path, contents));
         self
     }
 
