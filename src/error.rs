@@ -189,6 +189,33 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A Rust-coded revision returned an error; its transaction was rolled back
+    /// (for `TxMode::None`, it is recorded as failed).
+    #[error("revision {id} ({path}) failed")]
+    RustRevisionFailed {
+        /// The revision.
+        id: RevisionId,
+        /// Where it was declared.
+        path: String,
+        /// What was done before the failure.
+        report: Box<Report>,
+        /// The error the code returned.
+        #[source]
+        source: crate::rust::BoxError,
+    },
+    /// A hook returned an error and stopped the run.
+    #[error("the {stage} hook{} failed; the run stopped{}", step.as_ref().map(|s| format!(" for {s}")).unwrap_or_default(), if step.is_some() { " before that step" } else { " before doing anything" })]
+    Hook {
+        /// `before_run` or `before_step`.
+        stage: &'static str,
+        /// The step it guarded, for `before_step`.
+        step: Option<RevisionId>,
+        /// What was done before the failure.
+        report: Box<Report>,
+        /// The hook's error.
+        #[source]
+        source: crate::rust::BoxError,
+    },
     /// A verify query returned false.
     #[error(
         "verification of revision {id} ({path}) failed: `{query}` returned false; the revision was rolled back"

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -19,10 +20,12 @@ use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 
 use crate::error::Error;
 use crate::graph::{Graph, SetDigest};
+use crate::hooks::Hooks;
 use crate::id::{Checksum, RevisionId};
 use crate::ledger::Prepared;
-use crate::migration::{Revision, TxMode};
-use crate::plan::Direction;
+use crate::migration::{Body, Revision, TxMode};
+use crate::plan::{Direction, Step};
+use crate::rust::{BoxError, MigrationDb, RustMigration};
 use crate::split;
 
 /// How the steps of a run are wrapped in transactions.
@@ -193,22 +196,28 @@ impl Args {
 enum Fault {
     Db { error: tokio_postgres::Error, statement: Option<usize>, line: Option<usize> },
     Verify { query: String },
+    Rust(BoxError),
 }
 
 impl Fault {
+    fn db(error: tokio_postgres::Error) -> Self {
+        Fault::Db { error, statement: None, line: None }
+    }
+
     fn message(&self) -> String {
         match self {
             Fault::Db { error, .. } => {
                 error.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| error.to_string())
             }
             Fault::Verify { query } => format!("verify returned false: {query}"),
+            Fault::Rust(e) => e.to_string(),
         }
     }
 
     fn statement(&self) -> Option<usize> {
         match self {
             Fault::Db { statement, .. } => *statement,
-            Fault::Verify { .. } => None,
+            Fault::Verify { .. } | Fault::Rust(_) => None,
         }
     }
 
@@ -219,6 +228,7 @@ impl Fault {
                 Error::RevisionFailed { id, path, statement, line, report, source: error }
             }
             Fault::Verify { query } => Error::VerifyFailed { id, path, query, report },
+            Fault::Rust(source) => Error::RustRevisionFailed { id, path, report, source },
         }
     }
 }
@@ -265,7 +275,7 @@ impl<'a> Pipelined<'a> {
             return Err(Fault::Db { error: f.error, statement: Some(statement), line: Some(line) });
         }
         match verify {
-            Some((Err(f), _)) => return Err(Fault::Db { error: f.error, statement: None, line: None }),
+            Some((Err(f), _)) => return Err(Fault::db(f.error)),
             Some((Ok(msgs), sql)) => {
                 if let Some(query) = false_statement(&msgs, sql) {
                     return Err(Fault::Verify { query });
@@ -273,7 +283,7 @@ impl<'a> Pipelined<'a> {
             }
             None => {}
         }
-        record.map(|_| ()).map_err(|f| Fault::Db { error: f.error, statement: None, line: None })
+        record.map(|_| ()).map_err(|f| Fault::db(f.error))
     }
 }
 
@@ -288,6 +298,7 @@ pub(crate) struct Executor<'a> {
     pub(crate) digest: SetDigest,
     pub(crate) app_version: Option<String>,
     pub(crate) report: Report,
+    pub(crate) hooks: Option<Arc<dyn Hooks>>,
 }
 
 impl Executor<'_> {
@@ -344,12 +355,31 @@ impl Executor<'_> {
         }
         for &(i, dir) in steps {
             let rev = &graph.revs[i];
-            match rev.tx {
-                TxMode::Transactional => self.transactional(rev, dir).await?,
-                TxMode::None => self.non_transactional(rev, dir).await?,
+            let step = Step { id: rev.id.clone(), direction: dir };
+            self.before_step(&step).await?;
+            let result = match rev.tx {
+                TxMode::Transactional => self.transactional(rev, dir).await,
+                TxMode::None => self.non_transactional(rev, dir).await,
+            };
+            if let Some(h) = &self.hooks {
+                h.after_step(&step, result.as_ref().map(|()| self.report.steps.last().expect("pushed")))
+                    .await;
             }
+            result?;
         }
         Ok(())
+    }
+
+    async fn before_step(&self, step: &Step) -> Result<(), Error> {
+        match &self.hooks {
+            Some(h) => h.before_step(step).await.map_err(|source| Error::Hook {
+                stage: "before_step",
+                step: Some(step.id.clone()),
+                report: Box::new(self.report.clone()),
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Records steps without running their bodies, all in one transaction.
@@ -358,32 +388,48 @@ impl Executor<'_> {
     }
 
     /// One transaction per revision: BEGIN, body, verify, record and (without a
-    /// verify section, since nothing can veto it then) COMMIT, all pipelined.
+    /// verify section, since nothing can veto it then) COMMIT, all pipelined. A
+    /// Rust body runs between BEGIN and the pipelined rest.
     async fn transactional(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
         let client = self.client;
         let before = self.digest.clone();
         let (stmt, args) = self.record(rev, dir, event_of(dir));
         let verify = if dir == Direction::Up { rev.verify.as_deref() } else { None };
         let started = Instant::now();
-        let begin = send(simple(client, "BEGIN")).await;
-        let step = Pipelined::send(client, Some(body_of(rev, dir)), verify, (&stmt, args)).await;
+        let mut begin = Some(send(simple(client, "BEGIN")).await);
+        let body = match code_of(rev, dir) {
+            Code::Sql(sql, line) => Some((sql, line)),
+            Code::Rust(code) => {
+                let begun = begin.take().expect("sent").answer().await;
+                let ran = match begun {
+                    Ok(_) => run_rust(code, dir, client, true).await,
+                    Err(f) => Err(Fault::db(f.error)),
+                };
+                if let Err(fault) = ran {
+                    let _ = client.simple_query("ROLLBACK").await;
+                    self.digest = before;
+                    return Err(self.fail(rev, dir, fault).await);
+                }
+                None
+            }
+        };
+        let step = Pipelined::send(client, body, verify, (&stmt, args)).await;
         let commit = match verify {
             None => Some(send(simple(client, "COMMIT")).await),
             Some(_) => None,
         };
-        let begun =
-            begin.answer().await.map_err(|f| Fault::Db { error: f.error, statement: None, line: None });
-        let mut outcome = step.outcome().await;
-        outcome = begun.and(outcome);
+        let begun = match begin {
+            Some(b) => b.answer().await.map(|_| ()).map_err(|f| Fault::db(f.error)),
+            None => Ok(()),
+        };
+        let outcome = begun.and(step.outcome().await);
         let committed = match commit {
             // A pipelined COMMIT of a failed transaction rolls back by itself.
             Some(c) => c.answer().await.map(|_| ()),
             None if outcome.is_ok() => simple(client, "COMMIT").await.map(|_| ()),
             None => simple(client, "ROLLBACK").await.map(|_| ()),
         };
-        let outcome =
-            outcome.and(committed.map_err(|f| Fault::Db { error: f.error, statement: None, line: None }));
-        if let Err(fault) = outcome {
+        if let Err(fault) = outcome.and(committed.map_err(|f| Fault::db(f.error))) {
             self.digest = before;
             return Err(self.fail(rev, dir, fault).await);
         }
@@ -391,8 +437,9 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Every step in one transaction, all requests pipelined: a single run's
-    /// steps, or a stamp's records (then no body runs).
+    /// Every step in one transaction, requests pipelined: a single run's steps,
+    /// or a stamp's records (then no body runs). A Rust step waits for the
+    /// answers before it, runs, and the pipeline goes on.
     async fn batch(&mut self, graph: &Graph, steps: &[(usize, Direction)], stamp: bool) -> Result<(), Error> {
         let client = self.client;
         let before = self.digest.clone();
@@ -401,42 +448,54 @@ impl Executor<'_> {
             .map(|&(i, dir)| self.record(&graph.revs[i], dir, if stamp { "stamp" } else { event_of(dir) }))
             .unzip();
         let started = Instant::now();
+        let mut in_flight = std::collections::VecDeque::new();
         let begin = send(simple(client, "BEGIN")).await;
-        let mut sent = Vec::with_capacity(steps.len());
-        for ((&(i, dir), stmt), args) in steps.iter().zip(&stmts).zip(args) {
-            let rev = &graph.revs[i];
-            let verify = if dir == Direction::Up && !stamp { rev.verify.as_deref() } else { None };
-            let body = if stamp { None } else { Some(body_of(rev, dir)) };
-            sent.push((rev, dir, Pipelined::send(client, body, verify, (stmt, args)).await));
-        }
-        let mut failure = begin
-            .answer()
-            .await
-            .err()
-            .map(|f| (None, Fault::Db { error: f.error, statement: None, line: None }));
+        let mut failure = begin.answer().await.err().map(|f| (None, Fault::db(f.error)));
         let mut done = Vec::with_capacity(steps.len());
         let mut last = started;
-        for (rev, dir, step) in sent {
-            let outcome = step.outcome().await;
-            match (outcome, &failure) {
-                (Err(fault), None) => failure = Some((Some(rev), fault)),
-                (Ok(()), None) => {
-                    done.push((rev, dir, last.elapsed()));
-                    last = Instant::now();
+        for ((&(i, dir), stmt), args) in steps.iter().zip(&stmts).zip(args) {
+            let rev = &graph.revs[i];
+            if !stamp {
+                if let Err(e) = self.before_step(&Step { id: rev.id.clone(), direction: dir }).await {
+                    drain(&mut in_flight, &mut failure, &mut done, &mut last).await;
+                    let _ = client.simple_query("ROLLBACK").await;
+                    self.digest = before;
+                    return Err(e);
                 }
-                _ => {}
             }
+            let mut body = None;
+            match code_of(rev, dir) {
+                _ if stamp => {}
+                Code::Sql(sql, line) => body = Some((sql, line)),
+                Code::Rust(code) => {
+                    drain(&mut in_flight, &mut failure, &mut done, &mut last).await;
+                    if failure.is_some() {
+                        break;
+                    }
+                    if let Err(fault) = run_rust(code, dir, client, true).await {
+                        failure = Some((Some((rev, dir)), fault));
+                        break;
+                    }
+                }
+            }
+            let verify = if dir == Direction::Up && !stamp { rev.verify.as_deref() } else { None };
+            in_flight.push_back((rev, dir, Pipelined::send(client, body, verify, (stmt, args)).await));
         }
+        drain(&mut in_flight, &mut failure, &mut done, &mut last).await;
         if let Some((rev, fault)) = failure {
             let _ = client.simple_query("ROLLBACK").await;
             self.digest = before;
-            return Err(match rev {
-                Some(rev) if !stamp => fault.into_error(rev, &self.report),
+            let err = match rev {
+                Some((rev, _)) if !stamp => fault.into_error(rev, &self.report),
                 _ => match fault {
                     Fault::Db { error, .. } => Error::Db { context: "recording the plan", source: error },
-                    Fault::Verify { .. } => unreachable!("a stamp runs no verify section"),
+                    _ => unreachable!("a stamp runs no body and no verify section"),
                 },
-            });
+            };
+            if let (Some(h), Some((rev, direction))) = (&self.hooks, rev) {
+                h.after_step(&Step { id: rev.id.clone(), direction }, Err(&err)).await;
+            }
+            return Err(err);
         }
         if let Err(e) = client.simple_query("COMMIT").await {
             self.digest = before;
@@ -444,12 +503,17 @@ impl Executor<'_> {
         }
         for (rev, dir, d) in done {
             self.push(rev, dir, d, stamp);
+            if let Some(h) = &self.hooks {
+                let step = Step { id: rev.id.clone(), direction: dir };
+                h.after_step(&step, Ok(self.report.steps.last().expect("pushed"))).await;
+            }
         }
         Ok(())
     }
 
-    /// Outside a transaction: record `running`, run each statement, then record
-    /// `applied` (after the verify section, in one transaction) or the revert.
+    /// Outside a transaction: record `running`, run each statement (or the Rust
+    /// code), then record `applied` (after the verify section, in one
+    /// transaction) or the revert.
     async fn non_transactional(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
         let client = self.client;
         let started = Instant::now();
@@ -462,11 +526,21 @@ impl Executor<'_> {
         extended(client, &self.stmts.start, start)
             .await
             .map_err(|f| Error::Db { context: "recording the start of a revision", source: f.error })?;
-        let (body, body_line) = body_of(rev, dir);
-        for (n, stmt) in split::split(body).iter().enumerate() {
-            if let Err(error) = client.simple_query(stmt.text).await {
-                let line = Some(body_line + stmt.line - 1);
-                return Err(self.fail(rev, dir, Fault::Db { error, statement: Some(n + 1), line }).await);
+        match code_of(rev, dir) {
+            Code::Sql(body, body_line) => {
+                for (n, stmt) in split::split(body).iter().enumerate() {
+                    if let Err(error) = client.simple_query(stmt.text).await {
+                        let line = Some(body_line + stmt.line - 1);
+                        return Err(self
+                            .fail(rev, dir, Fault::Db { error, statement: Some(n + 1), line })
+                            .await);
+                    }
+                }
+            }
+            Code::Rust(code) => {
+                if let Err(fault) = run_rust(code, dir, client, false).await {
+                    return Err(self.fail(rev, dir, fault).await);
+                }
             }
         }
         let outcome = match dir {
@@ -481,11 +555,8 @@ impl Executor<'_> {
                 let begin = send(simple(client, "BEGIN")).await;
                 let step =
                     Pipelined::send(client, None, rev.verify.as_deref(), (&self.stmts.finish, finish)).await;
-                let begun = begin.answer().await.map(|_| ());
-                match begun
-                    .map_err(|f| Fault::Db { error: f.error, statement: None, line: None })
-                    .and(step.outcome().await)
-                {
+                let begun = begin.answer().await.map(|_| ()).map_err(|f| Fault::db(f.error));
+                match begun.and(step.outcome().await) {
                     Ok(()) => simple(client, "COMMIT").await.map(|_| ()),
                     Err(fault) => {
                         let _ = client.simple_query("ROLLBACK").await;
@@ -532,10 +603,57 @@ fn dir_word(dir: Direction) -> &'static str {
     }
 }
 
-fn body_of(rev: &Revision, dir: Direction) -> (&str, usize) {
-    match dir {
-        Direction::Up => (rev.up.sql(), rev.up_line),
-        Direction::Down => (rev.down.as_ref().map(|b| b.sql()).unwrap_or(""), rev.down_line),
+/// What a step runs.
+enum Code<'a> {
+    /// SQL text and the file line it starts on.
+    Sql(&'a str, usize),
+    Rust(&'a Arc<dyn RustMigration>),
+}
+
+fn code_of(rev: &Revision, dir: Direction) -> Code<'_> {
+    let (body, line) = match dir {
+        Direction::Up => (Some(&rev.up), rev.up_line),
+        // Plans never step down through a revision without a down body.
+        Direction::Down => (rev.down.as_ref(), rev.down_line),
+    };
+    match body {
+        Some(Body::Rust(code)) => Code::Rust(code),
+        Some(Body::Sql(sql)) => Code::Sql(sql, line),
+        None => Code::Sql("", line),
+    }
+}
+
+async fn run_rust(
+    code: &Arc<dyn RustMigration>,
+    dir: Direction,
+    client: &Client,
+    tx: bool,
+) -> Result<(), Fault> {
+    let db = MigrationDb::new(client, tx);
+    let result = match dir {
+        Direction::Up => code.up(&db).await,
+        Direction::Down => code.down(&db).await,
+    };
+    result.map_err(Fault::Rust)
+}
+
+/// Awaits the in-flight steps of a batch in order, keeping the first fault.
+async fn drain<'r, 'a>(
+    in_flight: &mut std::collections::VecDeque<(&'r Revision, Direction, Pipelined<'a>)>,
+    failure: &mut Option<(Option<(&'r Revision, Direction)>, Fault)>,
+    done: &mut Vec<(&'r Revision, Direction, Duration)>,
+    last: &mut Instant,
+) {
+    while let Some((rev, dir, step)) = in_flight.pop_front() {
+        let outcome = step.outcome().await;
+        match (outcome, &*failure) {
+            (Err(fault), None) => *failure = Some((Some((rev, dir)), fault)),
+            (Ok(()), None) => {
+                done.push((rev, dir, last.elapsed()));
+                *last = Instant::now();
+            }
+            _ => {}
+        }
     }
 }
 

@@ -57,12 +57,14 @@ pub mod build;
 mod error;
 mod executor;
 mod graph;
+mod hooks;
 mod id;
 mod ledger;
 mod lock;
 mod migration;
 mod migrator;
 mod plan;
+mod rust;
 mod source;
 mod split;
 #[cfg(feature = "testing")]
@@ -70,11 +72,13 @@ pub mod testing;
 
 pub use error::{Error, ParseErrorKind};
 pub use executor::{Report, StepReport, TransactionMode, Warning};
+pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
 pub use lock::{LockHolder, LockMode};
 pub use migration::{Body, Revision, TxMode};
 pub use migrator::{Blocked, Config, Configured, Db, Migrator, Resolution, Status};
 pub use plan::{Direction, DriftPolicy, Plan, Policy, Step, Target};
+pub use rust::{BoxError, MigrationDb, MigrationFuture, RustMigration, RustRevision};
 pub use source::{MigrationSet, SetBuilder};
 
 /// Re-exported so users can name the embedded directory type.

@@ -3,8 +3,10 @@
 //! revisions will arrive as another `Body` kind with the same metadata.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::id::{Checksum, RevisionId};
+use crate::rust::RustMigration;
 
 /// How a revision's body is wrapped in transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,26 +21,42 @@ pub enum TxMode {
 }
 
 /// A revision's executable body.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum Body {
     /// SQL text, run as one script (or statement by statement for `transaction none`).
     Sql(String),
+    /// Rust code.
+    Rust(Arc<dyn RustMigration>),
 }
 
 impl Body {
-    /// The SQL text of the body.
-    pub fn sql(&self) -> &str {
+    /// The SQL text of the body; `None` for Rust code.
+    pub fn sql(&self) -> Option<&str> {
         match self {
-            Body::Sql(sql) => sql,
+            Body::Sql(sql) => Some(sql),
+            Body::Rust(_) => None,
         }
     }
 }
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Body::Sql(a), Body::Sql(b)) => a == b,
+            (Body::Rust(a), Body::Rust(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Body {}
 
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Body::Sql(sql) => write!(f, "Sql({} bytes)", sql.len()),
+            Body::Rust(_) => f.write_str("Rust"),
         }
     }
 }
@@ -114,10 +132,11 @@ impl Revision {
     pub fn origin(&self) -> &str {
         &self.origin
     }
-    /// The kind stored in the ledger (`sql`).
+    /// The kind stored in the ledger (`sql` or `rust`).
     pub fn kind(&self) -> &'static str {
         match self.up {
             Body::Sql(_) => "sql",
+            Body::Rust(_) => "rust",
         }
     }
 }

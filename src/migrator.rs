@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
+use std::sync::Arc;
+
 use crate::error::Error;
 use crate::executor::{Executor, Report, TransactionMode, Warning};
 use crate::graph::Graph;
+use crate::hooks::{Hooks, Installed};
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Meta};
 use crate::lock::{Conn, LockGuard, LockMode};
-use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Target};
+use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
 use crate::source::MigrationSet;
 
 /// Settings of a [`Migrator`]. Every setting has a default; change them with the
@@ -36,6 +39,7 @@ pub struct Config {
     application_name: Option<String>,
     app_version: Option<String>,
     lock_mode: LockMode,
+    hooks: Installed,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             application_name: None,
             app_version: None,
             lock_mode: LockMode::default(),
+            hooks: Installed::default(),
         }
     }
 }
@@ -103,6 +108,12 @@ impl Config {
     /// How concurrent runs are kept apart (default: an advisory lock).
     pub fn lock_mode(mut self, mode: LockMode) -> Self {
         self.lock_mode = mode;
+        self
+    }
+
+    /// Callbacks around runs and steps: backups, metrics, notifications.
+    pub fn hooks(mut self, hooks: impl Hooks) -> Self {
+        self.hooks = Installed(Some(Arc::new(hooks)));
         self
     }
 
@@ -375,6 +386,20 @@ async fn locked(
         }
         return Ok(());
     }
+    let hooks = if mode == Mode::Stamp { None } else { cfg.hooks.0.clone() };
+    if let Some(h) = &hooks {
+        let plan = Plan {
+            steps: steps
+                .iter()
+                .map(|&(i, direction)| Step { id: graph.revs[i].id.clone(), direction })
+                .collect(),
+        };
+        if let Err(source) = h.before_run(&plan).await {
+            let error = Error::Hook { stage: "before_run", step: None, report: Box::default(), source };
+            h.after_run(Err(&error)).await;
+            return Err(error);
+        }
+    }
     let stmts = ledger.prepare(client).await?;
     let mut exec = Executor {
         client,
@@ -382,12 +407,16 @@ async fn locked(
         digest: rec.digest,
         app_version: cfg.app_version.clone(),
         report: std::mem::take(report),
+        hooks: hooks.clone(),
     };
     let result = match mode {
         Mode::Stamp => exec.stamp(graph, &steps).await,
         _ => exec.run(graph, &steps, cfg.transaction_mode).await,
     };
     *report = exec.report;
+    if let Some(h) = &hooks {
+        h.after_run(result.as_ref().map(|()| &*report)).await;
+    }
     result
 }
 

@@ -178,6 +178,12 @@ impl SetBuilder {
         self
     }
 
+    /// Adds a Rust-coded revision.
+    pub fn rust(mut self, revision: crate::RustRevision) -> Self {
+        self.push(revision.into_revision());
+        self
+    }
+
     /// Allows the graph to have several heads (default: an error, since
     /// `head` is then ambiguous and the branches were probably meant to be merged).
     pub fn allow_multiple_heads(mut self, allow: bool) -> Self {

@@ -8,4 +8,6 @@ mod concurrency;
 mod drift;
 mod example;
 mod failures;
+mod hooks;
 mod locking;
+mod rust_revisions;

@@ -45,8 +45,14 @@ fn ids(list: &[RevisionId]) -> Vec<&str> {
 /// Everything a revision carries, as text, so two parses can be compared whole.
 fn everything(r: &Revision) -> String {
     let header = (&r.id, &r.revises, &r.depends_on, &r.branch, &r.message, &r.release, r.tx);
-    let sections =
-        (r.up.sql(), r.up_line, r.down.as_ref().map(Body::sql), r.down_line, &r.verify, r.checksum);
+    let sections = (
+        r.up.sql().unwrap(),
+        r.up_line,
+        r.down.as_ref().map(|b| b.sql().unwrap()),
+        r.down_line,
+        &r.verify,
+        r.checksum,
+    );
     format!("{header:?} {sections:?}")
 }
 
@@ -63,7 +69,7 @@ fn minimal_file_is_a_transactional_root_named_after_its_file() {
     assert_eq!(r.message, None);
     assert_eq!(r.release, None);
     assert_eq!(r.tx, TxMode::Transactional);
-    assert_eq!(r.up.sql().trim(), "CREATE TABLE t (id int);");
+    assert_eq!(r.up.sql().unwrap().trim(), "CREATE TABLE t (id int);");
     assert_eq!(r.up_line, 2);
     assert!(r.down.is_none());
     assert_eq!(r.verify, None);
@@ -125,7 +131,7 @@ fn comments_and_blank_lines_may_precede_up() {
 fn directive_markers_tolerate_spacing_around_the_prefix() {
     let r = parse_ok("0002_b.sql", "--pgskein:revises 0001_a\n   --   pgskein:   up   \nSELECT 1;\n");
     assert_eq!(ids(&r.revises), ["0001_a"]);
-    assert_eq!(r.up.sql().trim(), "SELECT 1;");
+    assert_eq!(r.up.sql().unwrap().trim(), "SELECT 1;");
 }
 
 #[test]
@@ -134,8 +140,8 @@ fn section_bodies_start_on_the_line_after_their_marker() {
     let r = parse_ok("0002_b.sql", text);
     assert_eq!(r.up_line, 3);
     assert_eq!(r.down_line, 6);
-    assert_eq!(r.up.sql().trim(), "SELECT 1;\nSELECT 2;");
-    assert_eq!(r.down.as_ref().map(|d| d.sql().trim()), Some("SELECT 3;"));
+    assert_eq!(r.up.sql().unwrap().trim(), "SELECT 1;\nSELECT 2;");
+    assert_eq!(r.down.as_ref().map(|d| d.sql().unwrap().trim()), Some("SELECT 3;"));
     assert_eq!(r.verify.as_deref().map(str::trim), Some("SELECT true;"));
 }
 
@@ -150,7 +156,7 @@ fn missing_down_section_makes_the_revision_irreversible() {
 fn empty_down_section_is_reversible_with_an_empty_body() {
     let r = parse_ok("0002_b.sql", "-- pgskein: up\nCREATE EXTENSION x;\n-- pgskein: down\n");
     let down = r.down.as_ref().expect("an empty down section still makes the revision reversible");
-    assert_eq!(down.sql().trim(), "");
+    assert_eq!(down.sql().unwrap().trim(), "");
     assert_eq!(r.down_line, 4);
 }
 
@@ -173,7 +179,7 @@ fn verify_may_come_before_down() {
     let text = "-- pgskein: up\nSELECT 1;\n-- pgskein: verify\nSELECT true;\n-- pgskein: down\nSELECT 2;\n";
     let r = parse_ok("0002_b.sql", text);
     assert_eq!(r.verify.as_deref().map(str::trim), Some("SELECT true;"));
-    assert_eq!(r.down.as_ref().map(|d| d.sql().trim()), Some("SELECT 2;"));
+    assert_eq!(r.down.as_ref().map(|d| d.sql().unwrap().trim()), Some("SELECT 2;"));
     assert_eq!(r.down_line, 6);
 }
 
@@ -183,7 +189,7 @@ fn crlf_file_parses_to_the_same_revision_and_checksum_as_lf() {
     let crlf = lf.replace('\n', "\r\n");
     let a = parse_ok("0002_b.sql", lf);
     let b = parse_ok("0002_b.sql", &crlf);
-    assert!(!b.up.sql().contains('\r'), "bodies carry no carriage returns");
+    assert!(!b.up.sql().unwrap().contains('\r'), "bodies carry no carriage returns");
     assert_eq!(everything(&a), everything(&b));
     assert_eq!(a.checksum, b.checksum);
 }
