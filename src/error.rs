@@ -309,6 +309,22 @@ pub enum Error {
         /// Why it is rejected.
         reason: &'static str,
     },
+    /// `require_release` was given a requirement that is not semver.
+    #[error("invalid release requirement {requirement:?}: {reason}")]
+    BadRequirement {
+        /// The requirement as given.
+        requirement: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The database is not at the release a service requires.
+    #[error("the database schema is {}, but release {requirement} is required; run the migrations of that release first", found.as_ref().map(|v| format!("at release {v}")).unwrap_or_else(|| "at no declared release".to_owned()))]
+    ReleaseRequired {
+        /// The requirement.
+        requirement: String,
+        /// The newest release fully applied.
+        found: Option<semver::Version>,
+    },
     /// `resolve` was called on a revision that is not failed or running.
     #[error("revision {id} is not recorded as failed or running; nothing to resolve")]
     NothingToResolve {

@@ -526,9 +526,54 @@ impl Executor<'_> {
         extended(client, &self.stmts.start, start)
             .await
             .map_err(|f| Error::Db { context: "recording the start of a revision", source: f.error })?;
+        self.statements_and_finish(rev, dir, 1, started).await
+    }
+
+    /// Retries a failed `transaction none` revision from its failed statement
+    /// (the caller has marked it running again). An invalid index that a failed
+    /// `CREATE INDEX CONCURRENTLY` left behind is dropped first.
+    pub(crate) async fn resume(&mut self, rev: &Revision, dir: Direction, from: usize) -> Result<(), Error> {
+        let started = Instant::now();
+        if let Code::Sql(body, _) = code_of(rev, dir) {
+            if let Some(stmt) = split::split(body).get(from - 1) {
+                self.drop_invalid_index(stmt.text).await?;
+            }
+        }
+        self.statements_and_finish(rev, dir, from, started).await
+    }
+
+    async fn drop_invalid_index(&self, statement: &str) -> Result<(), Error> {
+        let Some(name) = concurrent_index_name(statement) else { return Ok(()) };
+        let sql = "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
+                   WHERE c.relname = $1 AND NOT i.indisvalid AND pg_table_is_visible(c.oid)";
+        let rows =
+            self.client.query(sql, &[&name]).await.map_err(Error::db("looking for an invalid index"))?;
+        for row in rows {
+            let index: String = row.get(0);
+            tracing::info!(%index, "dropping the invalid index a failed CREATE INDEX CONCURRENTLY left");
+            // The name comes from the catalog's own quoting (regclass output).
+            self.client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY {index}"))
+                .await
+                .map_err(Error::db("dropping an invalid index"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the statements of a `transaction none` body from the 1-based
+    /// `from`, then records the outcome.
+    async fn statements_and_finish(
+        &mut self,
+        rev: &Revision,
+        dir: Direction,
+        from: usize,
+        started: Instant,
+    ) -> Result<(), Error> {
+        let client = self.client;
+        let (id, checksum) = (rev.id.as_str(), rev.checksum.to_hex());
         match code_of(rev, dir) {
             Code::Sql(body, body_line) => {
-                for (n, stmt) in split::split(body).iter().enumerate() {
+                for (n, stmt) in split::split(body).iter().enumerate().skip(from - 1) {
                     if let Err(error) = client.simple_query(stmt.text).await {
                         let line = Some(body_line + stmt.line - 1);
                         return Err(self
@@ -670,6 +715,46 @@ fn locate(f: &Failed, body: &str, first_line: usize) -> (usize, usize) {
         _ => split::split(body).get(f.completed).map_or(first_line, |s| first_line + s.line - 1),
     };
     (statement, line)
+}
+
+/// The index a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON ...`
+/// statement creates, unquoted.
+fn concurrent_index_name(statement: &str) -> Option<String> {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    let mut i = 0;
+    let mut expect = |w: &str| {
+        let ok = upper.get(i).is_some_and(|u| u == w);
+        i += usize::from(ok);
+        ok
+    };
+    if !expect("CREATE") {
+        return None;
+    }
+    expect("UNIQUE");
+    if !(expect("INDEX") && expect("CONCURRENTLY")) {
+        return None;
+    }
+    if expect("IF") && !(expect("NOT") && expect("EXISTS")) {
+        return None;
+    }
+    let name = words.get(i).filter(|w| !w.eq_ignore_ascii_case("ON"))?;
+    Some(match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => name.to_ascii_lowercase(),
+    })
+}
+
+/// Runs a verify section in a transaction that is rolled back; why it failed, if it did.
+pub(crate) async fn check_verify(client: &Client, sql: &str) -> Option<String> {
+    let begin = send(simple(client, "BEGIN")).await;
+    let verify = send(simple(client, sql)).await;
+    let rollback = send(simple(client, "ROLLBACK")).await;
+    let (_, answer, _) = (begin.answer().await, verify.answer().await, rollback.answer().await);
+    match answer {
+        Ok(msgs) => false_statement(&msgs, sql).map(|q| format!("`{q}` returned false")),
+        Err(f) => Some(f.error.as_db_error().map_or_else(|| f.error.to_string(), |d| d.message().to_owned())),
+    }
 }
 
 /// The verify statement whose first column came back false, if any.

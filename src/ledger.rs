@@ -18,6 +18,8 @@ const START: &str = include_str!("ledger/start.sql");
 const FAIL: &str = include_str!("ledger/fail.sql");
 const FINISH: &str = include_str!("ledger/finish.sql");
 const RESOLVE: &str = include_str!("ledger/resolve.sql");
+const REPAIR: &str = include_str!("ledger/repair.sql");
+const RESTART: &str = include_str!("ledger/restart.sql");
 
 /// Milliseconds since the previous step of this transaction ended, or since
 /// the transaction began: per-revision and single-transaction runs alike.
@@ -52,6 +54,8 @@ pub(crate) struct Row {
     pub(crate) failed_statement: Option<usize>,
     pub(crate) last_error: Option<String>,
     pub(crate) applied_at: String,
+    /// `up` or `down` while a `transaction none` revision is running or failed.
+    pub(crate) direction: Option<String>,
 }
 
 impl Row {
@@ -66,6 +70,7 @@ impl Row {
             failed_statement: None,
             last_error: None,
             applied_at: String::new(),
+            direction: None,
         }
     }
 }
@@ -154,7 +159,7 @@ impl Ledger {
     pub(crate) async fn read(&self, client: &Client) -> Result<Vec<Row>, Error> {
         let sql = self.sql(
             r#"SELECT id, array_to_string(revises, ' '), array_to_string(depends_on, ' '), checksum, state,
-                      failed_statement::text, last_error, applied_at::text
+                      failed_statement::text, last_error, applied_at::text, direction
                FROM {schema}."applied" ORDER BY applied_at, id"#,
         );
         let msgs = client.simple_query(&sql).await.map_err(Error::db("reading the ledger"))?;
@@ -177,6 +182,7 @@ impl Ledger {
                     failed_statement,
                     last_error: r.get(6).map(str::to_owned),
                     applied_at: r.get(7).unwrap_or_default().to_owned(),
+                    direction: r.get(8).map(str::to_owned),
                     id,
                 });
             }
@@ -213,6 +219,46 @@ impl Ledger {
             .await
             .map_err(Error::db("resolving a revision"))?;
         Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    /// Records the current checksum of an applied revision; false when it was not applied.
+    pub(crate) async fn repair(
+        &self,
+        client: &Client,
+        id: &str,
+        checksum: &str,
+        digest: &str,
+    ) -> Result<bool, Error> {
+        let version = crate::id::Checksum::VERSION;
+        let row = client
+            .query_one(&self.sql(REPAIR), &[&id, &checksum, &version, &digest])
+            .await
+            .map_err(Error::db("repairing a checksum"))?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    /// Marks a failed `transaction none` revision running again, for a retry from `statement`.
+    pub(crate) async fn restart(&self, client: &Client, id: &str, statement: i32) -> Result<(), Error> {
+        client
+            .execute(&self.sql(RESTART), &[&id, &statement])
+            .await
+            .map_err(Error::db("restarting a revision"))?;
+        Ok(())
+    }
+
+    /// Records a `verify` run in `events`.
+    pub(crate) async fn record_verify(
+        &self,
+        client: &Client,
+        checked: i64,
+        failed: i64,
+    ) -> Result<(), Error> {
+        let sql = self.sql(
+            r#"INSERT INTO {schema}."events" (kind, detail)
+               VALUES ('verify', jsonb_build_object('checked', $1::bigint, 'failed', $2::bigint))"#,
+        );
+        client.execute(&sql, &[&checked, &failed]).await.map_err(Error::db("recording a verify run"))?;
+        Ok(())
     }
 
     fn corrupt(&self, id: &str, reason: &str) -> Error {

@@ -76,7 +76,7 @@ pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
 pub use lock::{LockHolder, LockMode};
 pub use migration::{Body, Revision, TxMode};
-pub use migrator::{Blocked, Config, Configured, Db, Migrator, Resolution, Status};
+pub use migrator::{Blocked, Config, Configured, Db, Migrator, Resolution, Status, VerifyReport};
 pub use plan::{Direction, DriftPolicy, Plan, Policy, Step, Target};
 pub use rust::{BoxError, MigrationDb, MigrationFuture, RustMigration, RustRevision};
 pub use source::{MigrationSet, SetBuilder};

@@ -16,7 +16,7 @@ use crate::hooks::{Hooks, Installed};
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Meta};
 use crate::lock::{Conn, LockGuard, LockMode};
-use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
+use crate::plan::{self, Direction, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
 use crate::source::MigrationSet;
 
 /// Settings of a [`Migrator`]. Every setting has a default; change them with the
@@ -190,6 +190,8 @@ pub struct Status {
     pub ahead: bool,
     /// Applied revisions whose file changed since.
     pub changed: Vec<RevisionId>,
+    /// The newest release whose revisions are all applied, if the set declares releases.
+    pub release: Option<semver::Version>,
 }
 
 /// A revision that blocks runs until resolved.
@@ -210,10 +212,23 @@ pub struct Blocked {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Resolution {
+    /// Run it again from the statement that failed (after dropping an invalid
+    /// index that statement left behind), then record it.
+    Retry,
     /// The remaining statements were completed by hand: record it as applied.
     MarkApplied,
     /// What it did was undone by hand: forget it, so the next run applies it again.
     MarkReverted,
+}
+
+/// What [`Migrator::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Applied revisions whose verify section ran, in canonical order.
+    pub checked: Vec<RevisionId>,
+    /// Those whose verify section failed: the revision and why.
+    pub failed: Vec<(RevisionId, String)>,
 }
 
 /// Runs migrations. Implement [`migrations`](Migrator::migrations); everything else is provided.
@@ -290,6 +305,41 @@ pub trait Migrator: Send + Sync {
     async fn plan<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Plan, Error> {
         let (graph, rec) = read(self.migrations(), &self.config(), db.into()).await?;
         plan::either_way(graph, &rec, target)
+    }
+
+    /// Re-runs the verify section of every applied revision, each in a
+    /// transaction that is rolled back, and records the outcome in `events`.
+    async fn verify<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<VerifyReport, Error> {
+        verify(self.migrations(), &self.config(), db.into()).await
+    }
+
+    /// Records the current checksums of applied revisions whose file changed,
+    /// after an intentional edit (each logged as a `repair` event). Returns them.
+    ///
+    /// # Warning
+    /// The ledger then vouches for SQL that never ran as written: make sure the
+    /// database really matches the edited files.
+    async fn repair<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Vec<RevisionId>, Error> {
+        repair(self.migrations(), &self.config(), db.into()).await
+    }
+
+    /// Fails unless the newest release fully applied satisfies `requirement`
+    /// (a semver requirement such as `">=2.0"`): a service can refuse to start
+    /// on a schema that is too old.
+    async fn require_release<'a>(
+        &self,
+        db: impl Into<Db<'a>> + Send + 'a,
+        requirement: &str,
+    ) -> Result<semver::Version, Error> {
+        let req = semver::VersionReq::parse(requirement).map_err(|e| Error::BadRequirement {
+            requirement: requirement.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let status = self.status(db).await?;
+        match status.release {
+            Some(v) if req.matches(&v) => Ok(v),
+            found => Err(Error::ReleaseRequired { requirement: requirement.to_owned(), found }),
+        }
     }
 
     /// Settles a `transaction none` revision recorded as failed or running.
@@ -505,6 +555,59 @@ fn status_of(graph: &Graph, rec: &Reconciled) -> Status {
         unknown: rec.unknown.clone(),
         ahead: rec.ahead,
         changed: rec.changed.iter().map(|&i| graph.revs[i].id.clone()).collect(),
+        release: plan::newest_release(graph, &rec.applied),
+    }
+}
+
+/// A connection holding the migration lock, with the ledger read.
+struct Session<'a> {
+    guard: LockGuard<'a>,
+    ledger: Ledger,
+    rec: Reconciled,
+}
+
+impl<'a> Session<'a> {
+    async fn open(set: &MigrationSet, cfg: &Config, db: Db<'a>) -> Result<Session<'a>, Error> {
+        cfg.validate()?;
+        let ledger = Ledger::new(&cfg.schema);
+        let conn = db.conn().await?;
+        let (guard, _) =
+            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref())
+                .await?;
+        let rows = match ledger.meta(guard.client()).await {
+            Ok(Meta::Present { format, .. }) => {
+                ledger.check_format(format).and(Ok(ledger.read(guard.client()).await))
+            }
+            Ok(Meta::Missing) => Ok(Ok(Vec::new())),
+            Err(e) => Err(e),
+        };
+        match rows {
+            Ok(Ok(rows)) => Ok(Session { rec: plan::reconcile(&set.graph, &rows), guard, ledger }),
+            Ok(Err(e)) | Err(e) => {
+                guard.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.guard.client()
+    }
+
+    fn executor(&self, stmts: crate::ledger::Prepared, cfg: &Config) -> Executor<'_> {
+        Executor {
+            client: self.client(),
+            stmts,
+            digest: self.rec.digest.clone(),
+            app_version: cfg.app_version.clone(),
+            report: Report::default(),
+            hooks: None,
+        }
+    }
+
+    async fn close<T>(self, result: Result<T, Error>) -> Result<T, Error> {
+        self.guard.release().await;
+        result
     }
 }
 
@@ -515,31 +618,86 @@ async fn resolve(
     id: &str,
     resolution: Resolution,
 ) -> Result<(), Error> {
-    cfg.validate()?;
-    let ledger = Ledger::new(&cfg.schema);
-    let conn = db.conn().await?;
-    let (guard, _) =
-        LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref()).await?;
+    let session = Session::open(set, cfg, db).await?;
     let result = async {
-        let client = guard.client();
-        let rows = ledger.read(client).await?;
-        let rec = plan::reconcile(&set.graph, &rows);
+        let (client, rec) = (session.client(), &session.rec);
         let rid = RevisionId::new(id).map_err(|_| Error::UnknownTarget { target: id.to_owned() })?;
         let Some(row) = rec.blocked.iter().find(|r| r.id == id) else {
             return Err(Error::NothingToResolve { id: rid });
         };
         let mut digest = rec.digest.clone();
         let outcome = match resolution {
+            Resolution::Retry => {
+                let rev = set.get(id).ok_or_else(|| Error::UnknownTarget { target: id.to_owned() })?;
+                let dir =
+                    if row.direction.as_deref() == Some("down") { Direction::Down } else { Direction::Up };
+                let from = row.failed_statement.unwrap_or(1);
+                session.ledger.restart(client, id, from as i32).await?;
+                let stmts = session.ledger.prepare(client).await?;
+                let mut exec = session.executor(stmts, cfg);
+                return exec.resume(rev, dir, from).await;
+            }
             Resolution::MarkApplied => {
                 digest.add(&row.id, &row.checksum);
                 "applied"
             }
             Resolution::MarkReverted => "reverted",
         };
-        ledger.resolve(client, id, outcome, &digest.to_string()).await?;
+        session.ledger.resolve(client, id, outcome, &digest.to_string()).await?;
         Ok(())
     }
     .await;
-    guard.release().await;
-    result
+    session.close(result).await
+}
+
+async fn repair(set: &MigrationSet, cfg: &Config, db: Db<'_>) -> Result<Vec<RevisionId>, Error> {
+    let session = Session::open(set, cfg, db).await?;
+    let result = async {
+        let mut digest = session.rec.digest.clone();
+        let mut repaired = Vec::new();
+        for (&i, old) in session.rec.changed.iter().zip(&session.rec.changed_from) {
+            let rev = &set.graph.revs[i];
+            digest.remove(rev.id.as_str(), old);
+            digest.add(rev.id.as_str(), &rev.checksum.to_hex());
+            if session
+                .ledger
+                .repair(session.client(), rev.id.as_str(), &rev.checksum.to_hex(), &digest.to_string())
+                .await?
+            {
+                tracing::info!(revision = %rev.id, "recorded the current checksum");
+                repaired.push(rev.id.clone());
+            }
+        }
+        Ok(repaired)
+    }
+    .await;
+    session.close(result).await
+}
+
+async fn verify(set: &MigrationSet, cfg: &Config, db: Db<'_>) -> Result<VerifyReport, Error> {
+    cfg.validate()?;
+    let ledger = Ledger::new(&cfg.schema);
+    let conn = db.conn().await?;
+    let client = conn.client();
+    let rows = match ledger.meta(client).await? {
+        Meta::Missing => Vec::new(),
+        Meta::Present { format, .. } => {
+            ledger.check_format(format)?;
+            ledger.read(client).await?
+        }
+    };
+    let rec = plan::reconcile(&set.graph, &rows);
+    let mut report = VerifyReport::default();
+    for (i, rev) in set.graph.revs.iter().enumerate() {
+        let Some(sql) = rev.verify.as_deref().filter(|_| rec.applied[i]) else { continue };
+        report.checked.push(rev.id.clone());
+        if let Some(why) = crate::executor::check_verify(client, sql).await {
+            tracing::warn!(revision = %rev.id, %why, "verify failed");
+            report.failed.push((rev.id.clone(), why));
+        }
+    }
+    if !rows.is_empty() {
+        ledger.record_verify(client, report.checked.len() as i64, report.failed.len() as i64).await?;
+    }
+    Ok(report)
 }

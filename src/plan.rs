@@ -22,6 +22,7 @@ use crate::id::RevisionId;
 /// | `base` | nothing applied |
 /// | `+N` / `-N` | N revisions forward / back, in plan order |
 /// | `<branch>@head` | the head of a branch label |
+/// | `@<version>` | every revision released at or before that version (`@2.0.0`) |
 /// | anything else | a revision id, or a unique prefix of one |
 ///
 /// ```
@@ -45,6 +46,9 @@ pub enum Target {
     BranchHead(String),
     /// A revision id or a unique prefix of one.
     Revision(String),
+    /// `@<version>`: every revision whose `release` is at most this version,
+    /// with everything they build on.
+    Release(semver::Version),
 }
 
 impl FromStr for Target {
@@ -64,6 +68,9 @@ impl FromStr for Target {
                 }
                 Target::Relative(n)
             }
+            _ if t.starts_with('@') => {
+                Target::Release(semver::Version::parse(&t[1..]).map_err(|_| unknown())?)
+            }
             _ => match t.split_once('@') {
                 Some((branch, "head")) if !branch.is_empty() => Target::BranchHead(branch.to_owned()),
                 Some(_) => return Err(unknown()),
@@ -82,6 +89,7 @@ impl fmt::Display for Target {
             Target::Relative(n) => write!(f, "{n:+}"),
             Target::BranchHead(b) => write!(f, "{b}@head"),
             Target::Revision(r) => f.write_str(r),
+            Target::Release(v) => write!(f, "@{v}"),
         }
     }
 }
@@ -174,6 +182,18 @@ pub(crate) fn plan(
         }
         (Target::Relative(_), _) => return Err(wrong_way()),
         (Target::Base, _) => vec![false; graph.len()],
+        (Target::Release(v), _) => {
+            let released = release_nodes(graph, v);
+            if released.is_empty() {
+                return Err(Error::UnknownTarget { target: target.to_string() });
+            }
+            let keep = graph.closure(&released);
+            match mode {
+                // Down to a release: remove what is not part of it.
+                Mode::Downgrade => applied.iter().zip(&keep).map(|(&a, &k)| a && k).collect(),
+                _ => keep,
+            }
+        }
         // Every head stays: a downgrade to `heads` removes nothing.
         (Target::Heads, Mode::Downgrade) => applied.to_vec(),
         (Target::Heads, _) => graph.closure(&graph.heads),
@@ -310,6 +330,8 @@ pub(crate) struct Reconciled {
     pub(crate) pinned: Vec<bool>,
     /// Applied revisions whose checksum differs from the code's.
     pub(crate) changed: Vec<usize>,
+    /// The recorded checksum of each revision in `changed`.
+    pub(crate) changed_from: Vec<String>,
     /// Rows in state `failed` or `running`, oldest first.
     pub(crate) blocked: Vec<crate::ledger::Row>,
     /// The digest of the applied rows.
@@ -335,6 +357,7 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
                 r.applied[i] = true;
                 if graph.revs[i].checksum.to_hex() != row.checksum {
                     r.changed.push(i);
+                    r.changed_from.push(row.checksum.clone());
                 }
             }
             None => {
@@ -415,4 +438,21 @@ pub(crate) fn either_way(graph: &Graph, rec: &Reconciled, target: &Target) -> Re
     let steps =
         steps.into_iter().map(|(i, direction)| Step { id: graph.revs[i].id.clone(), direction }).collect();
     Ok(Plan { steps })
+}
+
+/// Revisions that declare a release at or before `version`.
+pub(crate) fn release_nodes(graph: &Graph, version: &semver::Version) -> Vec<usize> {
+    (0..graph.len()).filter(|&i| graph.revs[i].release.as_ref().is_some_and(|r| r <= version)).collect()
+}
+
+/// The newest release whose revisions (and what they build on) are all applied.
+pub(crate) fn newest_release(graph: &Graph, applied: &[bool]) -> Option<semver::Version> {
+    let mut versions: Vec<&semver::Version> = graph.revs.iter().filter_map(|r| r.release.as_ref()).collect();
+    versions.sort();
+    versions.dedup();
+    versions
+        .into_iter()
+        .rev()
+        .find(|v| graph.closure(&release_nodes(graph, v)).iter().zip(applied).all(|(&need, &a)| !need || a))
+        .cloned()
 }

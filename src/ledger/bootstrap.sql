@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS {schema}."applied" (
     state text NOT NULL CHECK (state IN ('applied', 'running', 'failed')),
     failed_statement integer,
     last_error text,
+    direction text,
     applied_at timestamptz NOT NULL DEFAULT now(),
     duration_ms double precision,
     applied_by text NOT NULL DEFAULT current_user,

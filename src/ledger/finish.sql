@@ -1,7 +1,7 @@
 -- A `transaction none` revision's up finished. $1 id, $2 digest afterwards
 WITH a AS (
     UPDATE {schema}."applied"
-    SET state = 'applied', failed_statement = NULL, last_error = NULL,
+    SET state = 'applied', failed_statement = NULL, last_error = NULL, direction = NULL,
         duration_ms = 1000 * extract(epoch FROM clock_timestamp() - applied_at)
     WHERE id = $1
     RETURNING id, duration_ms

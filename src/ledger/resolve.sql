@@ -1,7 +1,7 @@
 -- An operator resolves a failed or running `transaction none` revision.
 -- $1 id, $2 'applied' or 'reverted', $3 digest afterwards
 WITH a AS (
-    UPDATE {schema}."applied" SET state = 'applied', failed_statement = NULL, last_error = NULL
+    UPDATE {schema}."applied" SET state = 'applied', failed_statement = NULL, last_error = NULL, direction = NULL
     WHERE id = $1 AND state <> 'applied' AND $2::text = 'applied'
     RETURNING id
 ), d AS (

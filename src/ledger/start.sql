@@ -3,12 +3,12 @@
 -- $5 checksum_version, $6 kind, $7 app_version, $8 direction, $9 digest afterwards
 WITH up AS (
     INSERT INTO {schema}."applied"
-        (id, revises, depends_on, checksum, checksum_version, kind, state, app_version)
-    SELECT $1::text, $2::text[], $3::text[], $4::text, $5::smallint, $6::text, 'running', $7::text
+        (id, revises, depends_on, checksum, checksum_version, kind, state, app_version, direction)
+    SELECT $1::text, $2::text[], $3::text[], $4::text, $5::smallint, $6::text, 'running', $7::text, 'up'
     WHERE $8::text = 'up'
     RETURNING id
 ), down AS (
-    UPDATE {schema}."applied" SET state = 'running', applied_at = now()
+    UPDATE {schema}."applied" SET state = 'running', applied_at = now(), direction = 'down'
     WHERE id = $1::text AND $8::text = 'down'
     RETURNING id
 ), e AS (

@@ -95,6 +95,7 @@ fn row(id: &str, revises: &[&str], checksum: &str) -> Row {
         failed_statement: None,
         last_error: None,
         applied_at: "2024-01-01 00:00:00+00".to_owned(),
+        direction: None,
     }
 }
 

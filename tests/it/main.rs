@@ -10,4 +10,5 @@ mod example;
 mod failures;
 mod hooks;
 mod locking;
+mod operations;
 mod rust_revisions;
