@@ -189,6 +189,25 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A step failed on its lock timeout on every attempt.
+    #[error("revision {id} ({path}) could not get its locks: lock_timeout{} expired on each of {attempts} attempts over {waited:.1?}; a long transaction holds a lock on a table it changes. Find it in pg_stat_activity / pg_locks, or raise the revision's `-- pgskein: lock-timeout` or Config::lock_retries", lock_timeout.map(|t| format!(" ({t:?})")).unwrap_or_default())]
+    LockRetriesExhausted {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The lock timeout of each attempt.
+        lock_timeout: Option<Duration>,
+        /// Time from the first attempt to the last failure.
+        waited: Duration,
+        /// What was done before the failure.
+        report: Box<Report>,
+        /// The last attempt's database error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A Rust-coded revision returned an error; its transaction was rolled back
     /// (for `TxMode::None`, it is recorded as failed).
     #[error("revision {id} ({path}) failed")]
@@ -397,9 +416,9 @@ impl Error {
     /// ```
     pub fn db_code(&self) -> Option<&str> {
         match self {
-            Error::Db { source, .. } | Error::RevisionFailed { source, .. } => {
-                source.code().map(|c| c.code())
-            }
+            Error::Db { source, .. }
+            | Error::RevisionFailed { source, .. }
+            | Error::LockRetriesExhausted { source, .. } => source.code().map(|c| c.code()),
             _ => None,
         }
     }

@@ -39,6 +39,51 @@ pub enum TransactionMode {
     Single,
 }
 
+/// Lock and statement timeouts, and the retries of steps that hit the lock timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    pub(crate) lock: Option<Duration>,
+    pub(crate) statement: Option<Duration>,
+    pub(crate) attempts: u32,
+    pub(crate) first_wait: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            lock: Some(Duration::from_secs(5)),
+            statement: None,
+            attempts: 5,
+            first_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Timeouts {
+    /// `SET [LOCAL] ...` for a revision's effective timeouts (milliseconds: no user text).
+    fn settings(&self, rev: &Revision, local: bool) -> String {
+        let scope = if local { "SET LOCAL" } else { "SET" };
+        let mut sql = String::new();
+        for (name, value) in [
+            ("lock_timeout", rev.lock_timeout.or(self.lock)),
+            ("statement_timeout", rev.statement_timeout.or(self.statement)),
+        ] {
+            if let Some(d) = value {
+                sql.push_str(&format!("; {scope} {name} = {}", d.as_millis()));
+            }
+        }
+        sql
+    }
+
+    /// The wait before attempt `next` (2, 3, ...).
+    fn backoff(&self, next: u32) -> Duration {
+        let factor = 1u32 << (next - 2).min(16);
+        (self.first_wait * factor).min(Duration::from_secs(30))
+    }
+}
+
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -299,6 +344,7 @@ pub(crate) struct Executor<'a> {
     pub(crate) app_version: Option<String>,
     pub(crate) report: Report,
     pub(crate) hooks: Option<Arc<dyn Hooks>>,
+    pub(crate) timeouts: Timeouts,
 }
 
 impl Executor<'_> {
@@ -358,7 +404,7 @@ impl Executor<'_> {
             let step = Step { id: rev.id.clone(), direction: dir };
             self.before_step(&step).await?;
             let result = match rev.tx {
-                TxMode::Transactional => self.transactional(rev, dir).await,
+                TxMode::Transactional => self.transactional_with_retries(rev, dir).await,
                 TxMode::None => self.non_transactional(rev, dir).await,
             };
             if let Some(h) = &self.hooks {
@@ -387,6 +433,43 @@ impl Executor<'_> {
         self.batch(graph, steps, true).await
     }
 
+    /// A transactional step, tried again with growing waits while it fails on
+    /// its lock timeout; each attempt is logged and recorded as a `fail` event.
+    async fn transactional_with_retries(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.transactional(rev, dir).await {
+                Err(e) if e.db_code() == Some(LOCK_NOT_AVAILABLE) => {
+                    if attempt >= self.timeouts.attempts {
+                        return Err(self.exhausted(rev, attempt, started, e));
+                    }
+                    attempt += 1;
+                    let wait = self.timeouts.backoff(attempt);
+                    tracing::warn!(revision = %rev.id, attempt, ?wait, "lock timeout; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn exhausted(&self, rev: &Revision, attempts: u32, started: Instant, e: Error) -> Error {
+        let source = match e {
+            Error::RevisionFailed { source, .. } => source,
+            other => return other,
+        };
+        Error::LockRetriesExhausted {
+            id: rev.id.clone(),
+            path: rev.origin.clone(),
+            attempts,
+            lock_timeout: rev.lock_timeout.or(self.timeouts.lock),
+            waited: started.elapsed(),
+            report: Box::new(self.report.clone()),
+            source,
+        }
+    }
+
     /// One transaction per revision: BEGIN, body, verify, record and (without a
     /// verify section, since nothing can veto it then) COMMIT, all pipelined. A
     /// Rust body runs between BEGIN and the pipelined rest.
@@ -396,7 +479,8 @@ impl Executor<'_> {
         let (stmt, args) = self.record(rev, dir, event_of(dir));
         let verify = if dir == Direction::Up { rev.verify.as_deref() } else { None };
         let started = Instant::now();
-        let mut begin = Some(send(simple(client, "BEGIN")).await);
+        let begin_sql = format!("BEGIN{}", self.timeouts.settings(rev, true));
+        let mut begin = Some(send(simple(client, &begin_sql)).await);
         let body = match code_of(rev, dir) {
             Code::Sql(sql, line) => Some((sql, line)),
             Code::Rust(code) => {
@@ -542,6 +626,34 @@ impl Executor<'_> {
         self.statements_and_finish(rev, dir, from, started).await
     }
 
+    /// Runs statements from the 1-based `from`, retrying one that fails on its
+    /// lock timeout (after dropping an invalid index it may have left).
+    /// On failure: the statement, the error, and how many attempts it had.
+    async fn statements(
+        &self,
+        rev: &Revision,
+        body: &str,
+        from: usize,
+    ) -> Result<(), (usize, tokio_postgres::Error, u32)> {
+        for (n, stmt) in split::split(body).iter().enumerate().skip(from - 1) {
+            let mut attempt = 1;
+            while let Err(error) = self.client.simple_query(stmt.text).await {
+                let lock = error.code().map(|c| c.code()) == Some(LOCK_NOT_AVAILABLE);
+                if !lock || attempt >= self.timeouts.attempts {
+                    return Err((n + 1, error, attempt));
+                }
+                attempt += 1;
+                let wait = self.timeouts.backoff(attempt);
+                tracing::warn!(revision = %rev.id, statement = n + 1, attempt, ?wait, "lock timeout; retrying");
+                tokio::time::sleep(wait).await;
+                if self.drop_invalid_index(stmt.text).await.is_err() {
+                    return Err((n + 1, error, attempt));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn drop_invalid_index(&self, statement: &str) -> Result<(), Error> {
         let Some(name) = concurrent_index_name(statement) else { return Ok(()) };
         let sql = "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
@@ -573,13 +685,19 @@ impl Executor<'_> {
         let (id, checksum) = (rev.id.as_str(), rev.checksum.to_hex());
         match code_of(rev, dir) {
             Code::Sql(body, body_line) => {
-                for (n, stmt) in split::split(body).iter().enumerate().skip(from - 1) {
-                    if let Err(error) = client.simple_query(stmt.text).await {
-                        let line = Some(body_line + stmt.line - 1);
-                        return Err(self
-                            .fail(rev, dir, Fault::Db { error, statement: Some(n + 1), line })
-                            .await);
-                    }
+                let settings = self.timeouts.settings(rev, false);
+                if !settings.is_empty() {
+                    client.batch_execute(&settings[2..]).await.map_err(Error::db("setting timeouts"))?;
+                }
+                let outcome = self.statements(rev, body, from).await;
+                if !settings.is_empty() {
+                    let reset = "SET lock_timeout = DEFAULT; SET statement_timeout = DEFAULT";
+                    client.batch_execute(reset).await.map_err(Error::db("resetting timeouts"))?;
+                }
+                if let Err((n, error, attempts)) = outcome {
+                    let line = split::split(body).get(n - 1).map(|s| body_line + s.line - 1);
+                    let err = self.fail(rev, dir, Fault::Db { error, statement: Some(n), line }).await;
+                    return Err(if attempts > 1 { self.exhausted(rev, attempts, started, err) } else { err });
                 }
             }
             Code::Rust(code) => {

@@ -81,6 +81,10 @@ pub struct Revision {
     pub(crate) verify: Option<String>,
     pub(crate) checksum: Checksum,
     pub(crate) origin: String,
+    /// `-- pgskein: lock-timeout`: overrides the run's lock timeout.
+    pub(crate) lock_timeout: Option<std::time::Duration>,
+    /// `-- pgskein: statement-timeout`: overrides the run's statement timeout.
+    pub(crate) statement_timeout: Option<std::time::Duration>,
 }
 
 impl Revision {
@@ -123,6 +127,14 @@ impl Revision {
     /// The verify section, run after `up` in the same transaction.
     pub fn verify(&self) -> Option<&str> {
         self.verify.as_deref()
+    }
+    /// The revision's own `lock_timeout`, if its file declares one.
+    pub fn lock_timeout(&self) -> Option<std::time::Duration> {
+        self.lock_timeout
+    }
+    /// The revision's own `statement_timeout`, if its file declares one.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.statement_timeout
     }
     /// The checksum stored in the ledger when the revision is applied.
     pub fn checksum(&self) -> Checksum {

@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::executor::{Executor, Report, TransactionMode, Warning};
+use crate::executor::{Executor, Report, Timeouts, TransactionMode, Warning};
 use crate::graph::Graph;
 use crate::hooks::{Hooks, Installed};
 use crate::id::RevisionId;
@@ -40,6 +40,7 @@ pub struct Config {
     app_version: Option<String>,
     lock_mode: LockMode,
     hooks: Installed,
+    timeouts: Timeouts,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             app_version: None,
             lock_mode: LockMode::default(),
             hooks: Installed::default(),
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -111,6 +113,30 @@ impl Config {
         self
     }
 
+    /// How long each statement may wait for a table lock (`lock_timeout`, default
+    /// 5 s; a revision's `-- pgskein: lock-timeout` overrides it). A migration
+    /// that queues for a lock behind a long transaction makes every query of the
+    /// application queue behind it; a short timeout with retries keeps that wait bounded.
+    /// `None` leaves the session's setting.
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeouts.lock = timeout;
+        self
+    }
+    /// How long each statement may run (`statement_timeout`, default: the
+    /// session's setting; a revision's `-- pgskein: statement-timeout` overrides it).
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeouts.statement = timeout;
+        self
+    }
+    /// How many times a step that failed on its lock timeout is tried in all
+    /// (default 5), and the wait before the first retry (default 500 ms,
+    /// doubling each time, at most 30 s). Every attempt runs with the lock
+    /// timeout: there is no final attempt that waits forever.
+    pub fn lock_retries(mut self, attempts: u32, first_wait: Duration) -> Self {
+        self.timeouts.attempts = attempts.max(1);
+        self.timeouts.first_wait = first_wait;
+        self
+    }
     /// Callbacks around runs and steps: backups, metrics, notifications.
     pub fn hooks(mut self, hooks: impl Hooks) -> Self {
         self.hooks = Installed(Some(Arc::new(hooks)));
@@ -458,6 +484,7 @@ async fn locked(
         app_version: cfg.app_version.clone(),
         report: std::mem::take(report),
         hooks: hooks.clone(),
+        timeouts: cfg.timeouts,
     };
     let result = match mode {
         Mode::Stamp => exec.stamp(graph, &steps).await,
@@ -602,6 +629,7 @@ impl<'a> Session<'a> {
             app_version: cfg.app_version.clone(),
             report: Report::default(),
             hooks: None,
+            timeouts: cfg.timeouts,
         }
     }
 

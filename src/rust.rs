@@ -348,6 +348,8 @@ impl RustRevision {
             down_line: 0,
             verify: None,
             origin: self.origin,
+            lock_timeout: None,
+            statement_timeout: None,
         })
     }
 }

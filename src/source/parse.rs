@@ -36,6 +36,8 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     let mut message = None;
     let mut release = None;
     let mut tx = None;
+    let mut lock_timeout = None;
+    let mut statement_timeout = None;
     let mut bodies: [Option<(usize, String)>; 3] = [None, None, None];
     let mut section = Section::Header;
 
@@ -86,7 +88,16 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
             section = next;
             continue;
         }
-        let known = ["revises", "depends-on", "branch", "transaction", "message", "release"];
+        let known = [
+            "revises",
+            "depends-on",
+            "branch",
+            "transaction",
+            "message",
+            "release",
+            "lock-timeout",
+            "statement-timeout",
+        ];
         let Some(&name) = known.iter().find(|k| **k == name) else {
             return Err(at(ParseErrorKind::UnknownDirective(name.to_owned())));
         };
@@ -132,6 +143,13 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
                     return Err(dup());
                 }
             }
+            "lock-timeout" | "statement-timeout" => {
+                let d = parse_duration(value).map_err(bad)?;
+                let slot = if name == "lock-timeout" { &mut lock_timeout } else { &mut statement_timeout };
+                if slot.replace(d).is_some() {
+                    return Err(dup());
+                }
+            }
             "release" => {
                 let v = semver::Version::parse(value)
                     .map_err(|e| bad(format!("{value:?} is not a semantic version ({e})")))?;
@@ -164,6 +182,8 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     let revises = revises.unwrap_or_default();
     let depends_on: Vec<RevisionId> = depends_on.unwrap_or_default();
     Ok(Revision {
+        lock_timeout,
+        statement_timeout,
         id,
         revises,
         depends_on,
@@ -213,6 +233,25 @@ fn id_list(value: &str) -> Result<Vec<RevisionId>, String> {
         return Err("expected one or more revision ids".into());
     }
     Ok(ids)
+}
+
+/// `250ms`, `5s`, `2min`, `1h`: a whole number and a unit, as PostgreSQL writes them.
+pub(crate) fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: u64 =
+        number.parse().map_err(|_| format!("expected a duration like 500ms, 5s or 2min, found {value:?}"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n * 1000,
+        "min" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("unknown unit in {value:?}: use ms, s, min or h")),
+    };
+    if ms == 0 {
+        return Err("a timeout of zero would mean no timeout; omit the directive instead".into());
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// The id is the file stem of `<id>.sql`.

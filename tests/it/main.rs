@@ -9,6 +9,7 @@ mod drift;
 mod example;
 mod failures;
 mod hooks;
+mod lock_timeouts;
 mod locking;
 mod operations;
 mod rust_revisions;
