@@ -68,7 +68,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .rust(
             RustRevision::from_fn("0003_name_index", "1", |db| {
                 Box::pin(async move {
-                    db.batch_execute("CREATE INDEX CONCURRENTLY people_last_name_idx ON people (last_name)").await?;
+                    db.batch_execute("CREATE INDEX CONCURRENTLY people_last_name_idx ON people (last_name)")
+                        .await?;
                     Ok(())
                 })
             })
