@@ -61,13 +61,18 @@ impl Default for Timeouts {
 
 impl Timeouts {
     /// `SET [LOCAL] ...` for a revision's effective timeouts (milliseconds: no user text).
+    ///
+    /// The run's lock timeout applies to transactional revisions only: a
+    /// `transaction none` revision is there for `CONCURRENTLY` operations, which
+    /// block no one while they wait for older transactions, so a timeout would
+    /// only make them fail on a busy database. Such a revision can still declare one.
     fn settings(&self, rev: &Revision, local: bool) -> String {
         let scope = if local { "SET LOCAL" } else { "SET" };
+        let lock = if local { rev.lock_timeout.or(self.lock) } else { rev.lock_timeout };
         let mut sql = String::new();
-        for (name, value) in [
-            ("lock_timeout", rev.lock_timeout.or(self.lock)),
-            ("statement_timeout", rev.statement_timeout.or(self.statement)),
-        ] {
+        for (name, value) in
+            [("lock_timeout", lock), ("statement_timeout", rev.statement_timeout.or(self.statement))]
+        {
             if let Some(d) = value {
                 sql.push_str(&format!("; {scope} {name} = {}", d.as_millis()));
             }

@@ -127,7 +127,8 @@ impl<'a> LockGuard<'a> {
                     coalesce(host(a.client_addr), 'local') \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
-               AND l.objsubid = 1 AND l.pid <> pg_backend_pid()"
+               AND l.objsubid = 1 AND l.pid <> pg_backend_pid() \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         );
         let mut first = true;
         let mut delay = Duration::from_millis(10);

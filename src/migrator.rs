@@ -71,8 +71,16 @@ impl Config {
         &self.schema
     }
     /// The advisory-lock key of this configuration: the first 8 bytes of
-    /// SHA-256(`"pgskein:" + schema`), big-endian. Find the holder with
-    /// `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND ((classid::bigint << 32) | objid::bigint) = <key>`.
+    /// SHA-256(`"pgskein:" + schema`), big-endian. Find the holder, in the
+    /// migrated database (advisory locks are per database), with:
+    ///
+    /// ```sql
+    /// SELECT pid FROM pg_locks
+    /// WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+    ///   AND classid::bigint = (<key> >> 32) & 4294967295
+    ///   AND objid::bigint = <key> & 4294967295
+    ///   AND database = (SELECT oid FROM pg_database WHERE datname = current_database());
+    /// ```
     ///
     /// ```
     /// assert_eq!(pgskein::Config::default().lock_key(), pgskein::Config::default().lock_key());
@@ -113,11 +121,12 @@ impl Config {
         self
     }
 
-    /// How long each statement may wait for a table lock (`lock_timeout`, default
-    /// 5 s; a revision's `-- pgskein: lock-timeout` overrides it). A migration
-    /// that queues for a lock behind a long transaction makes every query of the
-    /// application queue behind it; a short timeout with retries keeps that wait bounded.
-    /// `None` leaves the session's setting.
+    /// How long each statement of a transactional revision may wait for a lock
+    /// (`lock_timeout`, default 5 s; a revision's `-- pgskein: lock-timeout`
+    /// overrides it, and is the only lock timeout a `transaction none` revision
+    /// gets). A migration that queues for a lock behind a long transaction makes
+    /// every query of the application queue behind it; a short timeout with
+    /// retries keeps that wait bounded. `None` leaves the session's setting.
     pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeouts.lock = timeout;
         self

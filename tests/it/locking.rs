@@ -45,3 +45,26 @@ async fn the_lock_session_settings_are_reset_after_the_run() {
         client.query_one("SELECT current_setting('application_name')", &[]).await.unwrap().get(0);
     assert_eq!(now, "my-service", "the session's own application_name is restored");
 }
+
+#[tokio::test]
+async fn the_documented_holder_query_finds_the_lock_holder() {
+    let db = fresh_db("lockquery").await;
+    let holder = db.connect().await.unwrap();
+    let key = Config::default().lock_key();
+    holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap();
+    let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let observer = db.connect().await.unwrap();
+    let found: i32 = observer
+        .query_one(
+            "SELECT pid FROM pg_locks \
+             WHERE locktype = 'advisory' AND objsubid = 1 AND granted \
+               AND classid::bigint = ($1::bigint >> 32) & 4294967295 \
+               AND objid::bigint = $1::bigint & 4294967295 \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(found, pid);
+}
