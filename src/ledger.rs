@@ -125,6 +125,16 @@ impl Ledger {
         }
     }
 
+    /// The bootstrap statements, for offline scripts.
+    pub(crate) fn bootstrap_sql(&self) -> String {
+        let sql = self.sql(BOOTSTRAP);
+        // The final SELECT reports the format to a live run; a script has no use for it.
+        match sql.rfind("SELECT value FROM") {
+            Some(i) => sql[..i].to_owned(),
+            None => sql,
+        }
+    }
+
     /// Creates the schema and tables if missing; refuses a newer format.
     pub(crate) async fn bootstrap(&self, client: &Client) -> Result<(), Error> {
         let msgs = client

@@ -16,6 +16,7 @@ use crate::hooks::{Hooks, Installed};
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Meta};
 use crate::lock::{Conn, LockGuard, LockMode};
+use crate::offline::SqlStyle;
 use crate::plan::{self, Direction, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
 use crate::source::MigrationSet;
 
@@ -340,6 +341,22 @@ pub trait Migrator: Send + Sync {
     async fn plan<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Plan, Error> {
         let (graph, rec) = read(self.migrations(), &self.config(), db.into()).await?;
         plan::either_way(graph, &rec, target)
+    }
+
+    /// The script an upgrade (or downgrade, as [`plan`](Migrator::plan) decides)
+    /// to `target` would run now, with its bookkeeping statements, as SQL to
+    /// review or to run with psql. Rust-coded steps appear as marked comments.
+    /// Read-only; takes no lock.
+    async fn sql<'a>(
+        &self,
+        db: impl Into<Db<'a>> + Send + 'a,
+        target: &Target,
+        style: SqlStyle,
+    ) -> Result<String, Error> {
+        let config = self.config();
+        let (graph, rec) = read(self.migrations(), &config, db.into()).await?;
+        let plan = plan::either_way(graph, &rec, target)?;
+        crate::offline::render(self.migrations(), config.schema_name(), &rec, &plan, style)
     }
 
     /// Re-runs the verify section of every applied revision, each in a

@@ -101,6 +101,25 @@ impl MigrationSet {
         applied: impl IntoIterator<Item = &'a str>,
         target: &crate::Target,
     ) -> Result<crate::Plan, Error> {
+        crate::plan::either_way(&self.graph, &self.reconcile_ids(applied), target)
+    }
+
+    /// The offline script from a list of applied revision ids to `target`,
+    /// without a database: what [`Migrator::sql`](crate::Migrator::sql) renders
+    /// after reading the ledger. `schema` is the bookkeeping schema.
+    pub fn render_sql<'a>(
+        &self,
+        applied: impl IntoIterator<Item = &'a str>,
+        target: &crate::Target,
+        schema: &str,
+        style: crate::SqlStyle,
+    ) -> Result<String, Error> {
+        let rec = self.reconcile_ids(applied);
+        let plan = crate::plan::either_way(&self.graph, &rec, target)?;
+        crate::offline::render(self, schema, &rec, &plan, style)
+    }
+
+    fn reconcile_ids<'a>(&self, applied: impl IntoIterator<Item = &'a str>) -> crate::plan::Reconciled {
         let rows: Vec<crate::ledger::Row> = applied
             .into_iter()
             .map(|id| {
@@ -108,7 +127,7 @@ impl MigrationSet {
                 crate::ledger::Row::applied(id, checksum)
             })
             .collect();
-        crate::plan::either_way(&self.graph, &crate::plan::reconcile(&self.graph, &rows), target)
+        crate::plan::reconcile(&self.graph, &rows)
     }
 
     /// The number of revisions.

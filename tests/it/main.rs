@@ -11,5 +11,6 @@ mod failures;
 mod hooks;
 mod lock_timeouts;
 mod locking;
+mod offline;
 mod operations;
 mod rust_revisions;

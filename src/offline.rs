@@ -1,0 +1,134 @@
+//! Offline SQL: a plan rendered as one script, bookkeeping included, for
+//! review or for running with psql where pgskein cannot run. Values are
+//! rendered as literals through the one quoting helper; identifiers through
+//! the other.
+
+use std::fmt::Write;
+
+use crate::error::Error;
+use crate::graph::SetDigest;
+use crate::id::Checksum;
+use crate::ledger::Ledger;
+use crate::lock::{quote_ident, quote_literal};
+use crate::migration::{Body, Revision, TxMode};
+use crate::plan::{Direction, Plan, Reconciled};
+use crate::source::MigrationSet;
+
+/// How an offline script wraps revisions in transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SqlStyle {
+    /// `BEGIN; ... COMMIT;` around each transactional revision, like a
+    /// per-revision run: run it with `psql -v ON_ERROR_STOP=1 -f`.
+    #[default]
+    PerRevision,
+    /// No transaction statements, for `psql -1` (one transaction for the
+    /// whole script); refused when the plan has a `transaction none` revision.
+    Single,
+}
+
+/// Renders `plan`, starting from the applied rows in `rec`.
+pub(crate) fn render(
+    set: &MigrationSet,
+    schema: &str,
+    rec: &Reconciled,
+    plan: &Plan,
+    style: SqlStyle,
+) -> Result<String, Error> {
+    let revs: Vec<(&Revision, Direction)> = plan
+        .steps
+        .iter()
+        .map(|s| (set.get(s.id.as_str()).expect("planned from this set"), s.direction))
+        .collect();
+    if style == SqlStyle::Single {
+        if let Some((r, _)) = revs.iter().find(|(r, _)| r.tx == TxMode::None) {
+            return Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() });
+        }
+    }
+    let s = quote_ident(schema);
+    let mut digest: SetDigest = rec.digest.clone();
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "-- pgskein offline script: {} step(s), bookkeeping in schema {s}", plan.steps.len());
+    let _ = writeln!(
+        out,
+        "-- Style: {style:?}. Review before running; stop on the first error (psql -v ON_ERROR_STOP=1)."
+    );
+    let _ = writeln!(out, "\n-- Bookkeeping tables (no-ops when they exist)");
+    out.push_str(&Ledger::new(schema).bootstrap_sql());
+    let _ = writeln!(out, "SET standard_conforming_strings = on;");
+    for (rev, dir) in revs {
+        let _ = writeln!(out, "\n-- {dir} {} ({})", rev.id, rev.origin);
+        let body = match dir {
+            Direction::Up => Some(&rev.up),
+            Direction::Down => rev.down.as_ref(),
+        };
+        let sql = match body {
+            Some(Body::Sql(sql)) => sql.as_str(),
+            Some(Body::Rust(_)) => {
+                let _ = writeln!(
+                    out,
+                    "-- WARNING: Rust-coded revision {} cannot be rendered as SQL: this script neither runs nor records it.\n\
+                     -- Steps after it may depend on it; apply it with pgskein.",
+                    rev.id
+                );
+                continue;
+            }
+            None => "",
+        };
+        let wrap = style == SqlStyle::PerRevision && rev.tx == TxMode::Transactional;
+        if wrap {
+            out.push_str("BEGIN;\n");
+        }
+        out.push_str(sql.trim_end());
+        out.push('\n');
+        if let (Direction::Up, Some(verify)) = (dir, rev.verify.as_deref()) {
+            let _ = writeln!(out, "-- verify (each statement's first column must be true):");
+            for line in verify.trim_end().lines() {
+                let _ = writeln!(out, "-- {line}");
+            }
+        }
+        let id = quote_literal(rev.id.as_str());
+        let checksum = rev.checksum.to_hex();
+        match dir {
+            Direction::Up => {
+                digest.add(rev.id.as_str(), &checksum);
+                let list = |ids: &[crate::RevisionId]| {
+                    let items: Vec<String> = ids.iter().map(|i| quote_literal(i.as_str())).collect();
+                    format!("ARRAY[{}]::text[]", items.join(", "))
+                };
+                let _ = writeln!(
+                    out,
+                    "INSERT INTO {s}.\"applied\" (id, revises, depends_on, checksum, checksum_version, kind, state, app_version)\n    \
+                     VALUES ({id}, {}, {}, {}, {}, {}, 'applied', 'offline');",
+                    list(&rev.revises),
+                    list(&rev.depends_on),
+                    quote_literal(&checksum),
+                    Checksum::VERSION,
+                    quote_literal(rev.kind()),
+                );
+                let _ = writeln!(
+                    out,
+                    "INSERT INTO {s}.\"events\" (kind, revision, detail) VALUES ('apply', {id}, '{{\"offline\": true}}');"
+                );
+            }
+            Direction::Down => {
+                digest.remove(rev.id.as_str(), &checksum);
+                let _ = writeln!(out, "DELETE FROM {s}.\"applied\" WHERE id = {id};");
+                let _ = writeln!(
+                    out,
+                    "INSERT INTO {s}.\"events\" (kind, revision, detail) VALUES ('revert', {id}, '{{\"offline\": true}}');"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "UPDATE {s}.\"meta\" SET value = {} WHERE key = 'digest';",
+            quote_literal(&digest.to_string())
+        );
+        if wrap {
+            out.push_str("COMMIT;\n");
+        }
+    }
+    Ok(out)
+}
