@@ -65,6 +65,7 @@ mod migration;
 mod migrator;
 mod offline;
 mod plan;
+mod preflight;
 mod rust;
 mod source;
 mod split;
@@ -80,6 +81,7 @@ pub use migration::{Body, Revision, TxMode};
 pub use migrator::{Blocked, Config, Configured, Db, Migrator, Resolution, Status, VerifyReport};
 pub use offline::SqlStyle;
 pub use plan::{Direction, DriftPolicy, Plan, Policy, Step, Target};
+pub use preflight::{Preflight, Problem, ProblemKind};
 pub use rust::{BoxError, MigrationDb, MigrationFuture, RustMigration, RustRevision};
 pub use source::{MigrationSet, SetBuilder};
 

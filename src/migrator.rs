@@ -18,6 +18,7 @@ use crate::ledger::{Ledger, Meta};
 use crate::lock::{Conn, LockGuard, LockMode};
 use crate::offline::SqlStyle;
 use crate::plan::{self, Direction, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
+use crate::preflight::Preflight;
 use crate::source::MigrationSet;
 
 /// Settings of a [`Migrator`]. Every setting has a default; change them with the
@@ -357,6 +358,31 @@ pub trait Migrator: Send + Sync {
         let (graph, rec) = read(self.migrations(), &config, db.into()).await?;
         let plan = plan::either_way(graph, &rec, target)?;
         crate::offline::render(self.migrations(), config.schema_name(), &rec, &plan, style)
+    }
+
+    /// Checks, before anything is touched, what the plan towards `target` needs:
+    /// privileges (CREATE on the schemas it creates objects in, on the database
+    /// for new schemas and the bookkeeping tables), extensions it creates
+    /// (available, and creatable by this role), and sessions holding locks on
+    /// the tables it alters or long transactions. Read-only; takes no lock.
+    async fn preflight<'a>(
+        &self,
+        db: impl Into<Db<'a>> + Send + 'a,
+        target: &Target,
+    ) -> Result<Preflight, Error> {
+        let config = self.config();
+        config.validate()?;
+        let ledger = Ledger::new(&config.schema);
+        let conn = db.into().conn().await?;
+        let client = conn.client();
+        let meta = ledger.meta(client).await?;
+        let rows = match &meta {
+            Meta::Missing => Vec::new(),
+            Meta::Present { .. } => ledger.read(client).await?,
+        };
+        let rec = plan::reconcile(&self.migrations().graph, &rows);
+        let plan = plan::either_way(&self.migrations().graph, &rec, target)?;
+        crate::preflight::check(self.migrations(), client, plan, meta == Meta::Missing).await
     }
 
     /// Re-runs the verify section of every applied revision, each in a

@@ -13,4 +13,5 @@ mod lock_timeouts;
 mod locking;
 mod offline;
 mod operations;
+mod preflight;
 mod rust_revisions;
