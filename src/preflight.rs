@@ -246,7 +246,8 @@ pub(crate) async fn check(
             ),
             Some(r) => {
                 let (installed, trusted): (bool, bool) = (r.get(0), r.get(1));
-                if !installed && !superuser && !(trusted && db_create) {
+                let creatable = installed || superuser || (trusted && db_create);
+                if !creatable {
                     push(
                         ProblemKind::ExtensionNotCreatable,
                         Some(rev.clone()),
