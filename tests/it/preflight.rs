@@ -18,7 +18,10 @@ async fn preflight_reports_a_missing_extension_before_any_change() {
     let client = db.connect().await.unwrap();
     let set = temp_set(&[
         ("0001_a.sql", "-- pgskein: up\nCREATE TABLE a (id int);\n-- pgskein: down\nDROP TABLE a;\n"),
-        ("0002_ext.sql", "-- pgskein: revises 0001_a\n-- pgskein: up\nCREATE EXTENSION IF NOT EXISTS no_such_extension;\n"),
+        (
+            "0002_ext.sql",
+            "-- pgskein: revises 0001_a\n-- pgskein: up\nCREATE EXTENSION IF NOT EXISTS no_such_extension;\n",
+        ),
     ])
     .unwrap();
     let before = catalog(&client).await;
@@ -73,12 +76,19 @@ async fn preflight_reports_a_session_holding_a_lock_on_an_altered_table() {
     let set = fixture("linear");
     set.upgrade(&client, &"0001".parse().unwrap()).await.unwrap();
     let holder = db.connect().await.unwrap();
-    holder.batch_execute("SET application_name = 'report-job'; BEGIN; SELECT count(*) FROM items").await.unwrap();
+    holder
+        .batch_execute("SET application_name = 'report-job'; BEGIN; SELECT count(*) FROM items")
+        .await
+        .unwrap();
     let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     let before = catalog(&client).await;
     let report = set.preflight(&client, &Target::Head).await.unwrap();
     let lock = report.problems.iter().find(|p| p.kind == ProblemKind::LockHeld).expect("reported");
-    assert!(lock.message.contains(&format!("pid {pid}")) && lock.message.contains("items"), "{}", lock.message);
+    assert!(
+        lock.message.contains(&format!("pid {pid}")) && lock.message.contains("items"),
+        "{}",
+        lock.message
+    );
     assert!(lock.message.contains("report-job"));
     assert_eq!(catalog(&client).await, before);
     assert_eq!(ledger(&client).await.len(), 1);
