@@ -426,7 +426,11 @@ impl Error {
     /// The partial report of a run that failed part-way, if this error carries one.
     pub fn report(&self) -> Option<&Report> {
         match self {
-            Error::RevisionFailed { report, .. } | Error::VerifyFailed { report, .. } => Some(report),
+            Error::RevisionFailed { report, .. }
+            | Error::VerifyFailed { report, .. }
+            | Error::RustRevisionFailed { report, .. }
+            | Error::Hook { report, .. }
+            | Error::LockRetriesExhausted { report, .. } => Some(report),
             _ => None,
         }
     }

@@ -80,6 +80,17 @@ impl Timeouts {
         sql
     }
 
+    /// `SET LOCAL ...` for the run's own timeouts, for a single-transaction run.
+    fn run_settings(&self) -> String {
+        let mut sql = String::new();
+        for (name, value) in [("lock_timeout", self.lock), ("statement_timeout", self.statement)] {
+            if let Some(d) = value {
+                sql.push_str(&format!("; SET LOCAL {name} = {}", d.as_millis()));
+            }
+        }
+        sql
+    }
+
     /// The wait before attempt `next` (2, 3, ...).
     fn backoff(&self, next: u32) -> Duration {
         let factor = 1u32 << (next - 2).min(16);
@@ -402,7 +413,30 @@ impl Executor<'_> {
                 let r = &graph.revs[i];
                 return Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() });
             }
-            return self.batch(graph, steps, false).await;
+            // The whole transaction is the step that is retried on a lock timeout.
+            let started = Instant::now();
+            let mut attempt = 1;
+            loop {
+                match self.batch(graph, steps, false).await {
+                    Err(e) if e.db_code() == Some(LOCK_NOT_AVAILABLE) && attempt < self.timeouts.attempts => {
+                        attempt += 1;
+                        let wait = self.timeouts.backoff(attempt);
+                        tracing::warn!(attempt, ?wait, "lock timeout in the single transaction; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) if e.db_code() == Some(LOCK_NOT_AVAILABLE) && attempt > 1 => {
+                        let rev = match &e {
+                            Error::RevisionFailed { id, .. } => set_rev(graph, id),
+                            _ => None,
+                        };
+                        return Err(match rev {
+                            Some(rev) => self.exhausted(rev, attempt, started, e),
+                            None => e,
+                        });
+                    }
+                    other => return other,
+                }
+            }
         }
         for &(i, dir) in steps {
             let rev = &graph.revs[i];
@@ -538,7 +572,9 @@ impl Executor<'_> {
             .unzip();
         let started = Instant::now();
         let mut in_flight = std::collections::VecDeque::new();
-        let begin = send(simple(client, "BEGIN")).await;
+        let begin_sql =
+            if stamp { "BEGIN".to_owned() } else { format!("BEGIN{}", self.timeouts.run_settings()) };
+        let begin = send(simple(client, &begin_sql)).await;
         let mut failure = begin.answer().await.err().map(|f| (None, Fault::db(f.error)));
         let mut done = Vec::with_capacity(steps.len());
         let mut last = started;
@@ -771,6 +807,10 @@ fn dir_word(dir: Direction) -> &'static str {
     }
 }
 
+fn set_rev<'g>(graph: &'g Graph, id: &RevisionId) -> Option<&'g Revision> {
+    graph.get(id.as_str()).map(|i| &graph.revs[i])
+}
+
 /// What a step runs.
 enum Code<'a> {
     /// SQL text and the file line it starts on.
@@ -829,15 +869,23 @@ async fn drain<'r, 'a>(
 /// the error's position when the server gives one, else from the statements
 /// that completed before it.
 fn locate(f: &Failed, body: &str, first_line: usize) -> (usize, usize) {
-    let statement = f.completed + 1;
-    let line = match f.error.as_db_error().and_then(|d| d.position()) {
+    let statements = split::split(body);
+    match f.error.as_db_error().and_then(|d| d.position()) {
         Some(ErrorPosition::Original(pos)) => {
-            let upto: String = body.chars().take((*pos as usize).saturating_sub(1)).collect();
-            first_line + upto.matches('\n').count()
+            // A syntax error rejects the whole script before any statement runs:
+            // the position, not the completed count, says where it is.
+            let offset: usize =
+                body.chars().take((*pos as usize).saturating_sub(1)).map(char::len_utf8).sum();
+            let line = first_line + body[..offset].matches('\n').count();
+            let base = body.as_ptr() as usize;
+            let statement = statements
+                .iter()
+                .rposition(|s| s.text.as_ptr() as usize - base <= offset)
+                .map_or(f.completed + 1, |i| i + 1);
+            (statement, line)
         }
-        _ => split::split(body).get(f.completed).map_or(first_line, |s| first_line + s.line - 1),
-    };
-    (statement, line)
+        _ => (f.completed + 1, statements.get(f.completed).map_or(first_line, |s| first_line + s.line - 1)),
+    }
 }
 
 /// The index a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON ...`

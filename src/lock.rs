@@ -207,7 +207,7 @@ impl<'a> LockGuard<'a> {
             Ok(_) => tracing::debug!("migration lock released"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not release the migration lock; closing the connection instead");
-                discard(conn, key);
+                discard(conn, key, self.restore_name.as_deref());
             }
         }
     }
@@ -223,15 +223,16 @@ fn reset_session(restore_name: Option<&str>) -> String {
     sql
 }
 
-fn discard(conn: Conn<'_>, key: i64) {
+fn discard(conn: Conn<'_>, key: i64, restore_name: Option<&str>) {
     match conn {
         Conn::Pooled(obj) => drop(deadpool_postgres::Object::take(*obj)),
         Conn::Borrowed(client) => {
             // We cannot close a borrowed client. Queue the unlock without waiting:
             // the request is written when first polled, and the connection task
             // sends it whether or not anyone reads the answer. ROLLBACK first, in
-            // case a cancelled step left a transaction open.
-            let sql = format!("ROLLBACK; SELECT pg_advisory_unlock({key});");
+            // case a cancelled step left a transaction open, and undo the
+            // session settings the run made.
+            let sql = format!("ROLLBACK; {} SELECT pg_advisory_unlock({key});", reset_session(restore_name));
             let fut = client.simple_query(&sql);
             let mut fut = pin!(fut);
             let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
@@ -243,7 +244,7 @@ impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // Reached without `release` only when the run was cancelled or panicked.
         if let (Some(conn), Some(key)) = (self.conn.take(), self.key) {
-            discard(conn, key);
+            discard(conn, key, self.restore_name.as_deref());
         }
     }
 }

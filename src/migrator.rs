@@ -462,6 +462,7 @@ async fn execute(
 ) -> Result<Report, Error> {
     let started = Instant::now();
     cfg.validate()?;
+    plan::check_target(&set.graph, target, mode)?;
     let ledger = Ledger::new(&cfg.schema);
     let conn = db.conn().await?;
     let meta = ledger.meta(conn.client()).await?;
@@ -472,13 +473,7 @@ async fn execute(
             return Ok(Report { fast_path: true, duration: started.elapsed(), ..Report::default() });
         }
     }
-    let (guard, lock_wait) = match cfg.lock_mode {
-        LockMode::DangerousNone => (LockGuard::unlocked(conn), Duration::ZERO),
-        _ => {
-            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref())
-                .await?
-        }
-    };
+    let (guard, lock_wait) = lock(conn, cfg).await?;
     let mut report = Report { lock_wait, ..Report::default() };
     let result = locked(set, cfg, &ledger, guard.client(), &meta, target, mode, &mut report).await;
     guard.release().await;
@@ -638,6 +633,17 @@ fn status_of(graph: &Graph, rec: &Reconciled) -> Status {
     }
 }
 
+/// Takes the migration lock as the configuration says: how long it waited.
+async fn lock<'a>(conn: Conn<'a>, cfg: &Config) -> Result<(LockGuard<'a>, Duration), Error> {
+    match cfg.lock_mode {
+        LockMode::DangerousNone => Ok((LockGuard::unlocked(conn), Duration::ZERO)),
+        _ => {
+            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref())
+                .await
+        }
+    }
+}
+
 /// A connection holding the migration lock, with the ledger read.
 struct Session<'a> {
     guard: LockGuard<'a>,
@@ -650,9 +656,7 @@ impl<'a> Session<'a> {
         cfg.validate()?;
         let ledger = Ledger::new(&cfg.schema);
         let conn = db.conn().await?;
-        let (guard, _) =
-            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref())
-                .await?;
+        let (guard, _) = lock(conn, cfg).await?;
         let rows = match ledger.meta(guard.client()).await {
             Ok(Meta::Present { format, .. }) => {
                 ledger.check_format(format).and(Ok(ledger.read(guard.client()).await))

@@ -456,3 +456,19 @@ pub(crate) fn newest_release(graph: &Graph, applied: &[bool]) -> Option<semver::
         .find(|v| graph.closure(&release_nodes(graph, v)).iter().zip(applied).all(|(&need, &a)| !need || a))
         .cloned()
 }
+
+/// Refuses a target that can never be planned (unknown names, a step count in
+/// the wrong direction, an ambiguous head) before any connection or lock.
+pub(crate) fn check_target(graph: &Graph, target: &Target, mode: Mode) -> Result<(), Error> {
+    let unknown = || Error::UnknownTarget { target: target.to_string() };
+    match target {
+        Target::Relative(n) if (mode == Mode::Upgrade && *n < 0) || (mode == Mode::Downgrade && *n > 0) => {
+            Err(Error::UnknownTarget { target: format!("{target} (not {} target)", mode_word(mode)) })
+        }
+        Target::Revision(r) => resolve(graph, r).map(drop),
+        Target::Head => single(graph, &graph.heads, target).map(drop),
+        Target::BranchHead(b) => single(graph, &graph.branch_heads(b).ok_or_else(unknown)?, target).map(drop),
+        Target::Release(v) if release_nodes(graph, v).is_empty() => Err(unknown()),
+        _ => Ok(()),
+    }
+}

@@ -1,4 +1,4 @@
--- $1 id, $2 1-based statement index (NULL for a transactional revision), $3 error,
+-- $1 id, $2 1-based index of the failed statement (NULL when unknown), $3 error,
 -- $4 direction. A transactional failure was rolled back: only the event remains.
 WITH f AS (
     UPDATE {schema}."applied" SET state = 'failed', failed_statement = $2::integer, last_error = $3::text

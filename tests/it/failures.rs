@@ -152,3 +152,35 @@ async fn over_long_schema_name_is_refused_before_touching_the_database() {
         .get(0);
     assert_eq!(schemas, 0);
 }
+
+#[tokio::test]
+async fn a_bad_target_is_refused_before_the_lock_and_the_bookkeeping_tables() {
+    let db = fresh_db("badtarget").await;
+    let client = db.connect().await.unwrap();
+    let set = fixture("linear");
+    let err = set.upgrade(&client, &Target::Relative(-1)).await.unwrap_err();
+    assert!(err.to_string().contains("not an upgrade target"), "{err}");
+    let err = set.downgrade(&client, &"nope".parse().unwrap()).await.unwrap_err();
+    assert!(matches!(&err, Error::UnknownTarget { target } if target == "nope"), "{err:?}");
+    let schemas: i64 = client
+        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgskein'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0, "nothing was created for a target that cannot be planned");
+}
+
+#[tokio::test]
+async fn a_syntax_error_names_the_statement_and_the_line_it_is_in() {
+    let db = fresh_db("syntaxline").await;
+    let client = db.connect().await.unwrap();
+    let set = crate::common::temp_set(&[(
+        "0001_a.sql",
+        "-- pgskein: message two tables\n-- pgskein: up\nCREATE TABLE a (id int);\n\nCREATE TABLE b (id int;\n",
+    )])
+    .unwrap();
+    let err = set.run(&client).await.unwrap_err();
+    let Error::RevisionFailed { statement, line, .. } = &err else { panic!("unexpected: {err:?}") };
+    assert_eq!((*statement, *line), (Some(2), Some(5)));
+    assert_eq!(err.db_code(), Some("42601"));
+}
