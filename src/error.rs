@@ -57,6 +57,18 @@ pub enum Error {
         /// The missing revision.
         parent: RevisionId,
     },
+    /// A revision revises or depends on a repeatable revision, which stands outside the graph.
+    #[error(
+        "revision {id} ({path}) revises or depends on {parent}, which is repeatable; repeatable revisions run after all versioned ones and cannot be parents"
+    )]
+    RevisesRepeatable {
+        /// The revision with the edge.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// The repeatable revision.
+        parent: RevisionId,
+    },
     /// The revisions form a cycle.
     #[error(
         "the revisions form a cycle: {}; a revision cannot (indirectly) revise or depend on itself",
@@ -373,7 +385,7 @@ pub enum ParseErrorKind {
     MissingUp,
     /// A directive pgskein does not know.
     #[error(
-        "unknown directive `{0}`; known: revises, depends-on, branch, transaction, message, release, up, down, verify"
+        "unknown directive `{0}`; known: revises, depends-on, branch, transaction, message, release, repeatable, lock-timeout, statement-timeout, up, down, verify"
     )]
     UnknownDirective(String),
     /// A directive that may appear once appears again.

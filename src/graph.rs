@@ -55,6 +55,13 @@ impl Graph {
                             parent: p.clone(),
                         });
                     };
+                    if revs[j].repeatable {
+                        return Err(Error::RevisesRepeatable {
+                            id: r.id.clone(),
+                            path: r.origin.clone(),
+                            parent: p.clone(),
+                        });
+                    }
                     if j == i {
                         return Err(Error::Cycle {
                             ids: vec![r.id.clone(), r.id.clone()],
@@ -91,7 +98,7 @@ impl Graph {
         for c in &mut children {
             c.sort_unstable();
         }
-        let heads: Vec<usize> = (0..n).filter(|&i| !revised[order[i]]).collect();
+        let heads: Vec<usize> = (0..n).filter(|&i| !revised[order[i]] && !revs[i].repeatable).collect();
         if heads.len() > 1 && !allow_multiple_heads {
             return Err(Error::MultipleHeads { heads: heads.iter().map(|&h| revs[h].id.clone()).collect() });
         }
@@ -172,8 +179,11 @@ fn topo_order(revs: &[Revision], parents: &[Vec<usize>]) -> Result<Vec<usize>, E
             children[p].push(i);
         }
     }
-    let mut ready: BinaryHeap<Reverse<(&RevisionId, usize)>> =
-        (0..n).filter(|&i| indegree[i] == 0).map(|i| Reverse((&revs[i].id, i))).collect();
+    // Repeatable revisions have no edges; they go after every versioned one.
+    let mut ready: BinaryHeap<Reverse<(&RevisionId, usize)>> = (0..n)
+        .filter(|&i| indegree[i] == 0 && !revs[i].repeatable)
+        .map(|i| Reverse((&revs[i].id, i)))
+        .collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse((_, i))) = ready.pop() {
         order.push(i);
@@ -184,6 +194,9 @@ fn topo_order(revs: &[Revision], parents: &[Vec<usize>]) -> Result<Vec<usize>, E
             }
         }
     }
+    let mut repeatables: Vec<usize> = (0..n).filter(|&i| revs[i].repeatable).collect();
+    repeatables.sort_by_key(|&i| &revs[i].id);
+    order.extend(repeatables);
     if order.len() == n {
         return Ok(order);
     }

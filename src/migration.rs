@@ -81,6 +81,9 @@ pub struct Revision {
     pub(crate) verify: Option<String>,
     pub(crate) checksum: Checksum,
     pub(crate) origin: String,
+    /// `-- pgskein: repeatable`: re-applied whenever its checksum changes, after
+    /// the versioned revisions; outside the graph's edges.
+    pub(crate) repeatable: bool,
     /// `-- pgskein: lock-timeout`: overrides the run's lock timeout.
     pub(crate) lock_timeout: Option<std::time::Duration>,
     /// `-- pgskein: statement-timeout`: overrides the run's statement timeout.
@@ -128,6 +131,11 @@ impl Revision {
     pub fn verify(&self) -> Option<&str> {
         self.verify.as_deref()
     }
+    /// Whether the revision is repeatable (`-- pgskein: repeatable`): applied
+    /// after the versioned revisions and again whenever its file changes.
+    pub fn is_repeatable(&self) -> bool {
+        self.repeatable
+    }
     /// The revision's own `lock_timeout`, if its file declares one.
     pub fn lock_timeout(&self) -> Option<std::time::Duration> {
         self.lock_timeout
@@ -144,9 +152,10 @@ impl Revision {
     pub fn origin(&self) -> &str {
         &self.origin
     }
-    /// The kind stored in the ledger (`sql` or `rust`).
+    /// The kind stored in the ledger (`sql`, `repeatable` or `rust`).
     pub fn kind(&self) -> &'static str {
         match self.up {
+            Body::Sql(_) if self.repeatable => "repeatable",
             Body::Sql(_) => "sql",
             Body::Rust(_) => "rust",
         }

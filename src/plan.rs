@@ -166,18 +166,29 @@ pub(crate) fn plan(
     let target_set: Vec<bool> = match (target, mode) {
         (Target::Relative(n), Mode::Upgrade) if *n > 0 => {
             let mut set = applied.to_vec();
-            (0..graph.len()).filter(|&i| !applied[i]).take(*n as usize).for_each(|i| set[i] = true);
+            (0..graph.len())
+                .filter(|&i| !applied[i] && !graph.revs[i].repeatable)
+                .take(*n as usize)
+                .for_each(|i| set[i] = true);
             set
         }
         (Target::Relative(n), Mode::Downgrade | Mode::Stamp) if *n < 0 => {
             let mut set = applied.to_vec();
             let k = n.unsigned_abs() as usize;
-            (0..graph.len()).rev().filter(|&i| applied[i]).take(k).for_each(|i| set[i] = false);
+            // Steps count versioned revisions; repeatable ones follow the rule below.
+            (0..graph.len())
+                .rev()
+                .filter(|&i| applied[i] && !graph.revs[i].repeatable)
+                .take(k)
+                .for_each(|i| set[i] = false);
             set
         }
         (Target::Relative(n), Mode::Stamp) => {
             let mut set = applied.to_vec();
-            (0..graph.len()).filter(|&i| !applied[i]).take(*n as usize).for_each(|i| set[i] = true);
+            (0..graph.len())
+                .filter(|&i| !applied[i] && !graph.revs[i].repeatable)
+                .take(*n as usize)
+                .for_each(|i| set[i] = true);
             set
         }
         (Target::Relative(_), _) => return Err(wrong_way()),
@@ -221,6 +232,17 @@ pub(crate) fn plan(
             }
         }
     };
+    let mut target_set = target_set;
+    let versioned = |i: &usize| !graph.revs[*i].repeatable;
+    let all_versioned = (0..graph.len()).filter(versioned).all(|i| target_set[i]);
+    let removes_versioned = (0..graph.len()).filter(versioned).any(|i| applied[i] && !target_set[i]);
+    for i in (0..graph.len()).filter(|i| !versioned(i)) {
+        // Repeatable revisions come with a complete upgrade, and make way for any downgrade.
+        target_set[i] = match mode {
+            Mode::Downgrade => applied[i] && !removes_versioned,
+            _ => all_versioned,
+        };
+    }
     let keep_applied = mode == Mode::Upgrade;
     let add_new = mode != Mode::Downgrade;
     let mut steps = Vec::new();
@@ -235,7 +257,9 @@ pub(crate) fn plan(
         }
     }
     if mode == Mode::Downgrade {
-        if let Some(&(i, _)) = steps.iter().find(|(i, _)| graph.revs[*i].down.is_none()) {
+        if let Some(&(i, _)) =
+            steps.iter().find(|(i, _)| graph.revs[*i].down.is_none() && !graph.revs[*i].repeatable)
+        {
             return Err(Error::Irreversible {
                 id: graph.revs[i].id.clone(),
                 path: graph.revs[i].origin.clone(),
@@ -351,9 +375,17 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
             r.blocked.push(row.clone());
             continue;
         }
-        r.digest.add(&row.id, &row.checksum);
         match graph.get(&row.id) {
+            Some(i) if graph.revs[i].repeatable => {
+                // A changed repeatable revision is pending again, not drift; its
+                // row is replaced when it is re-applied.
+                if graph.revs[i].checksum.to_hex() == row.checksum {
+                    r.applied[i] = true;
+                    r.digest.add(&row.id, &row.checksum);
+                }
+            }
             Some(i) => {
+                r.digest.add(&row.id, &row.checksum);
                 r.applied[i] = true;
                 if graph.revs[i].checksum.to_hex() != row.checksum {
                     r.changed.push(i);
@@ -361,6 +393,7 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
                 }
             }
             None => {
+                r.digest.add(&row.id, &row.checksum);
                 r.unknown.push(row.id.clone());
                 unknown_rows.insert(&row.id, row);
             }

@@ -350,6 +350,7 @@ impl RustRevision {
             origin: self.origin,
             lock_timeout: None,
             statement_timeout: None,
+            repeatable: false,
         })
     }
 }

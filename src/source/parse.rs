@@ -37,6 +37,7 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     let mut release = None;
     let mut tx = None;
     let mut lock_timeout = None;
+    let mut repeatable = false;
     let mut statement_timeout = None;
     let mut bodies: [Option<(usize, String)>; 3] = [None, None, None];
     let mut section = Section::Header;
@@ -97,6 +98,7 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
             "release",
             "lock-timeout",
             "statement-timeout",
+            "repeatable",
         ];
         let Some(&name) = known.iter().find(|k| **k == name) else {
             return Err(at(ParseErrorKind::UnknownDirective(name.to_owned())));
@@ -143,6 +145,14 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
                     return Err(dup());
                 }
             }
+            "repeatable" => {
+                if !value.is_empty() {
+                    return Err(bad(format!("takes no value, found {value:?}")));
+                }
+                if std::mem::replace(&mut repeatable, true) {
+                    return Err(dup());
+                }
+            }
             "lock-timeout" | "statement-timeout" => {
                 let d = parse_duration(value).map_err(bad)?;
                 let slot = if name == "lock-timeout" { &mut lock_timeout } else { &mut statement_timeout };
@@ -166,6 +176,28 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
         return Err(err(None, ParseErrorKind::MissingUp));
     };
     let tx = tx.unwrap_or_default();
+    if repeatable {
+        // A repeatable revision is re-run whenever it changes, so it stands
+        // outside the graph and inside a transaction.
+        let conflict = [
+            ("revises", revises.is_some()),
+            ("depends-on", depends_on.is_some()),
+            ("branch", branch.is_some()),
+            ("release", release.is_some()),
+            ("transaction", tx == TxMode::None),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set);
+        if let Some((directive, _)) = conflict {
+            return Err(err(
+                None,
+                ParseErrorKind::BadValue {
+                    directive: "repeatable",
+                    reason: format!("a repeatable revision cannot also declare `{directive}`"),
+                },
+            ));
+        }
+    }
     let (down_line, down) = match down {
         Some((line, body)) => (line, Some(body)),
         None => (0, None),
@@ -184,6 +216,7 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     Ok(Revision {
         lock_timeout,
         statement_timeout,
+        repeatable,
         id,
         revises,
         depends_on,

@@ -14,4 +14,5 @@ mod locking;
 mod offline;
 mod operations;
 mod preflight;
+mod repeatable;
 mod rust_revisions;

@@ -376,7 +376,7 @@ fn unknown_directive_error_lists_the_known_ones() {
     assert_eq!(
         err.to_string(),
         "m/0002_b.sql:1: unknown directive `revise`; known: revises, depends-on, branch, transaction, \
-         message, release, up, down, verify"
+         message, release, repeatable, lock-timeout, statement-timeout, up, down, verify"
     );
 }
 
@@ -391,10 +391,13 @@ fn every_directive_the_unknown_directive_error_lists_is_accepted() {
         "transaction" => "none",
         "message" => "hello",
         "release" => "1.0.0",
+        "lock-timeout" => "2s",
+        "statement-timeout" => "1min",
         _ => "",
     };
     let mut text = String::new();
-    for name in known.split(", ") {
+    // `repeatable` excludes the graph directives; it has its own tests.
+    for name in known.split(", ").filter(|n| *n != "repeatable") {
         text.push_str(&format!("-- pgskein: {name} {}\n", values(name)));
         if matches!(name, "up" | "down" | "verify") {
             text.push_str("SELECT true;\n");
@@ -575,4 +578,23 @@ fn directive_without_colon_is_an_error_not_a_comment() {
     let (line, kind) = parse_error("0002_b.sql", "-- pgskein revises 0001_a\n-- pgskein: up\nSELECT 1;\n");
     assert_eq!(line, Some(1));
     assert_eq!(kind, ParseErrorKind::MalformedDirective);
+}
+
+#[test]
+fn a_repeatable_revision_has_no_parents() {
+    let r = parse_ok(
+        "R_views.sql",
+        "-- pgskein: repeatable\n-- pgskein: up\nCREATE OR REPLACE VIEW v AS SELECT 1;\n",
+    );
+    assert!(r.repeatable);
+    assert_eq!(r.kind(), "repeatable");
+    let (_, kind) =
+        parse_error("R_views.sql", "-- pgskein: repeatable\n-- pgskein: revises a\n-- pgskein: up\n");
+    assert_eq!(
+        kind,
+        ParseErrorKind::BadValue {
+            directive: "repeatable",
+            reason: "a repeatable revision cannot also declare `revises`".into()
+        }
+    );
 }
