@@ -5,6 +5,7 @@
 mod cancel;
 mod common;
 mod concurrency;
+mod crash;
 mod drift;
 mod example;
 mod failures;
