@@ -542,16 +542,28 @@ fn body_of(rev: &Revision, dir: Direction) -> (&str, usize) {
 /// The 1-based statement of a failed script, and its line in the file: from
 /// the error's position when the server gives one, else from the statements
 /// that completed before it.
+///
+/// A syntax error anywhere in a script stops it before its first statement
+/// runs (the server parses the whole simple-protocol string first), so the
+/// count of completed statements cannot place it: the position can.
 fn locate(f: &Failed, body: &str, first_line: usize) -> (usize, usize) {
-    let statement = f.completed + 1;
-    let line = match f.error.as_db_error().and_then(|d| d.position()) {
+    let statements = split::split(body);
+    match f.error.as_db_error().and_then(|d| d.position()) {
         Some(ErrorPosition::Original(pos)) => {
-            let upto: String = body.chars().take((*pos as usize).saturating_sub(1)).collect();
-            first_line + upto.matches('\n').count()
+            // 1-based, in characters.
+            let chars = (*pos as usize).saturating_sub(1);
+            let offset = body.char_indices().nth(chars).map_or(body.len(), |(i, _)| i);
+            let line = first_line + body[..offset].matches('\n').count();
+            // Statements are slices of `body`: the last one starting at or before the position holds it.
+            let start = |s: &split::Statement<'_>| s.text.as_ptr() as usize - body.as_ptr() as usize;
+            let statement = statements.iter().take_while(|s| start(s) <= offset).count().max(1);
+            (statement, line)
         }
-        _ => split::split(body).get(f.completed).map_or(first_line, |s| first_line + s.line - 1),
-    };
-    (statement, line)
+        _ => {
+            let line = statements.get(f.completed).map_or(first_line, |s| first_line + s.line - 1);
+            (f.completed + 1, line)
+        }
+    }
 }
 
 /// The verify statement whose first column came back false, if any.
