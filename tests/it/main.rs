@@ -2,6 +2,7 @@
 //! real PostgreSQL (DATABASE_URL, or a throwaway server started from the
 //! machine's binaries).
 
+mod bad_inputs;
 mod cancel;
 mod common;
 mod concurrency;
@@ -10,3 +11,4 @@ mod drift;
 mod example;
 mod failures;
 mod locking;
+mod restart;
