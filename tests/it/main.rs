@@ -11,4 +11,5 @@ mod drift;
 mod example;
 mod failures;
 mod locking;
+mod props;
 mod restart;
