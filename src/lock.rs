@@ -121,13 +121,16 @@ impl<'a> LockGuard<'a> {
         }
         setup.push(';');
         let (hi, lo) = ((key >> 32) as u32, key as u32);
+        // Advisory locks belong to a database: sessions of other databases
+        // holding the same key do not block us, so they are not the holder.
         let try_lock = format!(
             "SELECT pg_try_advisory_lock({key}); \
              SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
                     coalesce(host(a.client_addr), 'local') \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
-               AND l.objsubid = 1 AND l.pid <> pg_backend_pid()"
+               AND l.objsubid = 1 AND l.pid <> pg_backend_pid() \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         );
         let mut first = true;
         let mut delay = Duration::from_millis(10);
