@@ -808,6 +808,31 @@ async fn a_lock_held_past_the_timeout_refuses_downgrade_stamp_and_resolve_naming
 }
 
 #[tokio::test]
+async fn the_holder_named_on_lock_timeout_is_the_one_in_this_database() {
+    let (db, client, before) = two_of_three("lock_here").await;
+    let key = Config::default().lock_key();
+    // Services in other databases of the same server take the same key:
+    // their sessions do not block this one, and must not be named.
+    let mut elsewhere = Vec::new();
+    for n in 0..5 {
+        let other = fresh_db(&format!("lock_elsewhere_{n}")).await;
+        let session = other.connect().await.unwrap();
+        session.batch_execute("SET application_name = 'another-database'").await.unwrap();
+        session.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap();
+        elsewhere.push((other, session));
+    }
+    let holder = db.connect().await.unwrap();
+    holder.batch_execute("SET application_name = 'this-database'").await.unwrap();
+    holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap();
+    let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let set = abc().with_config(Config::default().lock_wait_timeout(Some(Duration::from_millis(100))));
+    let err = set.run(&client).await.unwrap_err();
+    let Error::LockTimeout { holder: Some(h), .. } = &err else { panic!("{err:?}") };
+    assert_eq!((h.pid, h.application_name.as_str()), (pid, "this-database"), "{err}");
+    assert_eq!(snapshot(&client).await, before);
+}
+
+#[tokio::test]
 async fn a_closed_connection_or_an_unreachable_pool_gives_a_database_error() {
     let (db, client, before) = two_of_three("closed").await;
     let doomed = db.connect().await.unwrap();
