@@ -20,11 +20,11 @@ CREATE INDEX sessions_user_id_idx ON sessions (user_id);
 -- Used by the job that purges expired sessions; revoked ones go separately.
 CREATE INDEX sessions_expires_at_idx ON sessions (expires_at) WHERE revoked_at IS NULL;
 
--- SQL-standard body: the dependency on pgcrypto's digest() is recorded, and
--- the function is parsed once, at creation.
+-- A quoted body rather than a SQL-standard `RETURN` one, which needs
+-- PostgreSQL 14: the schema installs on every supported server, 13 included.
 CREATE FUNCTION session_token_digest(token text) RETURNS bytea
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN digest(token, 'sha256');
+    AS $$ SELECT digest(token, 'sha256') $$;
 
 -- pgskein: down
 DROP FUNCTION session_token_digest(text);

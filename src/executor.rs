@@ -868,6 +868,10 @@ async fn drain<'r, 'a>(
 /// The 1-based statement of a failed script, and its line in the file: from
 /// the error's position when the server gives one, else from the statements
 /// that completed before it.
+///
+/// A syntax error anywhere in a script stops it before its first statement
+/// runs (the server parses the whole simple-protocol string first), so the
+/// count of completed statements cannot place it: the position can.
 fn locate(f: &Failed, body: &str, first_line: usize) -> (usize, usize) {
     let statements = split::split(body);
     match f.error.as_db_error().and_then(|d| d.position()) {

@@ -44,6 +44,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `testing` | `testing::TestServer`: a throwaway PostgreSQL for test suites |
+//! | `fuzzing` | internal entry points for the fuzz targets in `fuzz/`; not a stable API |
 //!
 //! ## Locking
 //!
@@ -71,6 +72,17 @@ mod source;
 mod split;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// Internal functions for fuzz targets and property tests (feature `fuzzing`); not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// The statement splitter of `transaction none` bodies: each statement's
+    /// text and the 1-based line of its first token.
+    pub fn split(sql: &str) -> Vec<(String, usize)> {
+        crate::split::split(sql).into_iter().map(|s| (s.text.to_owned(), s.line)).collect()
+    }
+}
 
 pub use error::{Error, ParseErrorKind};
 pub use executor::{Report, StepReport, TransactionMode, Warning};

@@ -121,6 +121,8 @@ impl<'a> LockGuard<'a> {
         }
         setup.push(';');
         let (hi, lo) = ((key >> 32) as u32, key as u32);
+        // Advisory locks belong to a database: sessions of other databases
+        // holding the same key do not block us, so they are not the holder.
         let try_lock = format!(
             "SELECT pg_try_advisory_lock({key}); \
              SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \

@@ -116,6 +116,61 @@ impl TestServer {
         Ok(TestServer { inner: Arc::new(inner) })
     }
 
+    /// A throwaway server of the caller's own, for a test that must disturb
+    /// its server (restart it, crash it) without touching the tests that share
+    /// [`TestServer::shared`].
+    ///
+    /// Always started from the machine's PostgreSQL binaries (found as for
+    /// [`TestServer::shared`], `PGSKEIN_PG_BIN` first), even when
+    /// `DATABASE_URL` is set. Blocks while the server starts (a second or
+    /// two). The server is stopped and its directory removed when the last of
+    /// this value and the [`TestDatabase`]s created on it is dropped, or when
+    /// the process exits.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgskein::testing::TestServer;
+    ///
+    /// let server = TestServer::start_private()?;
+    /// let db = server.create_database("survives_a_crash").await?;
+    /// let client = db.connect().await?;
+    /// // Committed with a flush, so that the crash cannot lose it.
+    /// client.batch_execute("SET synchronous_commit = on; CREATE TABLE t (id int)").await?;
+    /// server.restart_immediate()?; // the client's connection is gone now
+    /// let client = db.connect().await?;
+    /// client.batch_execute("SELECT * FROM t").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_private() -> io::Result<TestServer> {
+        Ok(TestServer { inner: Arc::new(Inner::throwaway()?) })
+    }
+
+    /// Restarts a server from [`TestServer::start_private`] in immediate
+    /// mode, as a crash would: every session is cut without a clean
+    /// shutdown, the server recovers from its write-ahead log and accepts
+    /// connections again when this returns. Blocks until then.
+    ///
+    /// Transactions whose commit was acknowledged shortly before may be lost:
+    /// the throwaway server runs with `synchronous_commit=off`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Unsupported`] for the shared server (other tests use
+    /// it) and for `DATABASE_URL`'s; otherwise when `pg_ctl restart` fails,
+    /// with the end of the server's log.
+    pub fn restart_immediate(&self) -> io::Result<()> {
+        let shared = matches!(SHARED.get(), Some(Ok(s)) if Arc::ptr_eq(&s.inner, &self.inner));
+        match &self.inner.kind {
+            #[cfg(unix)]
+            Kind::Throwaway(instance) if !shared => instance.restart_immediate(),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "only a server from TestServer::start_private can be restarted",
+            )),
+        }
+    }
+
     /// A connection config for database `dbname` on this server (user,
     /// password if the URL had one, host or socket directory, port).
     pub fn config(&self, dbname: &str) -> Config {
@@ -359,6 +414,19 @@ impl Inner {
             #[cfg(unix)]
             Kind::Throwaway(_) => self.url(dbname),
             Kind::External(conn) => conn.redacted(dbname),
+        }
+    }
+}
+
+/// A private server (from [`TestServer::start_private`]) stops when its last
+/// handle goes; the shared one lives in a static and stops at exit instead.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Kind::Throwaway(instance) = &self.kind {
+            if instance.owner_pid == std::process::id() {
+                instance.stop();
+            }
         }
     }
 }
@@ -679,13 +747,17 @@ rm -rf "$dir"
             };
             match instance.init_and_start() {
                 Ok(()) => {
-                    // SAFETY: registers a plain function taking no arguments.
-                    if unsafe { libc::atexit(super::stop_at_exit) } != 0 {
-                        tracing::warn!(
-                            "could not register the clean-up of the test server at exit; \
-                             its watchdog will do it"
-                        );
-                    }
+                    // Once per process, however many private servers start.
+                    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+                    AT_EXIT.call_once(|| {
+                        // SAFETY: registers a plain function taking no arguments.
+                        if unsafe { libc::atexit(super::stop_at_exit) } != 0 {
+                            tracing::warn!(
+                                "could not register the clean-up of the test server at exit; \
+                                 its watchdog will do it"
+                            );
+                        }
+                    });
                     tracing::info!(
                         dir = %instance.dir.display(),
                         "started a throwaway PostgreSQL server for tests"
@@ -812,6 +884,33 @@ rm -rf "$dir"
                 text = String::from_utf8_lossy(&bytes).into_owned();
             }
             if text.trim().is_empty() { "(empty)".to_owned() } else { text }
+        }
+
+        /// `pg_ctl restart -m immediate`, with the options of the first start
+        /// (pg_ctl keeps them in `postmaster.opts`).
+        pub(super) fn restart_immediate(&self) -> io::Result<()> {
+            if self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "the server was stopped"));
+            }
+            let mut pg_ctl = self.command("pg_ctl");
+            pg_ctl.arg("-D").arg(&self.data_dir).arg("-l").arg(self.log_path()).args([
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "120",
+                "-s",
+                "restart",
+            ]);
+            self.run(pg_ctl).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "could not restart the throwaway server ({e})\n--- end of the server log ---\n{}",
+                        self.log_tail()
+                    ),
+                )
+            })
         }
 
         /// Stops the server, removes its directory and ends the watchdog.
@@ -1192,6 +1291,39 @@ mod tests {
         assert_eq!(listen, "");
         let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
         assert_eq!(fsync, "off");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_private_server_restarts_apart_from_the_shared_one_and_goes_when_dropped() {
+        let shared = server();
+        let err = shared.restart_immediate().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+
+        let private = TestServer::start_private().unwrap();
+        let Kind::Throwaway(instance) = &private.inner.kind else { panic!("a private server is throwaway") };
+        let dir = instance.dir.clone();
+        assert!(dir.is_dir());
+        let db = private.create_database("restarted").await.unwrap();
+        let client = db.connect().await.unwrap();
+        client.batch_execute("SET synchronous_commit = on; CREATE TABLE kept (id int)").await.unwrap();
+        let before: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+
+        let watcher = shared.create_database("not_restarted").await.unwrap();
+        let bystander = watcher.connect().await.unwrap();
+        tokio::task::block_in_place(|| private.restart_immediate()).unwrap();
+
+        assert!(client.batch_execute("SELECT 1").await.is_err(), "the old session was cut");
+        let client = db.connect().await.unwrap();
+        let after: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        assert_ne!(before, after);
+        client.batch_execute("SELECT * FROM kept").await.unwrap();
+        bystander.batch_execute("SELECT 1").await.expect("the shared server's sessions are untouched");
+
+        drop(client);
+        drop(private);
+        assert!(dir.is_dir(), "the database still holds the server");
+        drop(db);
+        assert!(!dir.exists(), "the last handle stopped the server and removed {}", dir.display());
     }
 
     #[test]

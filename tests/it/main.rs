@@ -2,9 +2,11 @@
 //! real PostgreSQL (DATABASE_URL, or a throwaway server started from the
 //! machine's binaries).
 
+mod bad_inputs;
 mod cancel;
 mod common;
 mod concurrency;
+mod crash;
 mod drift;
 mod example;
 mod failures;
@@ -14,5 +16,7 @@ mod locking;
 mod offline;
 mod operations;
 mod preflight;
+mod props;
 mod repeatable;
+mod restart;
 mod rust_revisions;
