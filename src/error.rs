@@ -262,7 +262,7 @@ pub enum Error {
         report: Box<Report>,
     },
     /// A `transaction none` revision is recorded as failed or still running, and blocks every later run.
-    #[error("revision {id} is recorded as {state}{}{}; pgskein will not run past it. Inspect the database, then either finish or undo its remaining statements by hand and call `resolve` with `MarkApplied` or `MarkReverted`", statement.map(|s| format!(" at statement {s}")).unwrap_or_default(), error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    #[error("revision {id} is recorded as {state}{}{}{}; pgskein will not run past it. Fix the cause, then call `resolve` with `Retry` (resume at the failed statement, dropping an invalid index it left), or finish or undo its remaining statements by hand and use `MarkApplied` or `MarkReverted`", statement.map(|s| format!(" at statement {s}")).unwrap_or_default(), error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(), if invalid_indexes.is_empty() { String::new() } else { format!("; invalid indexes left behind: {}", invalid_indexes.join(", ")) })]
     Blocked {
         /// The revision.
         id: RevisionId,
@@ -272,6 +272,8 @@ pub enum Error {
         statement: Option<usize>,
         /// The recorded error message.
         error: Option<String>,
+        /// Invalid indexes in the database, as a failed `CREATE INDEX CONCURRENTLY` leaves them.
+        invalid_indexes: Vec<String>,
     },
     /// Applied revisions whose file changed since they were applied.
     #[error("applied revisions changed since they were applied: {}; restore the files, or record the new checksums if the edit was intentional", changed.iter().map(|(id, p)| format!("{id} ({p})")).collect::<Vec<_>>().join(", "))]

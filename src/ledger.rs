@@ -256,6 +256,15 @@ impl Ledger {
         Ok(())
     }
 
+    /// Invalid indexes of the database (left by failed concurrent builds), for error messages.
+    pub(crate) async fn invalid_indexes(&self, client: &Client) -> Result<Vec<String>, Error> {
+        let rows = client
+            .query("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid ORDER BY 1", &[])
+            .await
+            .map_err(Error::db("looking for invalid indexes"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Records a `verify` run in `events`.
     pub(crate) async fn record_verify(
         &self,

@@ -498,7 +498,13 @@ async fn locked(
     let graph = &set.graph;
     let rows = ledger.read(client).await?;
     let rec = plan::reconcile(graph, &rows);
-    report.warnings = check_drift(graph, &rec, &cfg.drift)?;
+    report.warnings = match check_drift(graph, &rec, &cfg.drift) {
+        Err(Error::Blocked { id, state, statement, error, .. }) => {
+            let invalid_indexes = ledger.invalid_indexes(client).await?;
+            return Err(Error::Blocked { id, state, statement, error, invalid_indexes });
+        }
+        other => other?,
+    };
     let steps = plan::plan(graph, &rec.applied, target, mode)?;
     plan::check_pinned(graph, &rec, &steps)?;
     if steps.is_empty() {
@@ -555,6 +561,7 @@ fn check_drift(graph: &Graph, rec: &Reconciled, policy: &DriftPolicy) -> Result<
             state: row.state.clone(),
             statement: row.failed_statement,
             error: row.last_error.clone(),
+            invalid_indexes: Vec::new(),
         });
     }
     let mut warnings = Vec::new();

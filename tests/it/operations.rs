@@ -99,6 +99,12 @@ async fn retry_drops_the_invalid_index_a_failed_concurrent_build_left() {
     .unwrap();
     let err = set.run(&client).await.unwrap_err();
     assert_eq!(err.db_code(), Some("23505"));
+    let blocked = set.run(&client).await.unwrap_err();
+    assert!(
+        matches!(&blocked, Error::Blocked { invalid_indexes, .. } if invalid_indexes == &["emails_address_key"]),
+        "{blocked:?}"
+    );
+    assert!(blocked.to_string().contains("invalid indexes left behind: emails_address_key"), "{blocked}");
     let invalid: i64 = client
         .query_one("SELECT count(*) FROM pg_index WHERE NOT indisvalid AND indexrelid = 'emails_address_key'::regclass", &[])
         .await
