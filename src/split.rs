@@ -268,6 +268,15 @@ fn tokens(statement: &str, limit: usize) -> Vec<&str> {
         .collect()
 }
 
+/// Every token of a statement with its byte offset, comments skipped: the
+/// shape of a statement for readers such as the linter. Quoted identifiers and
+/// literals come whole, quotes included.
+pub(crate) fn tokens_at(statement: &str) -> Vec<(usize, &str)> {
+    Lexer::new(statement)
+        .filter_map(|token| statement.get(token.start..token.end).map(|t| (token.start, t)))
+        .collect()
+}
+
 fn is_keyword(tokens: &[&str], i: usize, keyword: &str) -> bool {
     tokens.get(i).is_some_and(|t| t.eq_ignore_ascii_case(keyword))
 }
