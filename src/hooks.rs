@@ -86,6 +86,39 @@ pub trait Hooks: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub(crate) struct Installed(pub(crate) Option<std::sync::Arc<dyn Hooks>>);
 
+impl Installed {
+    /// These hooks, then `more`.
+    pub(crate) fn and(self, more: std::sync::Arc<dyn Hooks>) -> Installed {
+        Installed(Some(match self.0 {
+            None => more,
+            Some(first) => std::sync::Arc::new(Chain(first, more)),
+        }))
+    }
+}
+
+/// Two sets of hooks, called in order.
+struct Chain(std::sync::Arc<dyn Hooks>, std::sync::Arc<dyn Hooks>);
+
+#[async_trait]
+impl Hooks for Chain {
+    async fn before_run(&self, plan: &Plan) -> Result<(), BoxError> {
+        self.0.before_run(plan).await?;
+        self.1.before_run(plan).await
+    }
+    async fn before_step(&self, step: &Step) -> Result<(), BoxError> {
+        self.0.before_step(step).await?;
+        self.1.before_step(step).await
+    }
+    async fn after_step(&self, step: &Step, outcome: Result<&StepReport, &Error>) {
+        self.0.after_step(step, outcome).await;
+        self.1.after_step(step, outcome).await;
+    }
+    async fn after_run(&self, outcome: Result<&Report, &Error>) {
+        self.0.after_run(outcome).await;
+        self.1.after_run(outcome).await;
+    }
+}
+
 impl std::fmt::Debug for Installed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() { "Some(<hooks>)" } else { "None" })

@@ -149,8 +149,17 @@ impl Config {
         self
     }
     /// Callbacks around runs and steps: backups, metrics, notifications.
+    /// Replaces hooks installed before; see [`add_hooks`](Config::add_hooks) to keep them.
     pub fn hooks(mut self, hooks: impl Hooks) -> Self {
         self.hooks = Installed(Some(Arc::new(hooks)));
+        self
+    }
+
+    /// Installs more hooks after those already installed: each `before_*`
+    /// callback runs in installation order and the first error stops the run;
+    /// every `after_*` callback runs.
+    pub fn add_hooks(mut self, hooks: impl Hooks) -> Self {
+        self.hooks = std::mem::take(&mut self.hooks).and(Arc::new(hooks));
         self
     }
 

@@ -108,3 +108,24 @@ async fn a_failing_before_step_hook_stops_before_that_step() {
     assert_eq!(report.steps.len(), 1);
     assert_eq!(ledger(&client).await, [("0001_items".to_owned(), "applied".to_owned())]);
 }
+
+#[tokio::test]
+async fn added_hooks_run_after_the_installed_ones_and_the_first_failure_stops_the_run() {
+    let db = fresh_db("hooksadd").await;
+    let client = db.connect().await.unwrap();
+    let shared = Arc::new(Mutex::new(Vec::new()));
+    let first = Recorder { calls: shared.clone(), ..Recorder::default() };
+    let second = Recorder { calls: shared.clone(), fail_before_run: true, ..Recorder::default() };
+    let config = Config::default().hooks(first.clone()).add_hooks(second);
+    let set = fixture("linear").with_config(config);
+    let err = set.upgrade(&client, &"0001".parse().unwrap()).await.unwrap_err();
+    assert!(matches!(&err, Error::Hook { stage: "before_run", .. }), "{err:?}");
+    // Both before_run hooks ran, in order, and both heard the outcome.
+    assert_eq!(first.calls(), ["before_run 1", "before_run 1", "after_run err", "after_run err"]);
+    assert!(ledger(&client).await.is_empty());
+
+    let replaced = Config::default().add_hooks(first.clone()).hooks(Recorder::default());
+    shared.lock().unwrap().clear();
+    fixture("linear").with_config(replaced).upgrade(&client, &"0001".parse().unwrap()).await.unwrap();
+    assert!(first.calls().is_empty(), "hooks() replaces what was installed before");
+}
