@@ -37,7 +37,9 @@
 //! | [`Migrator`], [`Config`] | running upgrades, downgrades, stamps; status |
 //! | [`Error`] | every failure, with the revision and file it concerns |
 //! | [`build`] | the build-script helper |
+//! | [`MigrationSet::lint`] | warnings about statements that hold heavy locks for long |
 //! | `testing` | a throwaway PostgreSQL server for tests (feature `testing`) |
+//! | `cli` | the operator commands of the `pgskein` binary, embeddable in a service's binary (feature `cli`) |
 //!
 //! ## Features
 //!
@@ -45,6 +47,7 @@
 //! |---|---|
 //! | `testing` | `testing::TestServer`: a throwaway PostgreSQL for test suites |
 //! | `fuzzing` | internal entry points for the fuzz targets in `fuzz/`; not a stable API |
+//! | `cli` | the `pgskein` binary and `cli::run_with`, to offer its commands from a service's own binary (see `docs/cli.md`) |
 //!
 //! ## Locking
 //!
@@ -55,6 +58,8 @@
 #![warn(missing_docs)]
 
 pub mod build;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod error;
 mod executor;
 mod graph;

@@ -1,0 +1,278 @@
+//! The operator CLI (feature `cli`): the commands of the `pgskein` binary,
+//! and the same commands for a service's own binary over its embedded
+//! migrations.
+//!
+//! The standalone binary reads revision files from `--dir` (default
+//! `migrations`). A service embeds the commands in one call, over the set it
+//! already bundles (no files on disk, the service's [`Config`](crate::Config)
+//! and hooks):
+//!
+//! ```no_run
+//! use include_dir::{include_dir, Dir};
+//!
+//! static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let set = pgskein::MigrationSet::from_embedded(&MIGRATIONS).expect("valid migrations");
+//!     // `myservice status`, `myservice upgrade`, ...
+//!     pgskein::cli::run_with(set, std::env::args_os())
+//! }
+//! ```
+//!
+//! or mounts [`Args`] as a subcommand of its own clap parser
+//! (`myservice migrate status`) and calls [`execute`] from async code; see
+//! `examples/embedded_cli.rs`. Commands, output, JSON shapes and exit codes
+//! are documented in `docs/cli.md`; the codes are also in [`exit`].
+
+mod args;
+mod commands;
+mod render;
+mod scaffold;
+mod ui;
+mod url;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use clap::{FromArgMatches, Parser};
+
+pub use args::Args;
+
+use crate::{BoxError, Config, Error, Hooks, MigrationSet, Migrator, Plan, Report, Step, StepReport};
+use ui::Ui;
+
+/// The exit codes of every command.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// An error: the database, a revision that failed, invalid migration files, I/O.
+    pub const ERROR: u8 = 1;
+    /// The command line is wrong: an unknown option, a missing argument, a target that names nothing.
+    pub const USAGE: u8 = 2;
+    /// A destructive command was not confirmed (no terminal and no `--yes`, or answered no).
+    pub const REFUSED: u8 = 3;
+    /// The database needs attention: a failed or running `transaction none` revision, changed
+    /// checksums, a diverged history, a failed verify section, or what `status --require-head`
+    /// and `check --strict` are asked to flag.
+    pub const ATTENTION: u8 = 4;
+    /// Timed out waiting for a lock: the migration lock, or a table lock (`lock_timeout`).
+    pub const LOCK_TIMEOUT: u8 = 5;
+}
+
+/// The `pgskein` binary: parses the process's arguments and runs one command
+/// over the revision files of `--dir`.
+pub fn main() -> ExitCode {
+    let matches = match Standalone::try_parse_from(std::env::args_os()) {
+        Ok(m) => m,
+        Err(e) => return clap_exit(&e),
+    };
+    block_on(None, Config::default(), matches.args)
+}
+
+/// Runs one command over `migrator`'s migrations and configuration, parsing
+/// `args` (the first being the program's name, as in `std::env::args_os()`).
+/// Blocks on a runtime of its own: from async code, use [`execute`].
+///
+/// `--dir` switches to the revision files of a directory; `new` and `merge`,
+/// which write files, need it.
+pub fn run_with<M, I, T>(migrator: M, args: I) -> ExitCode
+where
+    M: Migrator,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut args = args.into_iter().map(Into::into).peekable();
+    let name = args
+        .peek()
+        .and_then(|a| std::path::Path::new(a).file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "migrate".to_owned());
+    let command = <Args as clap::Args>::augment_args(clap::Command::new(name))
+        .about("Database migrations: status, upgrade, downgrade, history and more (pgskein)");
+    let parsed = command.try_get_matches_from(args).and_then(|m| Args::from_arg_matches(&m));
+    match parsed {
+        Ok(args) => block_on(Some(migrator.migrations()), migrator.config(), args),
+        Err(e) => clap_exit(&e),
+    }
+}
+
+/// Runs one parsed command over `migrator`'s migrations and configuration,
+/// on the caller's runtime. Prints to standard output and error, and returns
+/// the exit code; never exits the process.
+///
+/// ```no_run
+/// # async fn run(set: pgskein::MigrationSet, args: pgskein::cli::Args) {
+/// let code = pgskein::cli::execute(&set, args).await;
+/// # }
+/// ```
+pub async fn execute<M: Migrator>(migrator: &M, args: Args) -> ExitCode {
+    ExitCode::from(run(Some(migrator.migrations()), migrator.config(), args).await)
+}
+
+#[derive(Parser)]
+#[command(
+    name = "pgskein",
+    version,
+    about = "PostgreSQL migrations: a revision graph, advisory-locked runs, upgrade and downgrade to any target",
+    long_about = None,
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 refused (needs --yes), 4 needs attention, 5 lock timeout.\n\
+                  Documentation: docs/cli.md"
+)]
+struct Standalone {
+    #[command(flatten)]
+    args: Args,
+}
+
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK })
+}
+
+fn block_on(set: Option<&MigrationSet>, config: Config, args: Args) -> ExitCode {
+    init_logging(args.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(set, config, args)))
+}
+
+/// Library events on standard error: by default only the migration lock's
+/// (who holds it while we wait). Ignored when the program has a subscriber.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "off,pgskein::lock=info",
+        1 => "warn,pgskein=info",
+        _ => "info,pgskein=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args) -> u8 {
+    let mut ui = Ui::new(args.json, args.color);
+    let conn = args.database_url.as_deref().map(url::ConnInfo::parse);
+    if let Some(c) = &conn {
+        for secret in [c.password(), c.raw_password()].into_iter().flatten() {
+            ui.hide(secret);
+        }
+    }
+    let mut config = config;
+    if let Some(schema) = &args.schema {
+        config = config.schema(schema.clone());
+    }
+    if let Some(secs) = args.lock_wait {
+        config = config.lock_wait_timeout(Some(std::time::Duration::from_secs(secs)));
+    }
+    let ctx = Ctx { args: &args, ui, embedded, config, conn };
+    match commands::dispatch(&ctx).await {
+        Ok(code) => code,
+        Err(f) => {
+            ctx.ui.failure(&f);
+            f.code
+        }
+    }
+}
+
+/// What every command gets: the parsed arguments, the output, the source
+/// of the migrations and the settings.
+pub(crate) struct Ctx<'a> {
+    pub(crate) args: &'a Args,
+    pub(crate) ui: Ui,
+    pub(crate) embedded: Option<&'a MigrationSet>,
+    pub(crate) config: Config,
+    pub(crate) conn: Option<url::ConnInfo>,
+}
+
+/// The migrator a command runs: the loaded set with the CLI's settings.
+pub(crate) struct Run<'a> {
+    pub(crate) set: &'a MigrationSet,
+    pub(crate) config: Config,
+}
+
+impl Migrator for Run<'_> {
+    fn migrations(&self) -> &MigrationSet {
+        self.set
+    }
+    fn config(&self) -> Config {
+        self.config.clone()
+    }
+}
+
+/// The one-line progress display on a terminal: which step runs, out of how many.
+struct Progress {
+    total: AtomicUsize,
+    done: AtomicUsize,
+}
+
+const CLEAR_LINE: &str = "\r\x1b[2K";
+
+#[async_trait]
+impl Hooks for Progress {
+    async fn before_run(&self, plan: &Plan) -> Result<(), BoxError> {
+        self.total.store(plan.steps.len(), Ordering::Relaxed);
+        Ok(())
+    }
+    async fn before_step(&self, step: &Step) -> Result<(), BoxError> {
+        let n = self.done.load(Ordering::Relaxed) + 1;
+        let total = self.total.load(Ordering::Relaxed);
+        eprint!("{CLEAR_LINE}[{n}/{total}] {} {} ...", step.direction, step.id);
+        Ok(())
+    }
+    async fn after_step(&self, _step: &Step, _outcome: Result<&StepReport, &Error>) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        eprint!("{CLEAR_LINE}");
+    }
+    async fn after_run(&self, _outcome: Result<&Report, &Error>) {
+        eprint!("{CLEAR_LINE}");
+    }
+}
+
+/// `--backup FILE`: `pg_dump --format=custom` before a run that has work to do,
+/// with the lock held, so no other migrator runs between the dump and the run.
+struct Backup {
+    file: std::path::PathBuf,
+    /// The connection string without its password, which goes in `PGPASSWORD`.
+    url: String,
+    password: Option<String>,
+    taken: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Hooks for Backup {
+    async fn before_run(&self, _plan: &Plan) -> Result<(), BoxError> {
+        let program = std::env::var_os("PGSKEIN_PG_DUMP").unwrap_or_else(|| "pg_dump".into());
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.arg("--format=custom").arg("--file").arg(&self.file).arg("--dbname").arg(&self.url);
+        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let output = cmd.output().await.map_err(|e| -> BoxError {
+            format!(
+                "cannot run {}: {e}; install the PostgreSQL client tools or set PGSKEIN_PG_DUMP",
+                program.to_string_lossy()
+            )
+            .into()
+        })?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+            return Err(format!("pg_dump failed ({}): {last}", output.status).into());
+        }
+        self.taken.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,323 @@
+//! Output: text (coloured on a terminal) or one JSON document, errors with
+//! their causes and exit codes, confirmations, and the progress line. Every
+//! line goes through `scrub`, so the password of the connection string
+//! never reaches the screen, even inside an error from elsewhere.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde_json::{Value, json};
+
+use super::args::ColorChoice;
+use super::exit;
+use crate::{Error, Report, Warning};
+
+/// Where output goes and how it looks.
+pub(crate) struct Ui {
+    pub(crate) json: bool,
+    color: bool,
+    err_color: bool,
+    /// Whether to draw the progress line (standard error is a terminal, text mode).
+    pub(crate) progress: bool,
+    secrets: Vec<String>,
+}
+
+/// SGR codes.
+#[derive(Clone, Copy)]
+pub(crate) enum Style {
+    Bold = 1,
+    Dim = 2,
+    Red = 31,
+    Green = 32,
+    Yellow = 33,
+}
+
+impl Ui {
+    pub(crate) fn new(json: bool, color: ColorChoice) -> Ui {
+        let env_ok = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::env::var("TERM").map_or(true, |t| t != "dumb");
+        let decide = |tty: bool| match color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && env_ok,
+        };
+        let err_tty = std::io::stderr().is_terminal();
+        Ui {
+            json,
+            color: !json && decide(std::io::stdout().is_terminal()),
+            err_color: decide(err_tty),
+            progress: !json && err_tty && color != ColorChoice::Never,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Text that must never be printed (a password, raw and decoded).
+    pub(crate) fn hide(&mut self, secret: &str) {
+        // Very short secrets would blank out ordinary text; they are masked in URLs anyway.
+        if secret.len() >= 4 && !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.to_owned());
+        }
+    }
+
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for s in &self.secrets {
+            text = text.replace(s.as_str(), "***");
+        }
+        text
+    }
+
+    pub(crate) fn paint(&self, style: Style, text: &str) -> String {
+        paint(self.color, style, text)
+    }
+
+    pub(crate) fn paint_err(&self, style: Style, text: &str) -> String {
+        paint(self.err_color, style, text)
+    }
+
+    /// A line of text on standard output (nothing in JSON mode).
+    pub(crate) fn line(&self, text: impl AsRef<str>) {
+        if !self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", self.scrub(text.as_ref()));
+        }
+    }
+
+    /// A note on standard error, in both modes.
+    pub(crate) fn note(&self, text: impl AsRef<str>) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{}", self.scrub(text.as_ref()));
+    }
+
+    /// The JSON document on standard output (nothing in text mode).
+    pub(crate) fn json(&self, value: Value) {
+        if self.json {
+            let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", self.scrub(&text));
+        }
+    }
+
+    /// Prints a failure: `error: ...` and its causes on standard error, or
+    /// `{"error": ...}` on standard output in JSON mode.
+    pub(crate) fn failure(&self, f: &Failure) {
+        if self.json {
+            let mut error = json!({
+                "kind": f.kind,
+                "message": f.message,
+                "causes": f.causes,
+                "exit_code": f.code,
+            });
+            if let Some(hint) = &f.hint {
+                error["hint"] = json!(hint);
+            }
+            let mut doc = json!({ "error": error });
+            if let Some(r) = &f.report {
+                doc["report"] = report_json(r);
+            }
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            let _ = writeln!(std::io::stdout().lock(), "{}", self.scrub(&text));
+            return;
+        }
+        if let Some(r) = f.report.as_ref().filter(|r| !r.steps.is_empty()) {
+            self.note("done before the failure:");
+            for s in &r.steps {
+                self.note(format!("  {:<4} {}  {}", s.direction, s.id, ms_text(s.duration)));
+            }
+        }
+        let label = if f.code == exit::REFUSED { "refused" } else { "error" };
+        self.note(format!("{}: {}", self.paint_err(Style::Red, label), f.message));
+        for c in &f.causes {
+            self.note(format!("  caused by: {c}"));
+        }
+        if let Some(hint) = &f.hint {
+            self.note(format!("  hint: {hint}"));
+        }
+    }
+
+    /// Asks before a destructive command. `--yes` answers for the operator;
+    /// without it, standard input and standard error must be terminals.
+    pub(crate) fn confirm(&self, yes: bool, question: &str) -> Result<(), Failure> {
+        if yes {
+            return Ok(());
+        }
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            return Err(Failure::new(
+                exit::REFUSED,
+                "needs_confirmation",
+                format!(
+                    "{question} Not confirmed: standard input is not a terminal, so pass --yes to proceed"
+                ),
+            ));
+        }
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "{} [y/N] ", self.scrub(question));
+            let _ = err.flush();
+        }
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => Ok(()),
+            _ => Err(Failure::new(exit::REFUSED, "not_confirmed", "not confirmed; nothing was changed")),
+        }
+    }
+}
+
+fn paint(on: bool, style: Style, text: &str) -> String {
+    if on { format!("\x1b[{}m{text}\x1b[0m", style as u8) } else { text.to_owned() }
+}
+
+/// Why a command did not succeed, and its exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+    pub(crate) causes: Vec<String>,
+    pub(crate) hint: Option<String>,
+    /// What a run did before it failed.
+    pub(crate) report: Option<Box<Report>>,
+}
+
+impl Failure {
+    pub(crate) fn new(code: u8, kind: &'static str, message: impl Into<String>) -> Failure {
+        Failure { code, kind, message: message.into(), causes: Vec::new(), hint: None, report: None }
+    }
+
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub(crate) fn caused_by(mut self, err: &dyn std::error::Error) -> Failure {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            // tokio-postgres wraps a server error in a bare "db error".
+            let text = e.to_string();
+            if text != "db error" {
+                self.causes.push(text);
+            }
+            cur = e.source();
+        }
+        self
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let code = exit_code(&e);
+        let mut f = Failure::new(code, error_kind(&e), e.to_string());
+        if let Some(source) = std::error::Error::source(&e) {
+            f = f.caused_by(source);
+        }
+        f.report = e.report().cloned().map(Box::new);
+        f
+    }
+}
+
+/// The exit code of a library error.
+pub(crate) fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::LockTimeout { .. } | Error::LockRetriesExhausted { .. } => exit::LOCK_TIMEOUT,
+        // lock_not_available: a statement gave up waiting for a table lock (lock_timeout).
+        _ if e.db_code() == Some("55P03") => exit::LOCK_TIMEOUT,
+        Error::Blocked { .. }
+        | Error::ChecksumMismatch { .. }
+        | Error::Diverged { .. }
+        | Error::Ahead { .. } => exit::ATTENTION,
+        Error::UnknownTarget { .. }
+        | Error::AmbiguousPrefix { .. }
+        | Error::AmbiguousTarget { .. }
+        | Error::BadRequirement { .. } => exit::USAGE,
+        Error::ReleaseRequired { .. } => exit::ATTENTION,
+        _ => exit::ERROR,
+    }
+}
+
+/// A stable snake_case name of a library error, for `--json`.
+pub(crate) fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Io { .. } => "io",
+        Error::Parse { .. } => "parse",
+        Error::DuplicateRevision { .. } => "duplicate_revision",
+        Error::UnknownParent { .. } => "unknown_parent",
+        Error::Cycle { .. } => "cycle",
+        Error::MultipleHeads { .. } => "multiple_heads",
+        Error::NeedsNoTransaction { .. } => "needs_no_transaction",
+        Error::UnknownTarget { .. } => "unknown_target",
+        Error::AmbiguousPrefix { .. } => "ambiguous_prefix",
+        Error::AmbiguousTarget { .. } => "ambiguous_target",
+        Error::Irreversible { .. } => "irreversible",
+        Error::TargetNotApplied { .. } => "target_not_applied",
+        Error::DowngradeBelowUnknown { .. } => "downgrade_below_unknown",
+        Error::NoTransactionInSingleMode { .. } => "no_transaction_in_single_mode",
+        Error::Pool { .. } => "pool",
+        Error::Db { .. } => "database",
+        Error::RevisionFailed { .. } => "revision_failed",
+        Error::RustRevisionFailed { .. } => "rust_revision_failed",
+        Error::Hook { .. } => "hook",
+        Error::VerifyFailed { .. } => "verify_failed",
+        Error::Blocked { .. } => "blocked",
+        Error::ChecksumMismatch { .. } => "checksum_mismatch",
+        Error::Diverged { .. } => "diverged",
+        Error::Ahead { .. } => "ahead",
+        Error::LockTimeout { .. } => "lock_timeout",
+        Error::LockNotHeld => "lock_not_held",
+        Error::FormatTooNew { .. } => "format_too_new",
+        Error::CorruptLedger { .. } => "corrupt_ledger",
+        Error::InvalidSchema { .. } => "invalid_schema",
+        Error::NothingToResolve { .. } => "nothing_to_resolve",
+        Error::RevisesRepeatable { .. } => "revises_repeatable",
+        Error::LockRetriesExhausted { .. } => "lock_retries_exhausted",
+        Error::BadRequirement { .. } => "bad_requirement",
+        Error::ReleaseRequired { .. } => "release_required",
+    }
+}
+
+pub(crate) fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+pub(crate) fn ms_text(d: std::time::Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 10_000.0 { format!("{:.1} s", ms / 1000.0) } else { format!("{ms:.1} ms") }
+}
+
+pub(crate) fn warning_json(w: &Warning) -> Value {
+    match w {
+        Warning::Ahead { unknown } => json!({ "kind": "ahead", "revisions": unknown }),
+        Warning::Diverged { unknown } => json!({ "kind": "diverged", "revisions": unknown }),
+        Warning::ChecksumChanged { changed } => json!({
+            "kind": "checksum_changed",
+            "revisions": changed.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+pub(crate) fn warning_text(w: &Warning) -> String {
+    match w {
+        Warning::Ahead { unknown } => {
+            format!("the database is ahead of the code: {} applied by a newer release", unknown.join(", "))
+        }
+        Warning::Diverged { unknown } => format!("the database has diverged: {}", unknown.join(", ")),
+        Warning::ChecksumChanged { changed } => {
+            let ids: Vec<&str> = changed.iter().map(|i| i.as_str()).collect();
+            format!("applied revisions changed since they were applied: {}", ids.join(", "))
+        }
+    }
+}
+
+pub(crate) fn report_json(r: &Report) -> Value {
+    json!({
+        "steps": r.steps.iter().map(|s| json!({
+            "id": s.id.as_str(),
+            "direction": s.direction.to_string(),
+            "duration_ms": ms(s.duration),
+            "stamped": s.stamped,
+        })).collect::<Vec<_>>(),
+        "warnings": r.warnings.iter().map(warning_json).collect::<Vec<_>>(),
+        "fast_path": r.fast_path,
+        "lock_wait_ms": ms(r.lock_wait),
+        "duration_ms": ms(r.duration),
+    })
+}
