@@ -4,6 +4,9 @@
 
 mod bad_inputs;
 mod cancel;
+mod cli;
+mod cli_embedded;
+mod cli_ops;
 mod common;
 mod concurrency;
 mod crash;
