@@ -79,6 +79,12 @@ impl Args {
         self
     }
 
+    /// Sets the database URL, replacing one given by flag or `DATABASE_URL`.
+    pub fn with_database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
     /// The database URL given, if any. It may contain a password: do not log it.
     pub fn database_url(&self) -> Option<&str> {
         self.database_url.as_deref()
