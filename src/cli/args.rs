@@ -32,39 +32,46 @@ use clap::{ArgAction, ArgGroup, Subcommand, ValueEnum};
 pub struct Args {
     /// PostgreSQL connection URL (postgres://user:password@host/db) or key=value string.
     /// Shown with the password masked.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Global options",
+        value_name = "URL"
+    )]
     pub(crate) database_url: Option<String>,
 
     /// Directory of revision files [default: migrations, or the embedded set].
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
 
     /// Schema of the bookkeeping tables [default: pgskein].
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "NAME")]
     pub(crate) schema: Option<String>,
 
     /// Print one JSON document on standard output instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub(crate) json: bool,
 
     /// Answer yes to confirmations: needed by downgrade, stamp, resolve and repair when not on a terminal.
-    #[arg(long, short = 'y', global = true)]
+    #[arg(long, short = 'y', global = true, help_heading = "Global options")]
     pub(crate) yes: bool,
 
     /// When to use colour and progress display.
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    #[arg(long, global = true, help_heading = "Global options", value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub(crate) color: ColorChoice,
 
     /// Accept a directory with several heads (otherwise upgrade, downgrade, stamp and check refuse it).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub(crate) allow_multiple_heads: bool,
 
     /// Seconds to wait for another migrator's lock [default: 600].
-    #[arg(long, global = true, value_name = "SECONDS")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "SECONDS")]
     pub(crate) lock_wait: Option<u64>,
 
     /// More log output on standard error: -v info, -vv debug (RUST_LOG overrides).
-    #[arg(long, short = 'v', global = true, action = ArgAction::Count)]
+    #[arg(long, short = 'v', global = true, help_heading = "Global options", action = ArgAction::Count)]
     pub(crate) verbose: u8,
 
     // Boxed, so that a service's own command enum stays small.

@@ -106,7 +106,12 @@ impl Ctx<'_> {
             config.connect_timeout(Duration::from_secs(10));
         }
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            Failure::new(exit::ERROR, "connect", format!("cannot connect to {masked}")).caused_by(&e)
+            let f = Failure::new(exit::ERROR, "connect", format!("cannot connect to {masked}")).caused_by(&e);
+            if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+                f.hint("the CLI connects without TLS: use sslmode=disable or prefer, or a local or tunnelled connection")
+            } else {
+                f
+            }
         })?;
         tokio::spawn(async move {
             let _ = connection.await;
