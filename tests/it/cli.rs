@@ -633,3 +633,15 @@ async fn run_with_env(db: &TestDatabase, dir: &Path, args: &[&str], key: &str, v
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
 }
+
+#[tokio::test]
+async fn colour_only_when_asked_for_off_a_terminal() {
+    let dir = example_dir();
+    let plain = run_url(None, &dir, &["check"]).await;
+    assert!(!plain.all().contains('\x1b'), "{plain:?}");
+    let coloured = run_url(None, &dir, &["check", "--color", "always"]).await;
+    assert!(coloured.stdout.contains("\x1b[33mwarning\x1b[0m"), "{coloured:?}");
+    let json = run_url(None, &dir, &["check", "--color", "always", "--json"]).await;
+    assert!(!json.stdout.contains('\x1b'), "JSON is never coloured: {json:?}");
+    json.json();
+}

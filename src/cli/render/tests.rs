@@ -129,3 +129,59 @@ fn mermaid_draws_a_flowchart_with_dotted_dependencies() {
     assert!(m.contains("    r6((\"0007_merge\"))\n"), "{m}");
     assert!(m.contains("    style r7 stroke-width:3px\n"), "{m}");
 }
+
+mod random_graphs {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Up to 24 revisions, each revising up to three earlier ones, some roots.
+    fn graphs() -> impl Strategy<Value = Vec<Vec<usize>>> {
+        prop::collection::vec(prop::collection::vec(any::<prop::sample::Index>(), 0..4), 1..24).prop_map(
+            |nodes| {
+                nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, picks)| {
+                        let mut ps: Vec<usize> =
+                            if i == 0 { Vec::new() } else { picks.iter().map(|p| p.index(i)).collect() };
+                        ps.sort_unstable();
+                        ps.dedup();
+                        ps
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn every_revision_has_one_line_and_every_line_is_well_formed(parents in graphs()) {
+            let files: Vec<(String, String)> = parents
+                .iter()
+                .enumerate()
+                .map(|(i, ps)| {
+                    let header = if ps.is_empty() {
+                        String::new()
+                    } else {
+                        let ids: Vec<String> = ps.iter().map(|p| format!("{p:04}_r")).collect();
+                        format!("-- pgskein: revises {}\n", ids.join(", "))
+                    };
+                    (format!("{i:04}_r"), header)
+                })
+                .collect();
+            let borrowed: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            let s = set(&borrowed);
+            let lines = history(&s);
+            let revs: Vec<&str> = lines.iter().filter_map(|l| l.revision.map(|r| r.id().as_str())).collect();
+            prop_assert_eq!(revs.len(), parents.len());
+            let mut seen = revs.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            prop_assert_eq!(seen.len(), parents.len());
+            for l in &lines {
+                prop_assert!(l.graph.chars().all(|c| " *|/\\_".contains(c)), "{:?}", l.graph);
+                prop_assert_eq!(l.graph.matches('*').count(), usize::from(l.revision.is_some()));
+            }
+        }
+    }
+}
