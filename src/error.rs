@@ -364,6 +364,69 @@ pub enum Error {
         /// The revision.
         id: RevisionId,
     },
+
+    // ----- backfills -----
+    /// A backfill's declaration is unusable (its name, table or key column).
+    #[error("backfill {name:?} is invalid: {reason}")]
+    InvalidBackfill {
+        /// The backfill.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two backfills have the same name.
+    #[error("backfill {name} is declared twice; backfill names must be unique")]
+    DuplicateBackfill {
+        /// The name.
+        name: String,
+    },
+    /// A backfill is attached to a revision that is not in the migration set.
+    #[error("backfill {name} runs after revision {revision}, which is not in the migration set")]
+    BackfillUnknownRevision {
+        /// The backfill.
+        name: String,
+        /// The missing revision.
+        revision: String,
+    },
+    /// An operation names a backfill the migration set does not declare.
+    #[error("no backfill named {name:?} is declared in the migration set")]
+    UnknownBackfill {
+        /// The name.
+        name: String,
+    },
+    /// A revision that depends on a backfill was not applied because the
+    /// backfill is not done. `report` holds what the run applied before it.
+    #[error(
+        "revision {revision} depends on backfill {backfill}, which is not complete; finish the backfill first (run_backfills or spawn_backfills, or resume_backfill if it is paused or failed), then run again"
+    )]
+    BackfillIncomplete {
+        /// The revision that was not applied.
+        revision: RevisionId,
+        /// The unfinished backfill.
+        backfill: String,
+        /// What the run applied before stopping.
+        report: Box<Report>,
+    },
+    /// A backfill batch failed on every retry. The backfill is recorded as
+    /// `failed` with the error and resumes from its last checkpoint when run again.
+    #[error(
+        "backfill {name} failed after {attempts} attempts at one batch; it is recorded as failed and resumes from its last checkpoint when run again"
+    )]
+    BackfillFailed {
+        /// The backfill.
+        name: String,
+        /// How many times the batch was tried.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The background task of deferred backfills was cancelled (its runtime
+    /// shut down) before it finished.
+    #[error(
+        "the background backfill task was cancelled before it finished; the backfills resume from their checkpoints when run again"
+    )]
+    BackfillTaskCancelled,
 }
 
 /// What is wrong in a revision file.
@@ -433,6 +496,9 @@ impl Error {
             Error::Db { source, .. }
             | Error::RevisionFailed { source, .. }
             | Error::LockRetriesExhausted { source, .. } => source.code().map(|c| c.code()),
+            Error::BackfillFailed { source, .. } => {
+                source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).map(|c| c.code())
+            }
             _ => None,
         }
     }
@@ -445,6 +511,7 @@ impl Error {
             | Error::RustRevisionFailed { report, .. }
             | Error::Hook { report, .. }
             | Error::LockRetriesExhausted { report, .. } => Some(report),
+            Error::BackfillIncomplete { report, .. } => Some(report),
             _ => None,
         }
     }

@@ -24,12 +24,48 @@ pub(crate) struct Graph {
     pub(crate) children: Vec<Vec<usize>>,
     /// Revisions nothing revises, in canonical order.
     pub(crate) heads: Vec<usize>,
+    /// The backfills each node depends on (by name); they must be done before it is applied.
+    pub(crate) backfill_deps: Vec<Vec<String>>,
 }
 
 impl Graph {
     /// Validates `revs` and orders them. Duplicate ids are reported by the caller,
     /// which knows both files; here they are an error too, naming one file twice.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn build(revs: Vec<Revision>, allow_multiple_heads: bool) -> Result<Self, Error> {
+        Self::build_with_backfills(revs, allow_multiple_heads, &HashMap::new())
+    }
+
+    /// [`build`](Graph::build), where a `depends_on` entry may also name a
+    /// backfill (`backfills` maps its name to the revision it runs after). Such
+    /// an entry becomes an ordering edge to that revision, and the name is kept
+    /// in `backfill_deps`, so the migrator can refuse the revision until the
+    /// backfill is done.
+    pub(crate) fn build_with_backfills(
+        mut revs: Vec<Revision>,
+        allow_multiple_heads: bool,
+        backfills: &HashMap<RevisionId, RevisionId>,
+    ) -> Result<Self, Error> {
+        let mut backfill_deps: Vec<Vec<String>> = vec![Vec::new(); revs.len()];
+        if !backfills.is_empty() {
+            let known: std::collections::HashSet<RevisionId> = revs.iter().map(|r| r.id.clone()).collect();
+            for (r, deps) in revs.iter_mut().zip(&mut backfill_deps) {
+                let mut depends_on = Vec::with_capacity(r.depends_on.len());
+                for d in std::mem::take(&mut r.depends_on) {
+                    match backfills.get(&d) {
+                        Some(after) if !known.contains(&d) => {
+                            deps.push(d.as_str().to_owned());
+                            if !depends_on.contains(after) {
+                                depends_on.push(after.clone());
+                            }
+                        }
+                        _ if !depends_on.contains(&d) => depends_on.push(d),
+                        _ => {}
+                    }
+                }
+                r.depends_on = depends_on;
+            }
+        }
         let mut by_id: HashMap<RevisionId, usize> = HashMap::with_capacity(revs.len());
         for (i, r) in revs.iter().enumerate() {
             if let Some(&j) = by_id.get(&r.id) {
@@ -103,7 +139,8 @@ impl Graph {
             return Err(Error::MultipleHeads { heads: heads.iter().map(|&h| revs[h].id.clone()).collect() });
         }
         let index = revs.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-        Ok(Graph { revs, index, parents: new_parents, children, heads })
+        let backfill_deps = order.iter().map(|&old| std::mem::take(&mut backfill_deps[old])).collect();
+        Ok(Graph { revs, index, parents: new_parents, children, heads, backfill_deps })
     }
 
     pub(crate) fn len(&self) -> usize {

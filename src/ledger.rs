@@ -1,6 +1,6 @@
-//! The bookkeeping tables (`applied`, `events`, `meta`) in their own schema:
-//! bootstrap, the fast-path read, reading the ledger, and the statements the
-//! executor records with. Its SQL lives in `ledger/*.sql`, with `{schema}`
+//! The bookkeeping tables (`applied`, `events`, `meta`, `backfills`) in their
+//! own schema: bootstrap, the format upgrade, the fast-path read, reading the
+//! ledger, and the statements the executor records with. Its SQL lives in `ledger/*.sql`, with `{schema}`
 //! replaced by the quoted schema name: identifiers cannot be bound.
 
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
@@ -9,7 +9,9 @@ use crate::error::Error;
 use crate::lock::quote_ident;
 
 /// The newest bookkeeping format this build writes and understands.
-pub(crate) const FORMAT: i32 = 1;
+///
+/// 1: `applied`, `events`, `meta`. 2: adds `backfills`.
+pub(crate) const FORMAT: i32 = 2;
 
 const BOOTSTRAP: &str = include_str!("ledger/bootstrap.sql");
 const APPLY: &str = include_str!("ledger/apply.sql");
@@ -20,6 +22,8 @@ const FINISH: &str = include_str!("ledger/finish.sql");
 const RESOLVE: &str = include_str!("ledger/resolve.sql");
 const REPAIR: &str = include_str!("ledger/repair.sql");
 const RESTART: &str = include_str!("ledger/restart.sql");
+const BACKFILLS_TABLE: &str = include_str!("ledger/backfill_table.sql");
+const UPGRADE_2: &str = include_str!("ledger/upgrade_2.sql");
 
 /// Milliseconds since the previous step of this transaction ended, or since
 /// the transaction began: per-revision and single-transaction runs alike.
@@ -89,8 +93,9 @@ impl Ledger {
         Self { schema: schema.to_owned(), quoted: quote_ident(schema) }
     }
 
-    fn sql(&self, template: &str) -> String {
+    pub(crate) fn sql(&self, template: &str) -> String {
         template
+            .replace("{backfills_table}", BACKFILLS_TABLE)
             .replace("{schema}", &self.quoted)
             .replace("{elapsed_ms}", ELAPSED_MS)
             .replace("{mark_step_end}", MARK_STEP_END)
@@ -152,6 +157,20 @@ impl Ledger {
             Some(_) => Ok(()),
             None => Err(self.corrupt("format", "the meta table has no readable format row")),
         }
+    }
+
+    /// Brings tables of an older format up to [`FORMAT`], in place. Safe to run
+    /// concurrently: the upgrade locks `meta` and only creates what is missing.
+    pub(crate) async fn upgrade(&self, client: &Client, from: i32) -> Result<(), Error> {
+        if from >= FORMAT {
+            return Ok(());
+        }
+        if let Err(e) = client.simple_query(&self.sql(UPGRADE_2)).await {
+            let _ = client.simple_query("ROLLBACK").await;
+            return Err(Error::Db { context: "upgrading the bookkeeping tables", source: e });
+        }
+        tracing::info!(schema = %self.schema, from, to = FORMAT, "bookkeeping tables upgraded");
+        Ok(())
     }
 
     pub(crate) fn check_format(&self, format: i32) -> Result<(), Error> {

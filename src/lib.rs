@@ -57,6 +57,7 @@
 
 #![warn(missing_docs)]
 
+mod backfill;
 pub mod build;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -90,6 +91,10 @@ pub mod __fuzz {
     }
 }
 
+pub use backfill::{
+    Backfill, BackfillHandle, BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BackfillStatus,
+    BackfillStep, BackfillTx, Batch, Health, HealthCheck, Progress,
+};
 pub use error::{Error, ParseErrorKind};
 pub use executor::{Report, StepReport, TransactionMode, Warning};
 pub use hooks::Hooks;

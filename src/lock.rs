@@ -225,7 +225,7 @@ fn reset_session(restore_name: Option<&str>) -> String {
     sql
 }
 
-fn discard(conn: Conn<'_>, key: i64, restore_name: Option<&str>) {
+pub(crate) fn discard(conn: Conn<'_>, key: i64, restore_name: Option<&str>) {
     match conn {
         Conn::Pooled(obj) => drop(deadpool_postgres::Object::take(*obj)),
         Conn::Borrowed(client) => {
@@ -261,4 +261,77 @@ pub(crate) fn quote_literal(s: &str) -> String {
 /// A quoted SQL identifier. Every identifier pgskein writes goes through here.
 pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+// ----- backfill locks -----
+// Each backfill has a session-level advisory lock of its own, taken with
+// `pg_try_advisory_lock` on the connection that runs it, so two processes never
+// run the same backfill at once. Like the migration lock it dies with the
+// session; a runner that is dropped mid-batch gives its connection to `discard`.
+
+/// The advisory-lock key of one backfill of a bookkeeping schema.
+pub(crate) fn backfill_key(schema: &str, name: &str) -> i64 {
+    // A schema name cannot contain NUL (`Config` refuses it), so the text is unambiguous.
+    key(&format!("{schema}\0backfill\0{name}"))
+}
+
+fn key_parts(key: i64) -> (i64, i64) {
+    (i64::from((key >> 32) as u32), i64::from(key as u32))
+}
+
+/// Takes a backfill's lock if it is free; never waits.
+pub(crate) async fn try_backfill_lock(client: &Client, key: i64) -> Result<bool, Error> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await
+        .map_err(Error::db("taking a backfill lock"))?;
+    Ok(row.get(0))
+}
+
+/// Releases a backfill's lock taken on this session.
+pub(crate) async fn backfill_unlock(client: &Client, key: i64) -> Result<(), Error> {
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .map_err(Error::db("releasing a backfill lock"))?;
+    Ok(())
+}
+
+/// The session holding a backfill's lock, if another one does.
+pub(crate) async fn backfill_lock_holder(client: &Client, key: i64) -> Result<Option<LockHolder>, Error> {
+    let (hi, lo) = key_parts(key);
+    let row = client
+        .query_opt(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
+                    coalesce(host(a.client_addr), 'local') \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid \
+               AND l.objid = $2::bigint::oid AND l.objsubid = 1 AND l.pid <> pg_backend_pid() \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             LIMIT 1",
+            &[&hi, &lo],
+        )
+        .await
+        .map_err(Error::db("looking for a backfill's lock holder"))?;
+    Ok(row.map(|r| LockHolder {
+        pid: r.get(0),
+        application_name: r.get(1),
+        since: r.get(2),
+        client: r.get(3),
+    }))
+}
+
+/// For each key, whether some session of this database holds it.
+pub(crate) async fn backfill_locks_held(client: &Client, keys: &[i64]) -> Result<Vec<bool>, Error> {
+    let rows = client
+        .query(
+            "SELECT classid::bigint, objid::bigint FROM pg_locks \
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the backfill locks"))?;
+    let held: std::collections::HashSet<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(keys.iter().map(|&k| held.contains(&key_parts(k))).collect())
 }

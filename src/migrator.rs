@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 
 use std::sync::Arc;
 
+use crate::backfill::{BackfillHandle, BackfillReport, BackfillState, BackfillStatus};
 use crate::error::Error;
 use crate::executor::{Executor, Report, Timeouts, TransactionMode, Warning};
 use crate::graph::Graph;
@@ -163,7 +164,7 @@ impl Config {
         self
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         let bad = |reason| Err(Error::InvalidSchema { schema: self.schema.clone(), reason });
         if self.schema.is_empty() {
             return bad("it is empty");
@@ -208,7 +209,7 @@ impl<'a> From<&'a deadpool_postgres::Object> for Db<'a> {
 }
 
 impl<'a> Db<'a> {
-    async fn conn(self) -> Result<Conn<'a>, Error> {
+    pub(crate) async fn conn(self) -> Result<Conn<'a>, Error> {
         Ok(match self {
             Db::Client(c) => Conn::Borrowed(c),
             Db::Pool(p) => Conn::Pooled(Box::new(p.get().await.map_err(|source| Error::Pool { source })?)),
@@ -438,6 +439,61 @@ pub trait Migrator: Send + Sync {
     ) -> Result<(), Error> {
         resolve(self.migrations(), &self.config(), db.into(), id, resolution).await
     }
+
+    // ----- backfills (see `docs/backfills.md`) -----
+
+    /// Runs every eligible backfill (its revision is applied) to completion,
+    /// inline, in declaration order, on one connection. A backfill that another
+    /// process is running is waited for; a paused one is skipped (its outcome
+    /// says so). Stops at the first backfill that fails for good.
+    async fn run_backfills<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<BackfillReport, Error> {
+        crate::backfill::run(self.migrations(), &self.config(), db.into()).await
+    }
+
+    /// Starts every eligible backfill on a background task that takes its
+    /// connections from `pool`, and returns at once. Call it within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # use pgskein::Migrator;
+    /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+    /// set.run(&pool).await?;
+    /// let backfills = set.spawn_backfills(&pool);
+    /// // ... serve; later, on shutdown or in a job:
+    /// let report = backfills.wait().await?;
+    /// # Ok(()) }
+    /// ```
+    fn spawn_backfills(&self, pool: &deadpool_postgres::Pool) -> BackfillHandle {
+        crate::backfill::spawn(self.migrations(), &self.config(), pool)
+    }
+
+    /// Every declared backfill with its recorded state and progress. Read-only.
+    async fn backfill_status<'a>(
+        &self,
+        db: impl Into<Db<'a>> + Send + 'a,
+    ) -> Result<Vec<BackfillStatus>, Error> {
+        crate::backfill::status(self.migrations(), &self.config(), db.into()).await
+    }
+
+    /// Pauses a backfill: records `paused`, so no process runs it until it is
+    /// resumed; a process running it stops after its current batch. Returns
+    /// the state afterwards (a done backfill stays done).
+    async fn pause_backfill<'a>(
+        &self,
+        db: impl Into<Db<'a>> + Send + 'a,
+        name: &str,
+    ) -> Result<BackfillState, Error> {
+        crate::backfill::pause_or_resume(self.migrations(), &self.config(), db.into(), name, true).await
+    }
+
+    /// Resumes a paused backfill: the next run (or a waiting deferred task) carries on
+    /// from its checkpoint. Returns the state afterwards.
+    async fn resume_backfill<'a>(
+        &self,
+        db: impl Into<Db<'a>> + Send + 'a,
+        name: &str,
+    ) -> Result<BackfillState, Error> {
+        crate::backfill::pause_or_resume(self.migrations(), &self.config(), db.into(), name, false).await
+    }
 }
 
 impl Migrator for MigrationSet {
@@ -501,8 +557,9 @@ async fn locked(
     mode: Mode,
     report: &mut Report,
 ) -> Result<(), Error> {
-    if *meta == Meta::Missing {
-        ledger.bootstrap(client).await?;
+    match meta {
+        Meta::Missing => ledger.bootstrap(client).await?,
+        Meta::Present { format, .. } => ledger.upgrade(client, *format).await?,
     }
     let graph = &set.graph;
     let rows = ledger.read(client).await?;
@@ -516,6 +573,22 @@ async fn locked(
     };
     let steps = plan::plan(graph, &rec.applied, target, mode)?;
     plan::check_pinned(graph, &rec, &steps)?;
+    // A revision that depends on an unfinished backfill is not applied: the
+    // run applies what comes before it, then says which backfill blocks it.
+    let blocked = match mode {
+        Mode::Upgrade => crate::backfill::first_blocked(client, ledger, graph, &steps).await?,
+        _ => None,
+    };
+    let blocked_error = |at: usize, backfill: String, report: &Report| Error::BackfillIncomplete {
+        revision: graph.revs[steps[at].0].id.clone(),
+        backfill,
+        report: Box::new(report.clone()),
+    };
+    let steps = match &blocked {
+        Some((0, backfill)) => return Err(blocked_error(0, backfill.clone(), report)),
+        Some((at, _)) => &steps[..*at],
+        None => &steps[..],
+    };
     if steps.is_empty() {
         if mode == Mode::Upgrade
             && matches!(meta, Meta::Present { digest, .. } if *digest != rec.digest.to_string())
@@ -549,10 +622,14 @@ async fn locked(
         timeouts: cfg.timeouts,
     };
     let result = match mode {
-        Mode::Stamp => exec.stamp(graph, &steps).await,
-        _ => exec.run(graph, &steps, cfg.transaction_mode).await,
+        Mode::Stamp => exec.stamp(graph, steps).await,
+        _ => exec.run(graph, steps, cfg.transaction_mode).await,
     };
     *report = exec.report;
+    let result = result.and_then(|()| match blocked {
+        Some((at, backfill)) => Err(blocked_error(at, backfill, report)),
+        None => Ok(()),
+    });
     if let Some(h) = &hooks {
         h.after_run(result.as_ref().map(|()| &*report)).await;
     }

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS {schema}."events" (
     client_addr inet DEFAULT inet_client_addr(),
     detail jsonb
 );
-INSERT INTO {schema}."meta" (key, value) VALUES ('format', '1'), ('digest', '')
+{backfills_table}
+INSERT INTO {schema}."meta" (key, value) VALUES ('format', '2'), ('digest', '')
     ON CONFLICT (key) DO NOTHING;
 SELECT value FROM {schema}."meta" WHERE key = 'format';

@@ -6,6 +6,7 @@ pub(crate) mod parse;
 
 use std::path::Path;
 
+use crate::backfill::Backfill;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::id::RevisionId;
@@ -30,6 +31,8 @@ use crate::migration::Revision;
 pub struct MigrationSet {
     pub(crate) graph: Graph,
     pub(crate) digest: String,
+    /// Declared backfills, in declaration order.
+    pub(crate) backfills: Vec<Backfill>,
 }
 
 impl MigrationSet {
@@ -130,6 +133,11 @@ impl MigrationSet {
         crate::plan::reconcile(&self.graph, &rows)
     }
 
+    /// The backfills declared with [`SetBuilder::backfill`], in declaration order.
+    pub fn backfills(&self) -> &[Backfill] {
+        &self.backfills
+    }
+
     /// The number of revisions.
     pub fn len(&self) -> usize {
         self.graph.len()
@@ -147,6 +155,7 @@ pub struct SetBuilder {
     revisions: Vec<Revision>,
     error: Option<Error>,
     allow_multiple_heads: bool,
+    backfills: Vec<Backfill>,
 }
 
 impl SetBuilder {
@@ -210,14 +219,40 @@ impl SetBuilder {
         self
     }
 
-    /// Validates the graph: duplicate ids, unknown parents, cycles, several heads.
+    /// Declares a [`Backfill`]: a batched data change that becomes eligible once
+    /// its revision is applied. A revision may list the backfill's name in
+    /// `-- pgskein: depends-on`; it is then not applied until the backfill is done.
+    ///
+    /// ```
+    /// use pgskein::{Backfill, MigrationSet};
+    /// let set = MigrationSet::builder()
+    ///     .file("0001_docs.sql", b"-- pgskein: up\nALTER TABLE documents ADD COLUMN sha256 text;\n")
+    ///     .backfill(Backfill::sql(
+    ///         "documents_sha256",
+    ///         "0001_docs",
+    ///         "documents",
+    ///         "id",
+    ///         "UPDATE documents SET sha256 = encode(sha256(body::bytea), 'hex') WHERE id >= $1 AND id < $2",
+    ///     ))
+    ///     .build()?;
+    /// assert_eq!(set.backfills()[0].name(), "documents_sha256");
+    /// # Ok::<(), pgskein::Error>(())
+    /// ```
+    pub fn backfill(mut self, backfill: Backfill) -> Self {
+        self.backfills.push(backfill);
+        self
+    }
+
+    /// Validates the graph: duplicate ids, unknown parents, cycles, several
+    /// heads; and the backfills: unique names, known revisions.
     pub fn build(self) -> Result<MigrationSet, Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let graph = Graph::build(self.revisions, self.allow_multiple_heads)?;
+        let attached = crate::backfill::validate(&self.backfills, &self.revisions)?;
+        let graph = Graph::build_with_backfills(self.revisions, self.allow_multiple_heads, &attached)?;
         let digest = graph.digest();
-        Ok(MigrationSet { graph, digest })
+        Ok(MigrationSet { graph, digest, backfills: self.backfills })
     }
 
     fn push(&mut self, r: Result<Revision, Error>) {
