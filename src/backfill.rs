@@ -550,6 +550,8 @@ pub struct BackfillStatus {
     pub estimated_total: Option<u64>,
     /// Done fraction, when known.
     pub fraction: Option<f64>,
+    /// The half-open key range of a SQL backfill, fixed when it started.
+    pub key_range: Option<(i64, i64)>,
     /// Where the next batch starts.
     pub cursor: Option<String>,
     /// The last batch size.
@@ -887,6 +889,7 @@ pub(crate) async fn status(
                 rows_done: row.map_or(0, |r| r.rows_done.max(0) as u64),
                 estimated_total: row.and_then(|r| r.estimated_total).map(|t| t.max(0) as u64),
                 fraction,
+                key_range: row.and_then(|r| r.key_start.zip(r.key_end)),
                 cursor: row.and_then(|r| r.cursor.clone()),
                 batch_size: row.and_then(|r| r.batch_size).map(|s| s.max(0) as u64),
                 batches: row.map_or(0, |r| r.batches.max(0) as u64),

@@ -2,6 +2,7 @@
 //! real PostgreSQL (DATABASE_URL, or a throwaway server started from the
 //! machine's binaries).
 
+mod backfill;
 mod bad_inputs;
 mod cancel;
 mod cli;
