@@ -38,6 +38,7 @@
 //! | [`Error`] | every failure, with the revision and file it concerns |
 //! | [`build`] | the build-script helper |
 //! | [`MigrationSet::lint`] | warnings about statements that hold heavy locks for long |
+//! | [`Backfill`], [`BackfillHandle`] | batched, resumable data backfills attached to revisions |
 //! | `testing` | a throwaway PostgreSQL server for tests (feature `testing`) |
 //! | `cli` | the operator commands of the `pgskein` binary, embeddable in a service's binary (feature `cli`) |
 //!
@@ -54,6 +55,34 @@
 //! A run takes a session-level advisory lock keyed by the bookkeeping schema on
 //! the one connection it uses; waiters poll `pg_try_advisory_lock` and log the
 //! holder. See `docs/locking.md`.
+//!
+//! ## Backfills
+//!
+//! A [`Backfill`] is a named, batched data change attached to a revision: SQL
+//! over a key range, or a Rust [`BackfillStep`]. Each batch commits together
+//! with its checkpoint in the `backfills` table, so a crash resumes where it
+//! stopped; batch sizes adapt to a target duration, with throttles and health
+//! checks. A revision may `depends-on` a backfill and is not applied until the
+//! backfill is done. See `docs/backfills.md`.
+//!
+//! ```no_run
+//! use pgskein::{Backfill, MigrationSet, Migrator};
+//!
+//! # async fn start(pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+//! let set = MigrationSet::builder()
+//!     .dir("migrations")
+//!     .backfill(Backfill::sql(
+//!         "documents_sha256_fill",
+//!         "0003_enhance_documents",
+//!         "documents",
+//!         "id",
+//!         "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2",
+//!     ))
+//!     .build()?;
+//! set.run(&pool).await?;
+//! let backfills = set.spawn_backfills(&pool); // or `set.run_backfills(&pool).await?` to wait
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 

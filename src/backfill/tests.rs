@@ -76,19 +76,17 @@ fn sql_backfill_without_the_key_range_parameters_is_refused() {
 
 #[test]
 fn depends_on_a_backfill_orders_after_its_revision_and_is_remembered() {
-    let files = vec![
+    let files = [
         file("0001_items", ""),
         file("0002_other", ""),
         file("0003_not_null", "-- pgskein: revises 0002_other\n-- pgskein: depends-on fill_n\n"),
     ];
-    let s = MigrationSet::builder()
-        .file(&files[0].0, files[0].1.as_bytes())
-        .file(&files[1].0, files[1].1.as_bytes())
-        .file(&files[2].0, files[2].1.as_bytes())
-        .backfill(fill("fill_n", "0001_items"))
-        .allow_multiple_heads(true)
-        .build()
-        .unwrap();
+    let mut builder =
+        MigrationSet::builder().allow_multiple_heads(true).backfill(fill("fill_n", "0001_items"));
+    for (path, text) in &files {
+        builder = builder.file(path, text.as_bytes());
+    }
+    let s = builder.build().unwrap();
     let g = &s.graph;
     let i = g.get("0003_not_null").unwrap();
     assert_eq!(g.backfill_deps[i], ["fill_n"]);
