@@ -652,3 +652,69 @@ async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
         client.query_one("SELECT to_regclass('pgskein.backfills') IS NOT NULL", &[]).await.unwrap().get(0);
     assert!(exists);
 }
+
+/// Runs a future until it has returned `Pending` `limit` times, then drops it.
+struct CancelAfter<F> {
+    fut: std::pin::Pin<Box<F>>,
+    limit: usize,
+    pendings: usize,
+}
+
+impl<F: std::future::Future> std::future::Future for CancelAfter<F> {
+    type Output = Option<F::Output>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending => {
+                self.pendings += 1;
+                if self.pendings >= self.limit {
+                    std::task::Poll::Ready(None)
+                } else {
+                    std::task::Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn dropping_run_backfills_at_every_await_point_keeps_checkpoint_and_rows_in_step() {
+    let rows = 2_000;
+    let db = fresh_db("bf_cancel").await;
+    let client = db.connect().await.unwrap();
+    let observer = db.connect().await.unwrap();
+    let set = set_with(
+        rows,
+        Backfill::sql("touch", "0001_items", "items", "id", TOUCH).batch_size_limits(100, 100),
+    );
+    set.run(&client).await.unwrap();
+    let mut limit = 1;
+    loop {
+        let outcome = CancelAfter { fut: Box::pin(set.run_backfills(&client)), limit, pendings: 0 }.await;
+        // Requests queued by the dropped future (ROLLBACK, unlock) are answered before this one.
+        client.simple_query("SELECT 1").await.unwrap();
+        let r = observer
+            .query_one(
+                "SELECT coalesce((SELECT rows_done FROM pgskein.backfills WHERE name = 'touch'), 0), \
+                        count(*) FILTER (WHERE touched = 1), count(*) FILTER (WHERE touched > 1), \
+                        (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+                 FROM items",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (done, once, twice, locks): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!((done, twice, locks), (once, 0, 0), "cancelled at await point {limit}");
+        if let Some(result) = outcome {
+            result.unwrap();
+            break;
+        }
+        limit += 1;
+    }
+    assert!(limit > 20, "the run should have had many await points ({limit})");
+    assert_eq!(touched(&observer).await, (0, rows));
+}
