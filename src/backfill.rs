@@ -32,12 +32,10 @@ use crate::lock;
 use crate::migration::Revision;
 use crate::migrator::{Config, Db};
 use crate::plan::Direction;
+use crate::rust::{BoxError, MigrationDb};
 
 pub use engine::BackfillHandle;
 pub(crate) use engine::run_inline;
-
-/// The error type of user code in backfills: anything that is an error.
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A named, batched data change attached to a revision.
 ///
@@ -333,7 +331,9 @@ impl fmt::Debug for Backfill {
 
 /// One batch of a Rust backfill.
 ///
-/// `batch` runs inside the batch's transaction; pgskein commits it together
+/// `batch` runs inside the batch's transaction, through the same
+/// [`MigrationDb`] handle Rust-coded revisions get (never `COMMIT` through it);
+/// pgskein commits it together
 /// with the returned cursor, so the next call (in this process or, after a
 /// crash, in another) starts exactly where this one ended. Return an error to
 /// roll the batch back; it is retried, then the backfill stops as `failed`.
@@ -343,7 +343,7 @@ impl fmt::Debug for Backfill {
 /// the upper bound on the first call (cursor `None`) and carry it in the cursor.
 ///
 /// ```
-/// use pgskein::{BackfillStep, BackfillTx, Batch};
+/// use pgskein::{BackfillStep, Batch, BoxError, MigrationDb};
 ///
 /// struct LowercaseEmails;
 ///
@@ -351,10 +351,10 @@ impl fmt::Debug for Backfill {
 /// impl BackfillStep for LowercaseEmails {
 ///     async fn batch(
 ///         &self,
-///         tx: &BackfillTx<'_>,
+///         tx: &MigrationDb<'_>,
 ///         cursor: Option<&str>,
 ///         limit: u64,
-///     ) -> Result<Batch, Box<dyn std::error::Error + Send + Sync>> {
+///     ) -> Result<Batch, BoxError> {
 ///         let after: i64 = cursor.map(str::parse).transpose()?.unwrap_or(0);
 ///         let row = tx
 ///             .query_one(
@@ -376,7 +376,7 @@ impl fmt::Debug for Backfill {
 pub trait BackfillStep: Send + Sync + 'static {
     /// Processes at most about `limit` rows after `cursor` (`None`: from the
     /// start) in `tx`, and says where the next batch starts.
-    async fn batch(&self, tx: &BackfillTx<'_>, cursor: Option<&str>, limit: u64) -> Result<Batch, BoxError>;
+    async fn batch(&self, tx: &MigrationDb<'_>, cursor: Option<&str>, limit: u64) -> Result<Batch, BoxError>;
 }
 
 /// What one batch of a Rust backfill did.
@@ -399,23 +399,6 @@ impl Batch {
     }
 }
 
-/// The connection a [`BackfillStep`] works on, with the batch's transaction
-/// open. It dereferences to [`tokio_postgres::Client`], so every query method
-/// is there.
-///
-/// Do not run `COMMIT` or `ROLLBACK` through it: the batch and its checkpoint
-/// must commit together.
-pub struct BackfillTx<'a> {
-    client: &'a Client,
-}
-
-impl std::ops::Deref for BackfillTx<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client
-    }
-}
-
 /// What a health check says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -428,7 +411,7 @@ pub enum Health {
 /// A check consulted before batches; the backfill waits while it says [`Health::Wait`].
 ///
 /// ```
-/// use pgskein::{Health, HealthCheck};
+/// use pgskein::{BoxError, Health, HealthCheck};
 ///
 /// /// Waits while more than 50 sessions are active.
 /// struct NotTooBusy;
@@ -438,7 +421,7 @@ pub enum Health {
 ///     async fn check(
 ///         &self,
 ///         client: &tokio_postgres::Client,
-///     ) -> Result<Health, Box<dyn std::error::Error + Send + Sync>> {
+///     ) -> Result<Health, BoxError> {
 ///         let row = client.query_one("SELECT count(*) FROM pg_stat_activity WHERE state = 'active'", &[]).await?;
 ///         let active: i64 = row.get(0);
 ///         Ok(if active > 50 { Health::Wait(format!("{active} active sessions")) } else { Health::Proceed })

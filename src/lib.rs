@@ -122,7 +122,7 @@ pub mod __fuzz {
 
 pub use backfill::{
     Backfill, BackfillHandle, BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BackfillStatus,
-    BackfillStep, BackfillTx, Batch, Health, HealthCheck, Progress,
+    BackfillStep, Batch, Health, HealthCheck, Progress,
 };
 pub use error::{Error, ParseErrorKind};
 pub use executor::{Report, StepReport, TransactionMode, Warning};

@@ -9,13 +9,14 @@ use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::{
-    BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BackfillTx, BoxError, CHECKPOINT, Health,
-    Kind, Options, Progress, Row, START, applied_among, ensure_table, read_rows, set_paused, transition,
+    BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BoxError, CHECKPOINT, Health, Kind, Options,
+    Progress, Row, START, applied_among, ensure_table, read_rows, set_paused, transition,
 };
 use crate::backfill::Backfill;
 use crate::error::Error;
 use crate::ledger::Ledger;
 use crate::lock::{self, Conn, quote_ident};
+use crate::rust::MigrationDb;
 
 /// How often a waiting runner looks again at a paused or busy backfill.
 const POLL: Duration = Duration::from_millis(500);
@@ -416,7 +417,7 @@ impl<'a> Runner<'a> {
                     _ => (0, 0, cursor.clone(), true),
                 },
                 Work::Rust(step) => {
-                    let batch = step.batch(&BackfillTx { client }, cursor.as_deref(), size).await?;
+                    let batch = step.batch(&MigrationDb::new(client, true), cursor.as_deref(), size).await?;
                     let done = batch.next.is_none();
                     (batch.rows, size, batch.next, done)
                 }

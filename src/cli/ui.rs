@@ -230,6 +230,8 @@ pub(crate) fn exit_code(e: &Error) -> u8 {
         | Error::AmbiguousTarget { .. }
         | Error::BadRequirement { .. } => exit::USAGE,
         Error::ReleaseRequired { .. } => exit::ATTENTION,
+        // A revision waits for a backfill: finish or resume the backfill.
+        Error::BackfillIncomplete { .. } => exit::ATTENTION,
         _ => exit::ERROR,
     }
 }
@@ -271,6 +273,13 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
         Error::LockRetriesExhausted { .. } => "lock_retries_exhausted",
         Error::BadRequirement { .. } => "bad_requirement",
         Error::ReleaseRequired { .. } => "release_required",
+        Error::InvalidBackfill { .. } => "invalid_backfill",
+        Error::DuplicateBackfill { .. } => "duplicate_backfill",
+        Error::BackfillUnknownRevision { .. } => "backfill_unknown_revision",
+        Error::UnknownBackfill { .. } => "unknown_backfill",
+        Error::BackfillIncomplete { .. } => "backfill_incomplete",
+        Error::BackfillFailed { .. } => "backfill_failed",
+        Error::BackfillTaskCancelled => "backfill_task_cancelled",
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgskein::{
-    Backfill, BackfillOutcome, BackfillState, BackfillStep, BackfillTx, Batch, Error, MigrationSet, Migrator,
+    Backfill, BackfillOutcome, BackfillState, BackfillStep, Batch, BoxError, Error, MigrationDb,
+    MigrationSet, Migrator,
 };
 
 use crate::common::{chain, fresh_db, ledger};
@@ -194,12 +195,7 @@ struct Touch {
 
 #[async_trait::async_trait]
 impl BackfillStep for Touch {
-    async fn batch(
-        &self,
-        tx: &BackfillTx<'_>,
-        cursor: Option<&str>,
-        limit: u64,
-    ) -> Result<Batch, Box<dyn std::error::Error + Send + Sync>> {
+    async fn batch(&self, tx: &MigrationDb<'_>, cursor: Option<&str>, limit: u64) -> Result<Batch, BoxError> {
         let after: i64 = cursor.map(str::parse).transpose()?.unwrap_or(0);
         let row = tx
             .query_one(
