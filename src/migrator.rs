@@ -44,6 +44,7 @@ pub struct Config {
     lock_mode: LockMode,
     hooks: Installed,
     timeouts: Timeouts,
+    inline_backfills: bool,
 }
 
 impl Default for Config {
@@ -58,6 +59,7 @@ impl Default for Config {
             lock_mode: LockMode::default(),
             hooks: Installed::default(),
             timeouts: Timeouts::default(),
+            inline_backfills: false,
         }
     }
 }
@@ -147,6 +149,16 @@ impl Config {
     pub fn lock_retries(mut self, attempts: u32, first_wait: Duration) -> Self {
         self.timeouts.attempts = attempts.max(1);
         self.timeouts.first_wait = first_wait;
+        self
+    }
+    /// Runs backfills inline (default: off): after an upgrade that applied
+    /// something, or that stopped at a revision waiting for a backfill, the
+    /// eligible backfills run to completion (the run waits, the lock stays
+    /// free for other replicas), and the upgrade goes on past the revisions
+    /// they unblock. Off, backfills run only through
+    /// [`Migrator::run_backfills`] or [`Migrator::spawn_backfills`].
+    pub fn inline_backfills(mut self, inline: bool) -> Self {
+        self.inline_backfills = inline;
         self
     }
     /// Callbacks around runs and steps: backups, metrics, notifications.
@@ -519,6 +531,49 @@ impl<M: Migrator> Migrator for Configured<M> {
 }
 
 async fn execute(
+    set: &MigrationSet,
+    cfg: &Config,
+    db: Db<'_>,
+    target: &Target,
+    mode: Mode,
+) -> Result<Report, Error> {
+    if !(cfg.inline_backfills && mode == Mode::Upgrade && !set.backfills.is_empty()) {
+        return execute_once(set, cfg, db, target, mode).await;
+    }
+    // Inline backfills: after a run that did something, or stopped at a
+    // revision waiting for a backfill, run the eligible backfills, and go on
+    // while they unblock revisions.
+    let mut steps = Vec::new();
+    loop {
+        let result = execute_once(set, cfg, db, target, mode).await;
+        match &result {
+            Ok(r) if r.fast_path => return result,
+            Ok(_) | Err(Error::BackfillIncomplete { .. }) => {}
+            Err(_) => return result,
+        }
+        match result {
+            Ok(mut r) => {
+                steps.append(&mut r.steps);
+                crate::backfill::run(set, cfg, db).await?;
+                r.steps = steps;
+                return Ok(r);
+            }
+            Err(Error::BackfillIncomplete { mut report, revision, backfill }) => {
+                steps.append(&mut report.steps);
+                let done = crate::backfill::run(set, cfg, db).await?;
+                let finished = done.get(&backfill).is_some_and(|b| b.outcome == crate::BackfillOutcome::Done);
+                if !finished {
+                    report.steps = steps;
+                    return Err(Error::BackfillIncomplete { revision, backfill, report });
+                }
+                tracing::info!(%backfill, "inline backfill finished; continuing the run");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn execute_once(
     set: &MigrationSet,
     cfg: &Config,
     db: Db<'_>,

@@ -714,3 +714,28 @@ async fn dropping_run_backfills_at_every_await_point_keeps_checkpoint_and_rows_i
     assert!(limit > 20, "the run should have had many await points ({limit})");
     assert_eq!(touched(&observer).await, (0, rows));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_backfills_let_one_run_go_past_the_revision_that_waits_for_them() {
+    let db = fresh_db("bf_inline").await;
+    let pool = db.pool(4);
+    let set = MigrationSet::builder()
+        .file("0001_items.sql", items(20_000).as_bytes())
+        .file(
+            "0002_touched_once.sql",
+            b"-- pgskein: revises 0001_items\n-- pgskein: depends-on touch_all\n-- pgskein: up\n\
+              ALTER TABLE items ADD CONSTRAINT touched_once CHECK (touched = 1) NOT VALID;\n\
+              ALTER TABLE items VALIDATE CONSTRAINT touched_once;\n",
+        )
+        .backfill(Backfill::sql("touch_all", "0001_items", "items", "id", TOUCH))
+        .build()
+        .unwrap()
+        .with_config(pgskein::Config::default().inline_backfills(true));
+    let report = set.run(&pool).await.unwrap();
+    let steps: Vec<&str> = report.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(steps, ["0001_items", "0002_touched_once"]);
+    let client = db.connect().await.unwrap();
+    assert_eq!(touched(&client).await, (0, 20_000));
+    assert_eq!(ledger(&client).await.len(), 2);
+    assert!(set.run(&pool).await.unwrap().fast_path, "at head, nothing runs and no backfill is looked at");
+}
