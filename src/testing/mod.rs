@@ -22,6 +22,14 @@
 //!
 //! Connections are made without TLS.
 //!
+//! On top of the server:
+//!
+//! - [`Snapshot`]: the schema of a database read from the catalogs, and a
+//!   readable diff of two snapshots.
+//! - [`assert_reversible`], [`assert_up_down_up`] and [`assert_single_head`]
+//!   (and their `check_*` forms returning a [`ReversibilityError`]): one-line
+//!   checks of a migration set for a test suite.
+//!
 //! ```no_run
 //! use pgskein::testing::TestServer;
 //!
@@ -34,6 +42,15 @@
 //! }
 //! ```
 
+mod error;
+mod reversible;
 mod server;
+mod snapshot;
 
+pub use error::ReversibilityError;
+pub use reversible::{
+    assert_reversible, assert_single_head, assert_up_down_up, check_reversible, check_single_head,
+    check_up_down_up,
+};
 pub use server::{TestDatabase, TestServer};
+pub use snapshot::{ItemDiff, ObjectChange, ObjectDiff, Snapshot, SnapshotDiff};

@@ -24,3 +24,5 @@ mod props;
 mod repeatable;
 mod restart;
 mod rust_revisions;
+mod testing_reversible;
+mod testing_snapshot;
