@@ -1,12 +1,71 @@
-//! The testing module's error type: [`ReversibilityError`] when a migration
+//! The testing module's two error types: [`SetupError`] when a test cannot be
+//! given its database or schema, and [`ReversibilityError`] when a migration
 //! set fails one of the reversibility checks. Like the crate's own error,
 //! causes are `#[source]`s and never repeated in the message; a schema
 //! difference is part of the message, since it is the point of the report.
+
+use std::io;
 
 use crate::id::RevisionId;
 use crate::plan::Direction;
 
 use super::snapshot::SnapshotDiff;
+
+/// Why a test could not be given a migrated database or schema.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// No server for tests: `DATABASE_URL` is invalid, or the throwaway server
+    /// could not start.
+    #[error("no PostgreSQL server for tests")]
+    Server {
+        /// The cause, from [`TestServer::shared`](super::TestServer::shared).
+        #[source]
+        source: io::Error,
+    },
+    /// A statement on the server failed.
+    #[error("could not {operation} {object}")]
+    Database {
+        /// What was being done, e.g. `create database`.
+        operation: &'static str,
+        /// The database or schema concerned.
+        object: String,
+        /// The server's answer.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Migrating the template database (or the fresh schema) failed.
+    #[error("could not migrate {object} to head")]
+    Migrate {
+        /// The template database or schema.
+        object: String,
+        /// What the migrator reported.
+        #[source]
+        source: crate::Error,
+    },
+    /// Another process building the same template held its lock for too long.
+    #[error("could not take the build lock of template {template}")]
+    TemplateLock {
+        /// The template database.
+        template: String,
+        /// The lock error.
+        #[source]
+        source: crate::Error,
+    },
+}
+
+impl SetupError {
+    pub(super) fn db(operation: &'static str, object: &str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        let object = object.to_owned();
+        move |source| SetupError::Database { operation, object, source }
+    }
+}
+
+impl From<io::Error> for SetupError {
+    fn from(source: io::Error) -> Self {
+        SetupError::Server { source }
+    }
+}
 
 /// A migration set that failed [`check_reversible`](super::check_reversible)
 /// or [`check_up_down_up`](super::check_up_down_up).

@@ -24,6 +24,10 @@
 //!
 //! On top of the server:
 //!
+//! - [`MigratedDatabase`]: a database at head of a migrator for each test,
+//!   cloned from a [`Template`] migrated once per migration set (and reused by
+//!   later runs while the set is unchanged); [`MigratedSchema`] when the role
+//!   cannot create databases.
 //! - [`Snapshot`]: the schema of a database read from the catalogs, and a
 //!   readable diff of two snapshots.
 //! - [`assert_reversible`], [`assert_up_down_up`] and [`assert_single_head`]
@@ -43,14 +47,19 @@
 //! ```
 
 mod error;
+mod ready;
 mod reversible;
+mod schema;
 mod server;
 mod snapshot;
+mod template;
 
-pub use error::ReversibilityError;
+pub use error::{ReversibilityError, SetupError};
 pub use reversible::{
     assert_reversible, assert_single_head, assert_up_down_up, check_reversible, check_single_head,
     check_up_down_up,
 };
+pub use schema::MigratedSchema;
 pub use server::{TestDatabase, TestServer};
 pub use snapshot::{ItemDiff, ObjectChange, ObjectDiff, Snapshot, SnapshotDiff};
+pub use template::{MigratedDatabase, Template};

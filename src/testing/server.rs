@@ -289,6 +289,10 @@ impl Drop for TestDatabase {
     /// cannot drive another future while blocked here, or on no runtime at
     /// all. Blocks until done, so that the database is gone when the value is.
     fn drop(&mut self) {
+        // Emptied by `into_kept`: the database stays.
+        if self.name.is_empty() {
+            return;
+        }
         let server = Arc::clone(&self.server);
         let name = std::mem::take(&mut self.name);
         let outcome = std::thread::Builder::new()
@@ -307,6 +311,36 @@ impl Drop for TestDatabase {
     }
 }
 
+/// What the sibling modules (templates, fresh schemas) need from a server.
+impl TestServer {
+    /// The config of the database that `CREATE DATABASE` and `DROP DATABASE` run from.
+    pub(super) fn admin_config(&self) -> Config {
+        self.inner.admin_config()
+    }
+
+    /// Whether this is a throwaway server, removed (with its databases) at exit.
+    pub(super) fn is_throwaway(&self) -> bool {
+        !matches!(self.inner.kind, Kind::External(_))
+    }
+
+    /// Another handle on the same server.
+    pub(super) fn handle(&self) -> TestServer {
+        TestServer { inner: Arc::clone(&self.inner) }
+    }
+
+    /// Takes charge of an existing database: it is dropped with the returned value.
+    pub(super) fn adopt(&self, name: String) -> TestDatabase {
+        TestDatabase { name, server: Arc::clone(&self.inner) }
+    }
+}
+
+impl TestDatabase {
+    /// Gives the database up without dropping it; returns its name.
+    pub(super) fn into_kept(mut self) -> String {
+        std::mem::take(&mut self.name)
+    }
+}
+
 fn drop_database(server: &Inner, name: &str) -> Result<(), String> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -321,7 +355,7 @@ fn drop_database(server: &Inner, name: &str) -> Result<(), String> {
 
 /// Runs `sql` on a fresh connection that is driven here rather than spawned,
 /// so that it works on any runtime and leaves no task behind.
-async fn execute_once(config: &Config, sql: &str) -> Result<(), tokio_postgres::Error> {
+pub(super) async fn execute_once(config: &Config, sql: &str) -> Result<(), tokio_postgres::Error> {
     let (client, connection) = config.connect(NoTls).await?;
     let mut connection = std::pin::pin!(connection);
     let mut connection_done = false;
@@ -450,7 +484,7 @@ extern "C" fn stop_at_exit() {
 
 /// A name that no other test, in this process or another one using the same
 /// server, will pick: the pid alone can repeat across containers.
-fn unique_name(prefix: &str) -> String {
+pub(super) fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let suffix = format!("_{:x}{:08x}_{}", std::process::id(), random_u32(), n);

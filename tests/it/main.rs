@@ -24,5 +24,6 @@ mod props;
 mod repeatable;
 mod restart;
 mod rust_revisions;
+mod testing_databases;
 mod testing_reversible;
 mod testing_snapshot;
