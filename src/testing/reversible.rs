@@ -25,7 +25,9 @@ use super::snapshot::Snapshot;
 /// [`TestServer::create_database`](super::TestServer::create_database)): each
 /// revision is applied with `+1` and reverted with `-1`, which is exact when
 /// nothing later in plan order is already applied. Revisions without a down
-/// section fail the check.
+/// section fail the check. Repeatable revisions are applied with the last
+/// versioned revision and removed with any downgrade, so they count as part
+/// of that revision.
 ///
 /// ```no_run
 /// use pgskein::MigrationSet;
@@ -52,14 +54,22 @@ pub async fn check_reversible<'a, M: Migrator>(
         .await
         .map_err(|source| ReversibilityError::Run { operation: "planning", source })?;
     let set = migrator.migrations();
-    if let Some(rev) = plan.steps.iter().filter_map(|s| set.get(s.id.as_str())).find(|r| r.down().is_none()) {
+    let irreversible = plan
+        .steps
+        .iter()
+        .filter_map(|s| set.get(s.id.as_str()))
+        .find(|r| r.down().is_none() && !r.is_repeatable());
+    if let Some(rev) = irreversible {
         return Err(ReversibilityError::Irreversible {
             revision: rev.id().clone(),
             path: rev.origin().to_owned(),
         });
     }
     let mut before = snapshot(client, &schema).await?;
-    for step in &plan.steps {
+    // Repeatable revisions are no steps of their own: they come with the
+    // upgrade that completes the versioned ones and go with any downgrade.
+    let versioned = plan.steps.iter().filter(|s| set.get(s.id.as_str()).is_none_or(|r| !r.is_repeatable()));
+    for step in versioned {
         let id = &step.id;
         one_step(migrator, client, id, Direction::Up).await?;
         let applied = snapshot(client, &schema).await?;
@@ -175,7 +185,8 @@ pub fn assert_single_head(set: &MigrationSet) {
     }
 }
 
-/// Applies or reverts exactly revision `id`.
+/// Applies or reverts exactly revision `id`, and the repeatable revisions
+/// that come or go with it.
 async fn one_step<M: Migrator>(
     migrator: &M,
     client: &Client,
@@ -188,7 +199,10 @@ async fn one_step<M: Migrator>(
     }
     .map_err(|source| ReversibilityError::Step { revision: id.clone(), direction, source })?;
     let ran: Vec<RevisionId> = report.steps.iter().map(|s| s.id.clone()).collect();
-    if ran.len() != 1 || ran[0] != *id {
+    let set = migrator.migrations();
+    let others =
+        ran.iter().filter(|r| *r != id).all(|r| set.get(r.as_str()).is_some_and(|r| r.is_repeatable()));
+    if ran.iter().filter(|r| *r == id).count() != 1 || !others {
         return Err(ReversibilityError::UnexpectedSteps { expected: id.clone(), direction, actual: ran });
     }
     Ok(())

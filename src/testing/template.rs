@@ -305,7 +305,7 @@ pub(super) fn template_name<M: Migrator>(migrator: &M) -> String {
     let schema = migrator.config().schema_name().to_owned();
     let mut history = Sha256::new();
     history.update(schema.as_bytes());
-    for root in set.revisions().filter(|r| r.revises().is_empty()) {
+    for root in set.revisions().filter(|r| r.revises().is_empty() && !r.is_repeatable()) {
         history.update(b"\0");
         history.update(root.id().as_str().as_bytes());
         history.update(b"\0");

@@ -206,6 +206,30 @@ async fn a_failing_down_section_is_reported_with_its_revision_and_cause() {
     assert!(text.contains("no_such_table"), "{text}");
 }
 
+#[tokio::test]
+async fn repeatable_revisions_count_as_part_of_the_last_versioned_one() {
+    let db = fresh_db("rev_repeatable").await;
+    let client = db.connect().await.unwrap();
+    let set = pgskein::MigrationSet::builder()
+        .file(
+            "R_item_names.sql",
+            b"-- pgskein: repeatable\n-- pgskein: up\nCREATE OR REPLACE VIEW item_names AS SELECT name FROM items;\n\
+              -- pgskein: down\nDROP VIEW item_names;\n",
+        )
+        .file("0001_items.sql", b"-- pgskein: up\nCREATE TABLE items (name text);\n-- pgskein: down\nDROP TABLE items;\n")
+        .file(
+            "0002_price.sql",
+            b"-- pgskein: revises 0001_items\n-- pgskein: up\nALTER TABLE items ADD COLUMN price int;\n\
+              -- pgskein: down\nALTER TABLE items DROP COLUMN price;\n",
+        )
+        .build()
+        .unwrap();
+    assert_reversible(&set, &client).await;
+    assert!(set.status(&client).await.unwrap().pending.is_empty());
+    let other = fresh_db("rev_repeatable_cycle").await;
+    assert_up_down_up(&set, &other.connect().await.unwrap()).await;
+}
+
 #[test]
 fn several_heads_are_named() {
     let set = pgskein::MigrationSet::builder()
@@ -216,7 +240,8 @@ fn several_heads_are_named() {
         .unwrap();
     let err = check_single_head(&set).unwrap_err();
     assert!(matches!(&err, pgskein::Error::MultipleHeads { heads } if heads.len() == 2), "{err:?}");
-    let panic = std::panic::catch_unwind(|| assert_single_head(&set)).unwrap_err();
+    let panic =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| assert_single_head(&set))).unwrap_err();
     let message = panic.downcast_ref::<String>().unwrap();
     assert!(message.contains("0001_a, 0002_b"), "{message}");
 }
