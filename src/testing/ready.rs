@@ -8,7 +8,9 @@
 //! after the clone in flight, if any, has finished.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, Weak};
+#[cfg(unix)]
+use std::sync::Once;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Config;
@@ -23,6 +25,7 @@ const MAX_FAILURES: u32 = 3;
 /// How long one clone or drop may take.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long process exit waits for the pool to tidy up.
+#[cfg(unix)]
 const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) struct ReadyPool {
@@ -109,6 +112,7 @@ impl ReadyPool {
     }
 
     /// Closes and waits (at most `timeout`) until the worker has tidied up.
+    #[cfg(unix)]
     fn close_and_wait(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
@@ -185,17 +189,18 @@ impl ReadyPool {
     }
 }
 
+/// Elsewhere than on Unix, prepared databases left at exit stay on the server.
 fn register_exit_handler() {
-    static ONCE: Once = Once::new();
     #[cfg(unix)]
-    ONCE.call_once(|| {
-        // SAFETY: `close_pools_at_exit` is an `extern "C" fn()` that never unwinds.
-        unsafe {
-            libc::atexit(close_pools_at_exit);
-        }
-    });
-    #[cfg(not(unix))]
-    ONCE.call_once(|| {});
+    {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: `close_pools_at_exit` is an `extern "C" fn()` that never unwinds.
+            unsafe {
+                libc::atexit(close_pools_at_exit);
+            }
+        });
+    }
 }
 
 /// Drops the prepared databases nobody took. Registered after the throwaway

@@ -161,7 +161,8 @@ impl Template {
 
     /// Keeps `count` databases cloned ahead, in a background thread of its
     /// own, so that [`database`](Template::database) hands one out at once
-    /// instead of waiting for a clone (about 30 ms for a 100-revision set).
+    /// instead of waiting for a clone (some 40 ms for a 100-revision set,
+    /// more on a disk that is slow to create files).
     /// Calling it again changes the count; 0 stops preparing.
     ///
     /// Pays off when many tests run in one process. The databases still
