@@ -39,14 +39,14 @@
 //! | [`build`] | the build-script helper |
 //! | [`MigrationSet::lint`] | warnings about statements that hold heavy locks for long |
 //! | [`Backfill`], [`BackfillHandle`] | batched, resumable data backfills attached to revisions |
-//! | `testing` | a throwaway PostgreSQL server for tests (feature `testing`) |
+//! | `testing` | a throwaway PostgreSQL server, per-test databases, reversibility checks (feature `testing`) |
 //! | `cli` | the operator commands of the `pgskein` binary, embeddable in a service's binary (feature `cli`) |
 //!
 //! ## Features
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `testing` | `testing::TestServer`: a throwaway PostgreSQL for test suites |
+//! | `testing` | `testing::TestServer` (a throwaway PostgreSQL), `MigratedDatabase` (a database at head per test), `assert_reversible` and catalog `Snapshot`s |
 //! | `fuzzing` | internal entry points for the fuzz targets in `fuzz/`; not a stable API |
 //! | `cli` | the `pgskein` binary and `cli::run_with`, to offer its commands from a service's own binary (see `docs/cli.md`) |
 //!

@@ -25,5 +25,6 @@ mod repeatable;
 mod restart;
 mod rust_revisions;
 mod testing_databases;
+mod testing_example;
 mod testing_reversible;
 mod testing_snapshot;

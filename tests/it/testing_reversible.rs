@@ -1,6 +1,7 @@
-//! The reversibility checks users put in their suites: they pass on the
-//! example schema and name the revision and the difference on fixtures whose
-//! down section forgets something.
+//! The reversibility checks users put in their suites: they name the
+//! revision and the difference on fixtures whose down section forgets
+//! something. That they pass on the example schema is shown by
+//! `testing_example`, the file users copy.
 
 use pgskein::testing::{
     ReversibilityError, assert_reversible, assert_single_head, assert_up_down_up, check_reversible,
@@ -11,26 +12,10 @@ use pgskein::{Direction, Migrator};
 use crate::common::{chain, example, fixture, fresh_db, ledger, temp_set};
 
 #[tokio::test]
-async fn example_schema_is_reversible_revision_by_revision() {
-    let db = fresh_db("rev_example").await;
-    let client = db.connect().await.unwrap();
-    let set = example();
-    assert_reversible(&set, &client).await;
-    // It leaves the database at head.
-    assert!(set.status(&client).await.unwrap().pending.is_empty());
-    assert_eq!(ledger(&client).await.len(), set.len());
-}
-
-#[tokio::test]
 async fn example_schema_survives_up_down_up_through_a_pool() {
     let db = fresh_db("rev_cycle").await;
     let pool = db.pool(2);
     assert_up_down_up(&example(), &pool).await;
-}
-
-#[test]
-fn example_schema_has_a_single_head() {
-    assert_single_head(&example());
 }
 
 /// `check_reversible` on a fixture: the error's message.
