@@ -290,6 +290,50 @@ async fn databases_prepared_ahead_are_handed_out_at_once_and_dropped_with_their_
     assert_eq!(existing(&client, &[db.name().to_owned()]).await.len(), 1);
 }
 
+/// The databases this process (or the given one) prepared ahead.
+async fn prepared_by(client: &tokio_postgres::Client, pid: u32) -> i64 {
+    let pattern = format!("^pgskein_ready_{pid:x}[0-9a-f]{{8}}_[0-9]+$");
+    client.query_one("SELECT count(*) FROM pg_database WHERE datname ~ $1", &[&pattern]).await.unwrap().get(0)
+}
+
+/// Run in a child process by the next test, against the parent's server.
+#[tokio::test]
+#[ignore = "a helper, run in a child process by prepared_databases_nobody_took_are_dropped_at_exit"]
+async fn child_prepares_databases_and_exits() {
+    let dir = private_copy("linear");
+    let _cleanup = RemoveDir(dir.clone());
+    let template = Template::on(server(), &MigrationSet::from_dir(&dir).unwrap()).await.unwrap();
+    template.prepare_ahead(2);
+    wait_for(|| template.ready() == 2).await;
+    let (_db, client) = catalog_client().await;
+    println!("prepared {}", prepared_by(&client, std::process::id()).await);
+    // Still alive at exit: only the exit handler can drop them.
+    std::mem::forget(template);
+}
+
+#[tokio::test]
+async fn prepared_databases_nobody_took_are_dropped_at_exit() {
+    let (db, client) = catalog_client().await;
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "testing_databases::child_prepares_databases_and_exits",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("DATABASE_URL", server().url(db.name()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("prepared 2"), "{stdout}");
+    assert_eq!(prepared_by(&client, pid).await, 0, "dropped when the child exited");
+}
+
 async fn wait_for(mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
