@@ -16,6 +16,7 @@ use crate::source::MigrationSet;
 
 use super::error::{ReversibilityError, chain};
 use super::snapshot::Snapshot;
+use super::template::for_tests;
 
 /// Checks every pending revision, one at a time in plan order: up, snapshot,
 /// down, compare with the snapshot taken before the up, up again, compare
@@ -25,7 +26,8 @@ use super::snapshot::Snapshot;
 /// [`TestServer::create_database`](super::TestServer::create_database)): each
 /// revision is applied with `+1` and reverted with `-1`, which is exact when
 /// nothing later in plan order is already applied. Revisions without a down
-/// section fail the check. Repeatable revisions are applied with the last
+/// section fail the check. Backfills run inline, so a revision that depends
+/// on one can be applied. Repeatable revisions are applied with the last
 /// versioned revision and removed with any downgrade, so they count as part
 /// of that revision.
 ///
@@ -46,6 +48,7 @@ pub async fn check_reversible<'a, M: Migrator>(
     migrator: &M,
     db: impl Into<Db<'a>> + Send + 'a,
 ) -> Result<(), ReversibilityError> {
+    let migrator = &for_tests(migrator);
     let held = Held::from(db.into()).await?;
     let client = held.client();
     let schema = migrator.config().schema_name().to_owned();
@@ -112,6 +115,7 @@ pub async fn check_up_down_up<'a, M: Migrator>(
     migrator: &M,
     db: impl Into<Db<'a>> + Send + 'a,
 ) -> Result<(), ReversibilityError> {
+    let migrator = &for_tests(migrator);
     let held = Held::from(db.into()).await?;
     let client = held.client();
     let schema = migrator.config().schema_name().to_owned();

@@ -12,11 +12,10 @@ use tokio_postgres::{Config, NoTls};
 
 use crate::lock::quote_ident;
 use crate::migrator::Migrator;
-use crate::source::MigrationSet;
 
 use super::error::SetupError;
 use super::server::{TestServer, execute_once, unique_name};
-use super::template::connect;
+use super::template::{WithConfig, connect, for_tests};
 
 /// A schema at head of a migrator, for one test, in an existing database.
 ///
@@ -96,7 +95,8 @@ impl MigratedSchema {
             kept: false,
         };
         let client = connect(&schema.config).await.map_err(SetupError::db("connect to", &dbname))?;
-        let migrator = Ledgered { inner: migrator, config: migrator.config().schema(&schema.ledger) };
+        let migrator = for_tests(migrator);
+        let migrator = WithConfig { inner: &migrator, config: migrator.config().schema(&schema.ledger) };
         migrator
             .run(&client)
             .await
@@ -196,20 +196,5 @@ impl Drop for MigratedSchema {
             Ok(()) => tracing::debug!(schema = %self.schema, "dropped test schema"),
             Err(error) => tracing::warn!(schema = %self.schema, %error, "could not drop test schema"),
         }
-    }
-}
-
-/// A borrowed migrator with another bookkeeping schema.
-struct Ledgered<'a, M> {
-    inner: &'a M,
-    config: crate::Config,
-}
-
-impl<M: Migrator> Migrator for Ledgered<'_, M> {
-    fn migrations(&self) -> &MigrationSet {
-        self.inner.migrations()
-    }
-    fn config(&self) -> crate::Config {
-        self.config.clone()
     }
 }

@@ -300,6 +300,28 @@ impl Drop for MigratedDatabase {
     }
 }
 
+/// A borrowed migrator with other settings.
+pub(super) struct WithConfig<'a, M> {
+    pub(super) inner: &'a M,
+    pub(super) config: crate::Config,
+}
+
+impl<M: Migrator> Migrator for WithConfig<'_, M> {
+    fn migrations(&self) -> &MigrationSet {
+        self.inner.migrations()
+    }
+    fn config(&self) -> crate::Config {
+        self.config.clone()
+    }
+}
+
+/// The migrator as test support runs it: with backfills inline, so that a
+/// database at head has its data changes done, and a revision that depends
+/// on a backfill can be applied.
+pub(super) fn for_tests<M: Migrator>(migrator: &M) -> WithConfig<'_, M> {
+    WithConfig { inner: migrator, config: migrator.config().inline_backfills(true) }
+}
+
 /// `pgskein_t_<history>_<set>`: 35 bytes, well within PostgreSQL's 63.
 pub(super) fn template_name<M: Migrator>(migrator: &M) -> String {
     let set = migrator.migrations();
@@ -389,7 +411,7 @@ async fn build<M: Migrator>(
     let config = server.config(&building);
     let migrated = async {
         let client = connect(&config).await.map_err(SetupError::db("connect to", &building))?;
-        let report = migrator
+        let report = for_tests(migrator)
             .run(&client)
             .await
             .map_err(|source| SetupError::Migrate { object: building.clone(), source })?;

@@ -364,6 +364,56 @@ async fn a_set_that_fails_to_migrate_leaves_no_template_behind() {
     assert!(matches!(Template::on(server(), &set).await, Err(SetupError::Migrate { .. })));
 }
 
+/// Three revisions and a backfill between the second and the third, which
+/// depends on it; `run` alone would stop before the third.
+fn set_with_a_backfill() -> MigrationSet {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    MigrationSet::builder()
+        .file(
+            "0001_items.sql",
+            format!(
+                "-- pgskein: up\n-- run {nanos}\nCREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);\n\
+                 INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 50) i;\n\
+                 -- pgskein: down\nDROP TABLE items;\n"
+            )
+            .as_bytes(),
+        )
+        .file(
+            "0002_upper_name.sql",
+            b"-- pgskein: revises 0001_items\n-- pgskein: up\nALTER TABLE items ADD COLUMN upper_name text;\n\
+              -- pgskein: down\nALTER TABLE items DROP COLUMN upper_name;\n",
+        )
+        .file(
+            "0003_upper_name_not_null.sql",
+            b"-- pgskein: revises 0002_upper_name\n-- pgskein: depends-on items_upper_name_fill\n\
+              -- pgskein: up\nALTER TABLE items ALTER COLUMN upper_name SET NOT NULL;\n\
+              -- pgskein: down\nALTER TABLE items ALTER COLUMN upper_name DROP NOT NULL;\n",
+        )
+        .backfill(pgskein::Backfill::sql(
+            "items_upper_name_fill",
+            "0002_upper_name",
+            "items",
+            "id",
+            "UPDATE items SET upper_name = upper(name) WHERE id >= $1 AND id < $2",
+        ))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_template_has_its_backfills_done() {
+    let set = set_with_a_backfill();
+    let db = MigratedDatabase::new(&set).await.unwrap();
+    let client = db.connect().await.unwrap();
+    assert!(set.status(&client).await.unwrap().pending.is_empty());
+    let filled: i64 = client
+        .query_one("SELECT count(*) FROM items WHERE upper_name = upper(name)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(filled, 50);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_schemas_are_isolated_keep_their_ledger_apart_and_are_dropped() {
     // Unqualified names only, as the schema variant requires (the `linear`
