@@ -323,6 +323,8 @@ pub(super) fn for_tests<M: Migrator>(migrator: &M) -> WithConfig<'_, M> {
 }
 
 /// `pgskein_t_<history>_<set>`: 35 bytes, well within PostgreSQL's 63.
+/// `<set>` changes with any revision, backfill, the bookkeeping schema or
+/// this crate's version; `<history>` only with the root revisions.
 pub(super) fn template_name<M: Migrator>(migrator: &M) -> String {
     let set = migrator.migrations();
     let schema = migrator.config().schema_name().to_owned();
@@ -338,6 +340,19 @@ pub(super) fn template_name<M: Migrator>(migrator: &M) -> String {
     for part in [env!("CARGO_PKG_VERSION"), &schema, set.fingerprint()] {
         version.update(part.as_bytes());
         version.update(b"\0");
+    }
+    // The template runs the backfills, which the fingerprint does not cover:
+    // a SQL backfill by its statement, a Rust one by its name.
+    for backfill in set.backfills() {
+        let sql = match &backfill.kind {
+            crate::backfill::Kind::Sql { key, sql } => [key.as_str(), sql.as_str()],
+            crate::backfill::Kind::Rust(_) => ["", ""],
+        };
+        let table = backfill.table.as_deref().unwrap_or_default();
+        for part in [backfill.name(), backfill.after_revision(), table, sql[0], sql[1]] {
+            version.update(part.as_bytes());
+            version.update(b"\0");
+        }
     }
     format!("pgskein_t_{}_{}", hex(&history.finalize()[..4]), hex(&version.finalize()[..8]))
 }
@@ -509,4 +524,50 @@ pub(super) async fn connect(config: &Config) -> Result<Client, tokio_postgres::E
         }
     });
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Backfill;
+
+    fn set(second_up: &str, fill: &str) -> MigrationSet {
+        MigrationSet::builder()
+            .file("0001_a.sql", b"-- pgskein: up\nCREATE TABLE a (id int, x int);\n")
+            .file(
+                "0002_b.sql",
+                format!("-- pgskein: revises 0001_a\n-- pgskein: up\n{second_up}\n").as_bytes(),
+            )
+            .backfill(Backfill::sql("fill", "0001_a", "a", "id", fill))
+            .build()
+            .unwrap()
+    }
+
+    const FILL: &str = "UPDATE a SET x = 1 WHERE id >= $1 AND id < $2";
+
+    #[test]
+    fn template_name_is_stable_for_an_unchanged_set() {
+        let name = template_name(&set("SELECT 1;", FILL));
+        assert_eq!(name, template_name(&set("SELECT 1;", FILL)));
+        assert_eq!(name.len(), 35);
+        assert!(name.starts_with("pgskein_t_"), "{name}");
+    }
+
+    #[test]
+    fn an_edited_revision_keeps_the_history_and_changes_the_version() {
+        let (a, b) = (template_name(&set("SELECT 1;", FILL)), template_name(&set("SELECT 2;", FILL)));
+        assert_ne!(a, b);
+        assert_eq!(a[..18], b[..18], "same history: {a} {b}");
+    }
+
+    #[test]
+    fn an_edited_backfill_or_another_ledger_schema_changes_the_name() {
+        let base = template_name(&set("SELECT 1;", FILL));
+        let refill = template_name(&set("SELECT 1;", "UPDATE a SET x = 2 WHERE id >= $1 AND id < $2"));
+        assert_ne!(base, refill);
+        assert_eq!(base[..18], refill[..18]);
+        let other_schema = set("SELECT 1;", FILL).with_config(crate::Config::default().schema("ledger"));
+        let other = template_name(&other_schema);
+        assert_ne!(base[..18], other[..18], "another history: {base} {other}");
+    }
 }
