@@ -486,33 +486,29 @@ impl Bench {
         self.say("|---|---:|---:|---|---:|---:|---:|---|");
         for as_processes in [false, true] {
             let how = if as_processes { "processes" } else { "tasks" };
-            let mut one = Vec::new();
-            let mut rows = Vec::new();
-            for _ in 0..runs {
-                let (t, ok, once) = self.starters(&set, &dir, 1, as_processes).await?;
-                assert!(ok == 1 && once, "a single starter applies everything once");
-                one.push(t);
-            }
-            for k in STARTERS {
-                let (mut walls, mut all_ok, mut all_once) = (Vec::new(), true, true);
-                let mut worst = k;
-                for _ in 0..runs {
-                    let (t, ok, once) = self.starters(&set, &dir, k, as_processes).await?;
-                    walls.push(t);
-                    all_ok &= ok == k;
-                    worst = worst.min(ok);
-                    all_once &= once;
+            // One starter takes its turn in every run, next to the K starters.
+            let sizes: Vec<usize> = std::iter::once(1).chain(STARTERS).collect();
+            let mut walls = vec![Vec::new(); sizes.len()];
+            let (mut worst, mut once) = (sizes.clone(), vec![true; sizes.len()]);
+            for run in 0..runs {
+                eprintln!("P5 {how}, run {}/{runs}", run + 1);
+                for (i, &k) in sizes.iter().enumerate() {
+                    let (t, ok, exactly_once) = self.starters(&set, &dir, k, as_processes).await?;
+                    walls[i].push(t);
+                    worst[i] = worst[i].min(ok);
+                    once[i] &= exactly_once;
                 }
-                rows.push((k, worst, all_ok, all_once, median(&walls)));
             }
-            let base = median(&one);
-            for (k, worst, _, once, wall) in rows {
+            assert!(worst[0] == 1 && once[0], "a single starter applies everything once");
+            let base = median(&walls[0]);
+            for (i, &k) in sizes.iter().enumerate().skip(1) {
                 self.say(format!(
-                    "| pgskein, {how} | {k} | {worst} of {k} | {} | {} | {} | {:.2}× | {k} of {k}, exactly once, ≤ 1.3× |",
-                    if once { "yes" } else { "NO" },
-                    ms(wall),
+                    "| pgskein, {how} | {k} | {} of {k} | {} | {} | {} | {:.2}× | {k} of {k}, exactly once, ≤ 1.3× |",
+                    worst[i],
+                    if once[i] { "yes" } else { "NO" },
+                    ms(median(&walls[i])),
                     ms(base),
-                    ratio(wall, base)
+                    ratio(median(&walls[i]), base)
                 ));
             }
         }
@@ -932,7 +928,7 @@ impl FrontendCounter {
 /// Spawns `k` commands at once and waits for all: (how many succeeded, their errors).
 fn spawn_all(k: usize, make: impl Fn() -> Command) -> Result<(usize, Vec<String>)> {
     let children: Vec<_> = (0..k)
-        .map(|_| make().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn())
+        .map(|_| make().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn())
         .collect::<std::result::Result<_, _>>()?;
     let mut ok = 0;
     let mut errors = Vec::new();
@@ -941,7 +937,9 @@ fn spawn_all(k: usize, make: impl Fn() -> Command) -> Result<(usize, Vec<String>
         if out.status.success() {
             ok += 1;
         } else {
-            errors.push(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+            let (stderr, stdout) =
+                (String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+            errors.push(if stderr.trim().is_empty() { stdout } else { stderr }.trim().to_owned());
         }
     }
     Ok((ok, errors))
