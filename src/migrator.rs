@@ -12,7 +12,7 @@ use crate::executor::{Executor, Report, TransactionMode, Warning};
 use crate::graph::Graph;
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Meta};
-use crate::lock::{Conn, LockGuard, LockMode};
+use crate::lock::{Acquired, Conn, LockGuard, LockMode, Settled};
 use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Target};
 use crate::source::MigrationSet;
 
@@ -336,8 +336,24 @@ async fn execute(
     let (guard, lock_wait) = match cfg.lock_mode {
         LockMode::DangerousNone => (LockGuard::unlocked(conn), Duration::ZERO),
         _ => {
-            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref())
-                .await?
+            // While we wait, the holder may bring the database to where we are
+            // going: then the fast path holds, and we return as if we had
+            // started after it, instead of queueing for the lock to learn it.
+            let at_head = AtHead { ledger: &ledger, digest: &set.digest };
+            let settled = (mode == Mode::Upgrade).then_some(&at_head as &dyn Settled);
+            let app = cfg.application_name.as_deref();
+            match LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, app, settled).await? {
+                Acquired::Locked(guard, waited) => (guard, waited),
+                Acquired::NotNeeded(waited) => {
+                    tracing::debug!("nothing pending after waiting for the lock");
+                    return Ok(Report {
+                        fast_path: true,
+                        lock_wait: waited,
+                        duration: started.elapsed(),
+                        ..Report::default()
+                    });
+                }
+            }
         }
     };
     let mut report = Report { lock_wait, ..Report::default() };
@@ -345,6 +361,26 @@ async fn execute(
     guard.release().await;
     report.duration = started.elapsed();
     result.map(|()| report)
+}
+
+/// The fast path's test, repeated while waiting for the lock: the ledger's
+/// digest of the applied set equals the code's.
+struct AtHead<'s> {
+    ledger: &'s Ledger,
+    digest: &'s str,
+}
+
+impl Settled for AtHead<'_> {
+    fn settled<'c>(
+        &'c self,
+        client: &'c Client,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, Error>> + Send + 'c>> {
+        Box::pin(async move {
+            Ok(
+                matches!(self.ledger.meta(client).await?, Meta::Present { digest, .. } if digest == self.digest),
+            )
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -489,8 +525,11 @@ async fn resolve(
     cfg.validate()?;
     let ledger = Ledger::new(&cfg.schema);
     let conn = db.conn().await?;
-    let (guard, _) =
-        LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref()).await?;
+    let app = cfg.application_name.as_deref();
+    let guard = match LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, app, None).await? {
+        Acquired::Locked(guard, _) => guard,
+        Acquired::NotNeeded(..) => unreachable!("a resolution always needs the lock"),
+    };
     let result = async {
         let client = guard.client();
         let rows = ledger.read(client).await?;
