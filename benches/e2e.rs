@@ -937,9 +937,11 @@ fn spawn_all(k: usize, make: impl Fn() -> Command) -> Result<(usize, Vec<String>
         if out.status.success() {
             ok += 1;
         } else {
+            // The last line said is the error, on stderr or (sqlx-cli) stdout.
             let (stderr, stdout) =
                 (String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
-            errors.push(if stderr.trim().is_empty() { stdout } else { stderr }.trim().to_owned());
+            let last = |s: &str| s.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_owned);
+            errors.push(last(&stderr).or_else(|| last(&stdout)).unwrap_or_default());
         }
     }
     Ok((ok, errors))
