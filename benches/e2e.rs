@@ -62,7 +62,7 @@ fn main() -> Result<()> {
             bench.p1_fresh_process(runs(25)).await?;
         }
         if wants("p2") || wants("p3") {
-            bench.p2_p3(runs(5)).await?;
+            bench.p2_p3(runs(10)).await?;
         }
         if wants("p5") {
             bench.p5(runs(3)).await?;
@@ -70,6 +70,15 @@ fn main() -> Result<()> {
         Ok::<_, BoxError>(())
     })?;
     bench.finish()
+}
+
+/// What K starters at once did.
+struct Starters {
+    wall: Duration,
+    ok: usize,
+    once: bool,
+    /// Tasks only: the applying starter's `run()`, and the time from its end to the last starter's.
+    detail: Option<(Duration, Duration)>,
 }
 
 /// The programs a run compares.
@@ -484,20 +493,34 @@ impl Bench {
             "\n| starters | K | succeeded | exactly once | wall median | one starter | ratio | target |",
         );
         self.say("|---|---:|---:|---|---:|---:|---:|---|");
+        let mut breakdown: Vec<(usize, Duration, Duration)> = Vec::new();
         for as_processes in [false, true] {
             let how = if as_processes { "processes" } else { "tasks" };
             // One starter takes its turn in every run, next to the K starters.
             let sizes: Vec<usize> = std::iter::once(1).chain(STARTERS).collect();
             let mut walls = vec![Vec::new(); sizes.len()];
+            let (mut holder_runs, mut tails) = (vec![Vec::new(); sizes.len()], vec![Vec::new(); sizes.len()]);
             let (mut worst, mut once) = (sizes.clone(), vec![true; sizes.len()]);
             for run in 0..runs {
                 eprintln!("P5 {how}, run {}/{runs}", run + 1);
                 for (i, &k) in sizes.iter().enumerate() {
-                    let (t, ok, exactly_once) = self.starters(&set, &dir, k, as_processes).await?;
-                    walls[i].push(t);
-                    worst[i] = worst[i].min(ok);
-                    once[i] &= exactly_once;
+                    let started = self.starters(&set, &dir, k, as_processes).await?;
+                    walls[i].push(started.wall);
+                    worst[i] = worst[i].min(started.ok);
+                    once[i] &= started.once;
+                    if let Some((run, tail)) = started.detail {
+                        holder_runs[i].push(run);
+                        tails[i].push(tail);
+                    }
                 }
+            }
+            if !as_processes {
+                breakdown = sizes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !holder_runs[*i].is_empty())
+                    .map(|(i, &k)| (k, median(&holder_runs[i]), median(&tails[i])))
+                    .collect();
             }
             assert!(worst[0] == 1 && once[0], "a single starter applies everything once");
             let base = median(&walls[0]);
@@ -544,19 +567,33 @@ impl Bench {
                 ));
             }
         }
+        if !breakdown.is_empty() {
+            self.say(
+                "\nWhere the time goes, tasks (medians): the `run()` of the starter that applied the revisions, \
+                 and how long after it returned the last starter returned.",
+            );
+            self.say("\n| K | applying starter's `run()` | last starter after it |");
+            self.say("|---:|---:|---:|");
+            for (k, run, tail) in breakdown {
+                self.say(format!("| {k} | {} | {} |", ms(run), ms(tail)));
+            }
+        }
         Ok(())
     }
 
     /// K starters at once on a fresh database: (wall, how many succeeded, exactly once).
+    /// K starters at once on a fresh database. For tasks, also where the time
+    /// went: the run() of the starter that applied the revisions, and how long
+    /// after it the last starter returned.
     async fn starters(
         &self,
         set: &Arc<MigrationSet>,
         dir: &Path,
         k: usize,
         as_processes: bool,
-    ) -> Result<(Duration, usize, bool)> {
+    ) -> Result<Starters> {
         let db = self.server.create_database("bench_p5").await?;
-        let (wall, ok) = if as_processes {
+        let (wall, ok, detail) = if as_processes {
             let url = db.url();
             let t = Instant::now();
             let (ok, errors) = spawn_all(k, || self.startup(&url, dir, false))?;
@@ -564,7 +601,7 @@ impl Bench {
             if let Some(e) = errors.first() {
                 eprintln!("a starter failed: {e}");
             }
-            (wall, ok)
+            (wall, ok, None)
         } else {
             let config = db.config();
             let t = Instant::now();
@@ -575,27 +612,35 @@ impl Bench {
                         let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
                         let conn = tokio::spawn(connection);
                         let result = set.run(&client).await;
+                        let finished = Instant::now();
                         drop(client);
                         let _ = conn.await;
-                        result.map_err(BoxError::from)
+                        result.map(|report| (report, finished)).map_err(BoxError::from)
                     })
                 })
                 .collect();
-            let mut ok = 0;
+            let (mut ok, mut holder, mut last) = (0, None, t);
             for task in tasks {
                 match task.await? {
-                    Ok(_) => ok += 1,
+                    Ok((report, finished)) => {
+                        ok += 1;
+                        last = last.max(finished);
+                        if !report.steps.is_empty() {
+                            holder = Some((report.duration, finished));
+                        }
+                    }
                     Err(e) => eprintln!("a starter failed: {e}"),
                 }
             }
-            (t.elapsed(), ok)
+            let detail = holder.map(|(run, finished)| (run, last.saturating_duration_since(finished)));
+            (t.elapsed(), ok, detail)
         };
         let client = db.connect().await?;
         let counts = client
             .query("SELECT count(*) FROM pgskein.events WHERE kind = 'apply' GROUP BY revision", &[])
             .await?;
         let once = counts.len() == set.len() && counts.iter().all(|r| r.get::<_, i64>(0) == 1);
-        Ok((wall, ok, once))
+        Ok(Starters { wall, ok, once, detail })
     }
 
     // ---------------------------------------------------------------- helpers
@@ -673,6 +718,8 @@ impl Peer {
     /// `migrate run` to the newest revision; `grouped` (refinery only) in one transaction.
     fn command(self, bin: &Path, url: &str, dir: &Path, grouped: bool) -> Command {
         let mut cmd = Command::new(bin);
+        // Their errors, not a backtrace, end what they print.
+        cmd.env("RUST_BACKTRACE", "0");
         match self {
             Peer::Sqlx => {
                 cmd.args(["migrate", "run", "--no-dotenv", "--source"])
