@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,23 @@ pub enum LockMode {
     DangerousNone,
 }
 
+/// Asked between two polls for the lock whether it is still needed.
+pub(crate) trait Settled: Sync {
+    /// True when the work the lock was wanted for is already done.
+    fn settled<'c>(
+        &'c self,
+        client: &'c Client,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'c>>;
+}
+
+/// How waiting for the lock ended.
+pub(crate) enum Acquired<'a> {
+    /// The lock is held, after waiting this long.
+    Locked(LockGuard<'a>, Duration),
+    /// The lock was no longer needed, after waiting this long.
+    NotNeeded(Duration),
+}
+
 /// Holds the lock until released or dropped.
 pub(crate) struct LockGuard<'a> {
     conn: Option<Conn<'a>>,
@@ -95,13 +112,17 @@ impl<'a> LockGuard<'a> {
         Self { conn: Some(conn), key: None, restore_name: None }
     }
 
-    /// Waits for the lock, polling, for at most `timeout`.
+    /// Waits for the lock, polling, for at most `timeout`. Between two polls
+    /// `settled` is asked whether the lock is still needed (another run may
+    /// have done the work meanwhile); when it says no, waiting stops and the
+    /// connection is handed back as it came.
     pub(crate) async fn acquire(
         conn: Conn<'a>,
         schema: &str,
         timeout: Option<Duration>,
         application_name: Option<&str>,
-    ) -> Result<(Self, Duration), Error> {
+        settled: Option<&(dyn Settled + '_)>,
+    ) -> Result<Acquired<'a>, Error> {
         let key = key(schema);
         // The guard exists before the first lock request is written: if this
         // future is dropped while a request is in flight, the lock it may have
@@ -121,11 +142,13 @@ impl<'a> LockGuard<'a> {
         }
         setup.push(';');
         let (hi, lo) = ((key >> 32) as u32, key as u32);
-        // Advisory locks belong to a database: sessions of other databases
-        // holding the same key do not block us, so they are not the holder.
-        let try_lock = format!(
-            "SELECT pg_try_advisory_lock({key}); \
-             SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
+        // Polls ask only for the lock: with many waiters, a join of pg_locks
+        // and pg_stat_activity on every poll slows the holder they wait for.
+        // Who holds it is looked up when it is logged or reported; advisory
+        // locks belong to a database, so only this database's holders count.
+        let try_lock = format!("SELECT pg_try_advisory_lock({key});");
+        let who = format!(
+            "SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
                     coalesce(host(a.client_addr), 'local') \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
@@ -148,26 +171,33 @@ impl<'a> LockGuard<'a> {
                 guard.restore_name = application_name.and(r.get(0)).map(str::to_owned);
             }
             let got = rows.next().and_then(|r| r.get(0)) == Some("t");
-            let holder = rows.next().map(|r| LockHolder {
-                pid: r.get(0).and_then(|p| p.parse().ok()).unwrap_or_default(),
-                application_name: r.get(1).unwrap_or_default().to_owned(),
-                since: r.get(2).unwrap_or_default().to_owned(),
-                client: r.get(3).unwrap_or_default().to_owned(),
-            });
             if got {
                 guard.confirm(hi, lo).await?;
                 let waited = started.elapsed();
                 tracing::debug!(?waited, "migration lock acquired");
-                return Ok((guard, waited));
+                return Ok(Acquired::Locked(guard, waited));
+            }
+            let done = match settled {
+                Some(settled) => settled.settled(guard.client()).await?,
+                None => false,
+            };
+            if done {
+                let waited = started.elapsed();
+                tracing::debug!(?waited, "another run did the work while we waited");
+                // The connection goes back to its owner (or its pool) as it came.
+                drop(guard.hand_back().await);
+                return Ok(Acquired::NotNeeded(waited));
             }
             let waited = started.elapsed();
-            if timeout.is_some_and(|t| waited >= t) {
+            let timed_out = timeout.is_some_and(|t| waited >= t);
+            let log = last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+            let holder = if timed_out || log { guard.holder(&who).await? } else { None };
+            if timed_out {
                 // We never got the lock: undo the session settings and hand the connection back.
-                guard.key = None;
-                let _ = guard.client().simple_query(&reset_session(guard.restore_name.as_deref())).await;
+                drop(guard.hand_back().await);
                 return Err(Error::LockTimeout { waited, holder });
             }
-            if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            if log {
                 match &holder {
                     Some(h) => {
                         tracing::info!(holder = %h, ?waited, "waiting for the migration lock")
@@ -183,6 +213,27 @@ impl<'a> LockGuard<'a> {
             tokio::time::sleep(sleep).await;
             delay = (delay * 3 / 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// The session holding the lock, if any.
+    async fn holder(&self, who: &str) -> Result<Option<LockHolder>, Error> {
+        let msgs = self.client().simple_query(who).await.map_err(Error::db("looking up the lock holder"))?;
+        Ok(msgs.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(LockHolder {
+                pid: r.get(0).and_then(|p| p.parse().ok()).unwrap_or_default(),
+                application_name: r.get(1).unwrap_or_default().to_owned(),
+                since: r.get(2).unwrap_or_default().to_owned(),
+                client: r.get(3).unwrap_or_default().to_owned(),
+            }),
+            _ => None,
+        }))
+    }
+
+    /// Gives the connection back without the lock, with the session settings undone.
+    async fn hand_back(mut self) -> Conn<'a> {
+        self.key = None;
+        let _ = self.client().simple_query(&reset_session(self.restore_name.as_deref())).await;
+        self.conn.take().expect("present until release")
     }
 
     /// A separate round trip, so a transaction-pooling proxy that hands each

@@ -16,7 +16,7 @@ use crate::graph::Graph;
 use crate::hooks::{Hooks, Installed};
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Meta};
-use crate::lock::{Conn, LockGuard, LockMode};
+use crate::lock::{Acquired, Conn, LockGuard, LockMode, Settled};
 use crate::offline::SqlStyle;
 use crate::plan::{self, Direction, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
 use crate::preflight::Preflight;
@@ -593,12 +593,48 @@ async fn execute_once(
             return Ok(Report { fast_path: true, duration: started.elapsed(), ..Report::default() });
         }
     }
-    let (guard, lock_wait) = lock(conn, cfg).await?;
+    // While we wait, the holder may bring the database to where we are
+    // going: then the fast path holds, and we return as if we had started
+    // after it, instead of queueing for the lock to learn it.
+    let at_head = AtHead { ledger: &ledger, digest: &set.digest };
+    let settled = (mode == Mode::Upgrade).then_some(&at_head as &dyn Settled);
+    let (guard, lock_wait) = match lock(conn, cfg, settled).await? {
+        Acquired::Locked(guard, waited) => (guard, waited),
+        Acquired::NotNeeded(waited) => {
+            tracing::debug!("nothing pending after waiting for the lock");
+            return Ok(Report {
+                fast_path: true,
+                lock_wait: waited,
+                duration: started.elapsed(),
+                ..Report::default()
+            });
+        }
+    };
     let mut report = Report { lock_wait, ..Report::default() };
     let result = locked(set, cfg, &ledger, guard.client(), &meta, target, mode, &mut report).await;
     guard.release().await;
     report.duration = started.elapsed();
     result.map(|()| report)
+}
+
+/// The fast path's test, repeated while waiting for the lock: the ledger's
+/// digest of the applied set equals the code's.
+struct AtHead<'s> {
+    ledger: &'s Ledger,
+    digest: &'s str,
+}
+
+impl Settled for AtHead<'_> {
+    fn settled<'c>(
+        &'c self,
+        client: &'c Client,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, Error>> + Send + 'c>> {
+        Box::pin(async move {
+            Ok(
+                matches!(self.ledger.meta(client).await?, Meta::Present { digest, .. } if digest == self.digest),
+            )
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -782,12 +818,16 @@ fn status_of(graph: &Graph, rec: &Reconciled) -> Status {
 }
 
 /// Takes the migration lock as the configuration says: how long it waited.
-async fn lock<'a>(conn: Conn<'a>, cfg: &Config) -> Result<(LockGuard<'a>, Duration), Error> {
+async fn lock<'a>(
+    conn: Conn<'a>,
+    cfg: &Config,
+    settled: Option<&(dyn Settled + '_)>,
+) -> Result<Acquired<'a>, Error> {
     match cfg.lock_mode {
-        LockMode::DangerousNone => Ok((LockGuard::unlocked(conn), Duration::ZERO)),
+        LockMode::DangerousNone => Ok(Acquired::Locked(LockGuard::unlocked(conn), Duration::ZERO)),
         _ => {
-            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, cfg.application_name.as_deref())
-                .await
+            let app = cfg.application_name.as_deref();
+            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, app, settled).await
         }
     }
 }
@@ -804,7 +844,10 @@ impl<'a> Session<'a> {
         cfg.validate()?;
         let ledger = Ledger::new(&cfg.schema);
         let conn = db.conn().await?;
-        let (guard, _) = lock(conn, cfg).await?;
+        let guard = match lock(conn, cfg, None).await? {
+            Acquired::Locked(guard, _) => guard,
+            Acquired::NotNeeded(..) => unreachable!("without a settled check the lock is always taken"),
+        };
         let rows = match ledger.meta(guard.client()).await {
             Ok(Meta::Present { format, .. }) => {
                 ledger.check_format(format).and(Ok(ledger.read(guard.client()).await))

@@ -51,7 +51,14 @@ pub(crate) fn split(sql: &str) -> Vec<Statement<'_>> {
 /// with `create_slot = false`) and cases that depend on the catalog are
 /// missed (`CLUSTER` of a partitioned table).
 pub(crate) fn non_transactional(statement: &str) -> Option<&'static str> {
-    let t = tokens(statement, usize::MAX);
+    // Every body is checked at load, at each start of a service: lex only the
+    // first tokens, and the whole statement for the three forms that need it.
+    let head = tokens(statement, 5);
+    let t = if ["ALTER", "REINDEX", "CLUSTER"].iter().any(|k| is_keyword(&head, 0, k)) {
+        tokens(statement, usize::MAX)
+    } else {
+        head
+    };
     let is = |i: usize, keyword: &str| is_keyword(&t, i, keyword);
     if is(0, "CREATE") {
         let index = if is(1, "UNIQUE") { 2 } else { 1 };

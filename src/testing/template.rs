@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::lock::{Conn, LockGuard, quote_ident, quote_literal};
+use crate::lock::{Acquired, Conn, LockGuard, quote_ident, quote_literal};
 use crate::migrator::Migrator;
 use crate::source::MigrationSet;
 
@@ -380,10 +380,13 @@ async fn ensure_built<M: Migrator>(server: &TestServer, migrator: &M, name: &str
         tracing::debug!(template = %name, "reusing the template database");
         return Ok(version);
     }
-    let (guard, waited) =
-        LockGuard::acquire(Conn::Borrowed(&admin), &format!("template {name}"), Some(BUILD_LOCK_WAIT), None)
-            .await
-            .map_err(|source| SetupError::TemplateLock { template: name.to_owned(), source })?;
+    let lock = format!("template {name}");
+    let acquired = LockGuard::acquire(Conn::Borrowed(&admin), &lock, Some(BUILD_LOCK_WAIT), None, None)
+        .await
+        .map_err(|source| SetupError::TemplateLock { template: name.to_owned(), source })?;
+    let Acquired::Locked(guard, waited) = acquired else {
+        unreachable!("without a settled check the lock is always taken")
+    };
     let result = async {
         // Someone else may have built it while we waited.
         if is_ready(&admin, name).await? {
