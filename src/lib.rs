@@ -39,6 +39,9 @@
 //! | [`build`] | the build-script helper |
 //! | [`MigrationSet::lint`] | warnings about statements that hold heavy locks for long |
 //! | [`Backfill`], [`BackfillHandle`] | batched, resumable data backfills attached to revisions |
+//! | [`RustMigration`], [`RustRevision`] | Rust-coded revisions in the same graph as SQL files |
+//! | [`Hooks`] | callbacks around runs and steps (backups, metrics) |
+//! | [`SqlStyle`], [`Preflight`] | offline SQL scripts and pre-flight checks |
 //! | `testing` | a throwaway PostgreSQL server, per-test databases, reversibility checks (feature `testing`) |
 //! | `cli` | the operator commands of the `pgskein` binary, embeddable in a service's binary (feature `cli`) |
 //!
