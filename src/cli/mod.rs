@@ -4,7 +4,7 @@
 //!
 //! The standalone binary reads revision files from `--dir` (default
 //! `migrations`). A service embeds the commands in one call, over the set it
-//! already bundles (no files on disk, the service's [`Config`](crate::Config)
+//! already bundles (no files on disk, the service's [`Config`]
 //! and hooks):
 //!
 //! ```no_run
