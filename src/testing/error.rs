@@ -178,8 +178,14 @@ pub enum ReversibilityError {
     },
 }
 
-/// An error and its sources on one line, as the `assert_*` functions print it.
-pub(super) fn chain(err: &dyn std::error::Error) -> String {
+/// An error and its sources on one line, as the `assert_*` functions print it:
+/// handy in a test's failure message.
+///
+/// ```
+/// let e = std::io::Error::other("disk full");
+/// assert_eq!(pgskein::testing::error_chain(&e), "disk full");
+/// ```
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

@@ -54,7 +54,7 @@ mod server;
 mod snapshot;
 mod template;
 
-pub use error::{ReversibilityError, SetupError};
+pub use error::{ReversibilityError, SetupError, error_chain};
 pub use reversible::{
     assert_reversible, assert_single_head, assert_up_down_up, check_reversible, check_single_head,
     check_up_down_up,

@@ -14,7 +14,7 @@ use crate::migrator::{Db, Migrator};
 use crate::plan::{Direction, Target};
 use crate::source::MigrationSet;
 
-use super::error::{ReversibilityError, chain};
+use super::error::{ReversibilityError, error_chain};
 use super::snapshot::Snapshot;
 use super::template::for_tests;
 
@@ -104,7 +104,7 @@ pub async fn check_reversible<'a, M: Migrator>(
 /// ```
 pub async fn assert_reversible<'a, M: Migrator>(migrator: &M, db: impl Into<Db<'a>> + Send + 'a) {
     if let Err(e) = check_reversible(migrator, db).await {
-        panic!("{}", chain(&e));
+        panic!("{}", error_chain(&e));
     }
 }
 
@@ -147,7 +147,7 @@ pub async fn check_up_down_up<'a, M: Migrator>(
 /// [`check_up_down_up`], panicking with its error.
 pub async fn assert_up_down_up<'a, M: Migrator>(migrator: &M, db: impl Into<Db<'a>> + Send + 'a) {
     if let Err(e) = check_up_down_up(migrator, db).await {
-        panic!("{}", chain(&e));
+        panic!("{}", error_chain(&e));
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::Config;
 
 use crate::lock::quote_ident;
 use crate::migrator::Migrator;
@@ -128,11 +128,7 @@ impl MigratedSchema {
     /// A deadpool-postgres pool of up to `max_size` connections with
     /// [`config`](MigratedSchema::config).
     pub fn pool(&self, max_size: usize) -> deadpool_postgres::Pool {
-        let manager = deadpool_postgres::Manager::new(self.config(), NoTls);
-        deadpool_postgres::Pool::builder(manager)
-            .max_size(max_size)
-            .build()
-            .expect("a pool without timeouts needs no runtime to build")
+        super::server::pool(self.config(), max_size)
     }
 
     /// Keeps both schemas after this value is gone; returns the schema's name.

@@ -264,11 +264,7 @@ impl TestDatabase {
     /// Connections are opened on first use, on the tokio runtime using the
     /// pool, so a pool belongs to one runtime (one test).
     pub fn pool(&self, max_size: usize) -> deadpool_postgres::Pool {
-        let manager = deadpool_postgres::Manager::new(self.config(), NoTls);
-        deadpool_postgres::Pool::builder(manager)
-            .max_size(max_size)
-            .build()
-            .expect("a pool without timeouts needs no runtime to build")
+        pool(self.config(), max_size)
     }
 }
 
@@ -1409,4 +1405,13 @@ mod tests {
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(server.url("x").contains("hunter2"));
     }
+}
+
+/// A pool of up to `max_size` connections with `config`; connections open on first use.
+pub(crate) fn pool(config: tokio_postgres::Config, max_size: usize) -> deadpool_postgres::Pool {
+    let manager = deadpool_postgres::Manager::new(config, NoTls);
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .expect("a pool without timeouts needs no runtime to build")
 }

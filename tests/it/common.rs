@@ -118,14 +118,4 @@ pub fn ids(list: &[pgskein::RevisionId]) -> Vec<&str> {
     list.iter().map(|i| i.as_str()).collect()
 }
 
-/// An error and all its sources, as a reporter prints them.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}
+pub use pgskein::testing::error_chain as chain;
