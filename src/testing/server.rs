@@ -1182,6 +1182,15 @@ rm -rf "$dir"
     }
 }
 
+/// A pool of up to `max_size` connections with `config`; connections open on first use.
+pub(crate) fn pool(config: tokio_postgres::Config, max_size: usize) -> deadpool_postgres::Pool {
+    let manager = deadpool_postgres::Manager::new(config, NoTls);
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .expect("a pool without timeouts needs no runtime to build")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1405,13 +1414,4 @@ mod tests {
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(server.url("x").contains("hunter2"));
     }
-}
-
-/// A pool of up to `max_size` connections with `config`; connections open on first use.
-pub(crate) fn pool(config: tokio_postgres::Config, max_size: usize) -> deadpool_postgres::Pool {
-    let manager = deadpool_postgres::Manager::new(config, NoTls);
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(max_size)
-        .build()
-        .expect("a pool without timeouts needs no runtime to build")
 }
