@@ -24,15 +24,17 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::id::RevisionId;
-use crate::ledger::{Ledger, Meta};
+use crate::ledger::Ledger;
 use crate::lock;
 use crate::migration::Revision;
-use crate::migrator::{Config, Db};
+use crate::migrator::Db;
 use crate::plan::Direction;
 use crate::rust::{BoxError, MigrationDb};
+use crate::state::Meta;
 
 pub use engine::BackfillHandle;
 pub(crate) use engine::run_inline;
@@ -779,9 +781,8 @@ async fn applied_among(client: &Client, ledger: &Ledger, ids: &[String]) -> Resu
 async fn ensure_table(client: &Client, ledger: &Ledger) -> Result<bool, Error> {
     match ledger.meta(client).await? {
         Meta::Missing => Ok(false),
-        Meta::Present { format, .. } => {
-            ledger.check_format(format)?;
-            ledger.upgrade(client, format).await?;
+        meta => {
+            ledger.prepare(client, &meta).await?;
             Ok(true)
         }
     }
@@ -848,8 +849,8 @@ pub(crate) async fn status(
     let names: Vec<String> = set.backfills.iter().map(|b| b.name.clone()).collect();
     let (rows, applied) = match ledger.meta(client).await? {
         Meta::Missing => (HashMap::new(), HashSet::new()),
-        Meta::Present { format, .. } => {
-            ledger.check_format(format)?;
+        meta => {
+            ledger.check_format(&meta)?;
             let revisions: Vec<String> = set.backfills.iter().map(|b| b.after.clone()).collect();
             (read_rows(client, &ledger, &names).await?, applied_among(client, &ledger, &revisions).await?)
         }
@@ -911,7 +912,7 @@ pub(crate) async fn set_paused(
             return Ok(BackfillState::Pending);
         }
         // Nothing was migrated here yet, but a pause must stick for when it is.
-        ledger.bootstrap(client).await?;
+        ledger.prepare(client, &Meta::Missing).await?;
     }
     use BackfillState::*;
     let moved = if pause {

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use crate::executor::Report;
 use crate::id::RevisionId;
-use crate::lock::LockHolder;
+use crate::plan::Direction;
+use crate::report::Report;
+use crate::state::{BlockedState, LockHolder};
 
 /// Everything that can go wrong in pgskein.
 #[derive(Debug, thiserror::Error)]
@@ -262,18 +263,109 @@ pub enum Error {
         report: Box<Report>,
     },
     /// A `transaction none` revision is recorded as failed or still running, and blocks every later run.
-    #[error("revision {id} is recorded as {state}{}{}{}; pgskein will not run past it. Fix the cause, then call `resolve` with `Retry` (resume at the failed statement, dropping an invalid index it left), or finish or undo its remaining statements by hand and use `MarkApplied` or `MarkReverted`", statement.map(|s| format!(" at statement {s}")).unwrap_or_default(), error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(), if invalid_indexes.is_empty() { String::new() } else { format!("; invalid indexes left behind: {}", invalid_indexes.join(", ")) })]
+    #[error("revision {id} is recorded as {state}{}{}{}{}; pgskein will not run past it. Fix the cause, then call `resolve` with `Retry` (resume at the recorded statement, dropping invalid indexes it left), or finish or undo its remaining statements by hand and use `MarkApplied` or `MarkReverted`", if *direction == Direction::Down { " (going down)" } else { "" }, statement.map(|s| format!(" at statement {s}")).unwrap_or_default(), error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(), if invalid_indexes.is_empty() { String::new() } else { format!("; invalid indexes left behind: {}", invalid_indexes.join(", ")) })]
     Blocked {
         /// The revision.
         id: RevisionId,
-        /// `failed` or `running`.
-        state: String,
-        /// The 1-based index of the statement that failed, if recorded.
+        /// Whether it failed or never finished.
+        state: BlockedState,
+        /// The direction it was going.
+        direction: Direction,
+        /// The 1-based statement that failed, or that was running.
         statement: Option<usize>,
         /// The recorded error message.
         error: Option<String>,
         /// Invalid indexes in the database, as a failed `CREATE INDEX CONCURRENTLY` leaves them.
         invalid_indexes: Vec<String>,
+    },
+    /// A revision released the migration lock (`pg_advisory_unlock_all()`,
+    /// `DISCARD ALL` or the like), so another migrator may have started: the
+    /// run stopped at it. A transactional revision was rolled back; a
+    /// `transaction none` one stays recorded as running.
+    #[error("revision {id} ({path}) released pgskein's migration lock (pg_advisory_unlock_all(), DISCARD ALL or the like), so the run stopped: {}; remove the unlock from the revision", if *rolled_back { "it was rolled back and nothing after it ran" } else { "its statements ran, and it stays recorded as running: check what it did, then resolve it" })]
+    LockReleased {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// Whether its work was rolled back.
+        rolled_back: bool,
+        /// What was done before it.
+        report: Box<Report>,
+    },
+    /// A revision dropped or altered pgskein's bookkeeping schema.
+    #[error("revision {id} ({path}) dropped or altered pgskein's bookkeeping schema {schema:?}, so it could not be recorded{}; a revision must leave that schema alone", if *rolled_back { " and was rolled back" } else { ": its statements ran. Restore the bookkeeping tables from a backup, or stamp the database to where it is" })]
+    LedgerDropped {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// The bookkeeping schema.
+        schema: String,
+        /// Whether its work was rolled back.
+        rolled_back: bool,
+        /// What was done before it.
+        report: Box<Report>,
+        /// The database error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A revision's SQL ran, but recording it failed (the revision left its
+    /// transaction read-only, or the like).
+    #[error("revision {id} ({path}) ran, but recording it in the ledger failed{}", if *rolled_back { ", so it was rolled back; the revision leaves its transaction in a state pgskein cannot record in (SET TRANSACTION READ ONLY?)" } else { ": its statements ran, and it stays recorded as running; resolve it" })]
+    NotRecorded {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// Whether its work was rolled back.
+        rolled_back: bool,
+        /// What was done before it.
+        report: Box<Report>,
+        /// The database error of the ledger write.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The ledger changed while this run held the lock: a write found rows it
+    /// did not expect (a hand edit?). Nothing more was recorded.
+    #[error(
+        "the ledger changed while this run held the migration lock: recording revision {id}: {what}; check the bookkeeping tables (edited by hand?) and run again"
+    )]
+    LedgerChanged {
+        /// The revision being recorded.
+        id: RevisionId,
+        /// What the write found.
+        what: &'static str,
+        /// What was done before it.
+        report: Box<Report>,
+    },
+    /// A `transaction none` revision left invalid indexes (a concurrent index
+    /// build that did not finish); it is recorded as failed, not applied.
+    #[error("revision {id} ({path}) left invalid indexes: {}; it is recorded as failed. Retry it (the invalid indexes are dropped first), or drop them and resolve it", indexes.join(", "))]
+    InvalidIndexLeft {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// The invalid indexes, schema-qualified.
+        indexes: Vec<String>,
+        /// What was done before it.
+        report: Box<Report>,
+    },
+    /// A `transaction none` revision opened a transaction (`BEGIN`) and did not
+    /// end it; pgskein rolled it back and recorded the revision as failed.
+    #[error("revision {id} ({path}) opened a transaction at statement {statement}{} and did not end it; it was rolled back and the revision is recorded as failed. End the transaction with COMMIT in the file", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    OpenTransaction {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// The 1-based statement that opened the transaction.
+        statement: usize,
+        /// Its line in the file.
+        line: Option<usize>,
+        /// What was done before it.
+        report: Box<Report>,
     },
     /// Applied revisions whose file changed since they were applied.
     #[error("applied revisions changed since they were applied: {}; restore the files, or record the new checksums if the edit was intentional", changed.iter().map(|(id, p)| format!("{id} ({p})")).collect::<Vec<_>>().join(", "))]
@@ -495,6 +587,8 @@ impl Error {
         match self {
             Error::Db { source, .. }
             | Error::RevisionFailed { source, .. }
+            | Error::LedgerDropped { source, .. }
+            | Error::NotRecorded { source, .. }
             | Error::LockRetriesExhausted { source, .. } => source.code().map(|c| c.code()),
             Error::BackfillFailed { source, .. } => {
                 source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).map(|c| c.code())
@@ -510,6 +604,12 @@ impl Error {
             | Error::VerifyFailed { report, .. }
             | Error::RustRevisionFailed { report, .. }
             | Error::Hook { report, .. }
+            | Error::LockReleased { report, .. }
+            | Error::LedgerDropped { report, .. }
+            | Error::NotRecorded { report, .. }
+            | Error::LedgerChanged { report, .. }
+            | Error::InvalidIndexLeft { report, .. }
+            | Error::OpenTransaction { report, .. }
             | Error::LockRetriesExhausted { report, .. } => Some(report),
             Error::BackfillIncomplete { report, .. } => Some(report),
             _ => None,

@@ -1,11 +1,25 @@
-//! Applies planned steps: the only writer of ledger rows.
+//! Applies planned steps and records them: the only module that sends ledger
+//! writes (their SQL is `ledger`'s).
 //!
-//! Invariant: a transactional step's body, verify section and ledger row
-//! commit together or not at all. They are pipelined (BEGIN, body, record,
-//! COMMIT written before any answer is read), so a SQL revision costs one
-//! round trip; a revision with a verify section costs two, because COMMIT
-//! waits for the verify answer. A `transaction none` step records `running`
-//! first, then `applied`, or `failed` with the statement that failed.
+//! Invariants:
+//! - A transactional step's body, verify section and ledger row commit
+//!   together or not at all. They are pipelined (BEGIN, body, verify, record
+//!   and COMMIT are written before any answer is read), so a SQL revision
+//!   costs one round trip; a verify section adds one, because its answer
+//!   decides between COMMIT and ROLLBACK.
+//! - The server, not the client, proves the body ran to its end: the body's
+//!   message ends with a savepoint that the record's message releases. A body
+//!   that failed, or that the client could not send, leaves no savepoint, the
+//!   release fails, and the transaction cannot commit.
+//! - Every ledger write proves the migration lock in the same statement, and
+//!   runs as the session's baseline user and role: what a revision does to the
+//!   lock or the session is caught, never recorded over.
+//! - Every revision starts from the session's baseline.
+//! - A `transaction none` step records `running` first, the statement it is
+//!   about to run before each statement, then `applied` (or its revert), or
+//!   `failed` with the failed statement; the failure is written outside any
+//!   transaction its body opened. Invalid indexes it leaves are found in the
+//!   catalog, and it is never recorded applied while one it built is invalid.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,175 +29,66 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_postgres::error::ErrorPosition;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row, SimpleQueryMessage};
 
+use crate::config::{Attempts, Config, LOCK_NOT_AVAILABLE, Timeouts, TransactionMode};
 use crate::error::Error;
-use crate::graph::{Graph, SetDigest};
+use crate::graph::Graph;
 use crate::hooks::Hooks;
-use crate::id::{Checksum, RevisionId};
-use crate::ledger::Prepared;
+use crate::ledger::{Ledger, Resolved, Write};
 use crate::migration::{Body, Revision, TxMode};
 use crate::plan::{Direction, Step};
+use crate::report::{Report, StepReport};
 use crate::rust::{BoxError, MigrationDb, RustMigration};
+use crate::session::{BODY_RAN, Baseline, Session};
 use crate::split;
+use crate::state::Record;
 
-/// How the steps of a run are wrapped in transactions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum TransactionMode {
-    /// Each revision commits with its ledger row (the default).
-    #[default]
-    PerRevision,
-    /// The whole plan commits, or nothing does. `transaction none` revisions are refused.
-    Single,
-}
+/// Marks when a step began, for the duration its row records.
+const MARK: &str = " SELECT pg_catalog.set_config('pgskein.step_start', \
+    ((extract(epoch FROM clock_timestamp()) * 1000000)::bigint)::text, true);";
 
-/// Lock and statement timeouts, and the retries of steps that hit the lock timeout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Timeouts {
-    pub(crate) lock: Option<Duration>,
-    pub(crate) statement: Option<Duration>,
-    pub(crate) attempts: u32,
-    pub(crate) first_wait: Duration,
-}
+/// SQLSTATE of the lock proof (`held()`) failing.
+const LOCK_RELEASED: &str = "PGSK1";
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            lock: Some(Duration::from_secs(5)),
-            statement: None,
-            attempts: 5,
-            first_wait: Duration::from_millis(500),
-        }
-    }
-}
+// ----- pipelining -----
 
-impl Timeouts {
-    /// `SET [LOCAL] ...` for a revision's effective timeouts (milliseconds: no user text).
-    ///
-    /// The run's lock timeout applies to transactional revisions only: a
-    /// `transaction none` revision is there for `CONCURRENTLY` operations, which
-    /// block no one while they wait for older transactions, so a timeout would
-    /// only make them fail on a busy database. Such a revision can still declare one.
-    fn settings(&self, rev: &Revision, local: bool) -> String {
-        let scope = if local { "SET LOCAL" } else { "SET" };
-        let lock = if local { rev.lock_timeout.or(self.lock) } else { rev.lock_timeout };
-        let mut sql = String::new();
-        for (name, value) in
-            [("lock_timeout", lock), ("statement_timeout", rev.statement_timeout.or(self.statement))]
-        {
-            if let Some(d) = value {
-                sql.push_str(&format!("; {scope} {name} = {}", d.as_millis()));
-            }
-        }
-        sql
-    }
-
-    /// `SET LOCAL ...` for the run's own timeouts, for a single-transaction run.
-    fn run_settings(&self) -> String {
-        let mut sql = String::new();
-        for (name, value) in [("lock_timeout", self.lock), ("statement_timeout", self.statement)] {
-            if let Some(d) = value {
-                sql.push_str(&format!("; SET LOCAL {name} = {}", d.as_millis()));
-            }
-        }
-        sql
-    }
-
-    /// The wait before attempt `next` (2, 3, ...).
-    fn backoff(&self, next: u32) -> Duration {
-        let factor = 1u32 << (next - 2).min(16);
-        (self.first_wait * factor).min(Duration::from_secs(30))
-    }
-}
-
-const LOCK_NOT_AVAILABLE: &str = "55P03";
-
-/// What a run did.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct Report {
-    /// The steps, in the order they ran.
-    pub steps: Vec<StepReport>,
-    /// Drift that the policy let through.
-    pub warnings: Vec<Warning>,
-    /// Whether the run returned from the fast path (nothing pending, no lock taken).
-    pub fast_path: bool,
-    /// How long the run waited for the migration lock.
-    pub lock_wait: Duration,
-    /// Wall time of the whole run.
-    pub duration: Duration,
-}
-
-/// One step of a [`Report`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StepReport {
-    /// The revision.
-    pub id: RevisionId,
-    /// Up or down.
-    pub direction: Direction,
-    /// Time from sending the step to its last answer.
-    pub duration: Duration,
-    /// True for `stamp`: recorded without running the body.
-    pub stamped: bool,
-}
-
-/// Drift a run accepted because of its [`DriftPolicy`](crate::DriftPolicy).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Warning {
-    /// Applied revisions unknown to the code that descend from its heads.
-    Ahead {
-        /// Their ids.
-        unknown: Vec<String>,
-    },
-    /// Applied revisions unknown to the code that do not descend from its heads.
-    Diverged {
-        /// Their ids.
-        unknown: Vec<String>,
-    },
-    /// Applied revisions whose checksum changed.
-    ChecksumChanged {
-        /// Their ids.
-        changed: Vec<RevisionId>,
-    },
-}
-
-type Answer = Result<Vec<SimpleQueryMessage>, Failed>;
-
-/// A failed request, with how many statements of its script completed first.
-struct Failed {
-    error: tokio_postgres::Error,
-    completed: usize,
-}
-
-type BoxFut<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A request already written to the connection, waiting for its answer.
-enum Sent<'a> {
-    Pending(BoxFut<'a>),
-    Done(Answer),
+enum Sent<'a, T> {
+    Pending(BoxFut<'a, T>),
+    Done(T),
 }
 
 /// Polls once: tokio-postgres writes a request on its first poll, so sending
-/// several before awaiting any pipelines them, in exactly this order.
-async fn send<'a>(fut: impl Future<Output = Answer> + Send + 'a) -> Sent<'a> {
-    let mut fut: BoxFut<'a> = Box::pin(fut);
+/// several before awaiting any pipelines them, in exactly this order. A
+/// request may be done at once: refused by the client (then it was never
+/// written), or answered already (the task was descheduled after writing it).
+async fn send<'a, T>(fut: impl Future<Output = T> + Send + 'a) -> Sent<'a, T> {
+    let mut fut: BoxFut<'a, T> = Box::pin(fut);
     match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
         Poll::Ready(out) => Sent::Done(out),
         Poll::Pending => Sent::Pending(fut),
     }
 }
 
-impl Sent<'_> {
-    async fn answer(self) -> Answer {
+impl<T> Sent<'_, T> {
+    async fn answer(self) -> T {
         match self {
             Sent::Done(out) => out,
             Sent::Pending(fut) => fut.await,
         }
     }
+}
+
+type Answer = Result<Vec<SimpleQueryMessage>, Failed>;
+
+/// A failed script, with how many of its statements completed first.
+struct Failed {
+    error: tokio_postgres::Error,
+    completed: usize,
 }
 
 /// A script over the simple protocol, counting the statements that completed.
@@ -200,198 +105,318 @@ async fn simple(client: &Client, sql: &str) -> Answer {
     Ok(msgs)
 }
 
-/// A prepared recording statement with its owned arguments.
-async fn extended(client: &Client, stmt: &Statement, args: Args) -> Answer {
-    let params = args.params();
-    let result = client.execute(stmt, &params).await;
-    result.map(|_| Vec::new()).map_err(|error| Failed { error, completed: 0 })
-}
-
-/// Owned parameters of a recording statement.
-enum Args {
-    /// `apply.sql` and `start.sql`: the row of a revision. `tag` is the event
-    /// kind for `apply` and the direction for `start`.
-    Row {
-        id: String,
-        revises: Vec<String>,
-        depends_on: Vec<String>,
-        checksum: String,
-        kind: &'static str,
-        app_version: Option<String>,
-        tag: &'static str,
-        digest: String,
-    },
-    Revert {
-        id: String,
-        event: &'static str,
-        digest: String,
-    },
-    Fail {
-        id: String,
-        statement: Option<i32>,
-        error: String,
-        direction: &'static str,
-    },
-    Finish {
-        id: String,
-        digest: String,
-    },
-}
-
-const CHECKSUM_VERSION: i16 = Checksum::VERSION;
-
-impl Args {
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        match self {
-            Args::Row { id, revises, depends_on, checksum, kind, app_version, tag, digest } => {
-                vec![id, revises, depends_on, checksum, &CHECKSUM_VERSION, kind, app_version, tag, digest]
-            }
-            Args::Revert { id, event, digest } => vec![id, event, digest],
-            Args::Fail { id, statement, error, direction } => vec![id, statement, error, direction],
-            Args::Finish { id, digest } => vec![id, digest],
-        }
-    }
+/// A ledger write: an unnamed statement with typed parameters (no prepared
+/// statement that a revision's `DEALLOCATE ALL` or a pooler could lose). Its
+/// first row: the lock proof, the count of rows changed, and anything else.
+async fn write(client: &Client, w: Write) -> Result<Option<Row>, tokio_postgres::Error> {
+    let params: Vec<(&(dyn ToSql + Sync), Type)> =
+        w.params.iter().map(|(v, t)| (&**v as &(dyn ToSql + Sync), t.clone())).collect();
+    let rows = client.query_typed(&w.sql, &params).await?;
+    Ok(rows.into_iter().next())
 }
 
 /// Why a step did not commit.
 enum Fault {
-    Db { error: tokio_postgres::Error, statement: Option<usize>, line: Option<usize> },
+    /// The revision's own SQL (body or verify) failed.
+    Sql { error: tokio_postgres::Error, statement: Option<usize>, line: Option<usize> },
+    /// A verify statement returned false.
     Verify { query: String },
+    /// A Rust body returned an error.
     Rust(BoxError),
+    /// A ledger write, or the session restore before it, failed.
+    Record(tokio_postgres::Error),
+    /// A ledger write matched no row, or not the rows it should have.
+    Changed { what: &'static str },
+    /// A `transaction none` body left these invalid indexes behind.
+    InvalidIndexes(Vec<String>),
+    /// A `transaction none` body opened a transaction at this statement (and
+    /// line) and did not end it.
+    OpenTransaction { statement: usize, line: Option<usize> },
+    /// pgskein's own statement around the step failed.
+    Db { context: &'static str, error: tokio_postgres::Error },
 }
 
 impl Fault {
-    fn db(error: tokio_postgres::Error) -> Self {
-        Fault::Db { error, statement: None, line: None }
-    }
-
     fn message(&self) -> String {
         match self {
-            Fault::Db { error, .. } => {
+            Fault::Sql { error, .. } | Fault::Record(error) | Fault::Db { error, .. } => {
                 error.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| error.to_string())
             }
             Fault::Verify { query } => format!("verify returned false: {query}"),
             Fault::Rust(e) => e.to_string(),
+            Fault::Changed { what } => format!("{what} matched no row"),
+            Fault::InvalidIndexes(list) => format!("left invalid indexes: {}", list.join(", ")),
+            Fault::OpenTransaction { statement, .. } => {
+                format!("opened a transaction at statement {statement} and did not end it")
+            }
         }
     }
 
     fn statement(&self) -> Option<usize> {
         match self {
-            Fault::Db { statement, .. } => *statement,
-            Fault::Verify { .. } | Fault::Rust(_) => None,
+            Fault::Sql { statement, .. } => *statement,
+            Fault::OpenTransaction { statement, .. } => Some(*statement),
+            _ => None,
         }
     }
 
-    fn into_error(self, rev: &Revision, report: &Report) -> Error {
+    /// True when the fault is in pgskein's bookkeeping rather than the revision.
+    fn is_bookkeeping(&self) -> bool {
+        matches!(self, Fault::Record(_) | Fault::Changed { .. } | Fault::Db { .. })
+    }
+
+    /// The error for `rev`. `rolled_back`: whether its work was undone (a
+    /// transactional step) or stays recorded as running (`transaction none`).
+    fn into_error(self, rev: &Revision, report: &Report, schema: &str, rolled_back: bool) -> Error {
         let (id, path, report) = (rev.id.clone(), rev.origin.clone(), Box::new(report.clone()));
         match self {
-            Fault::Db { error, statement, line } => {
+            Fault::Sql { error, statement, line } => {
                 Error::RevisionFailed { id, path, statement, line, report, source: error }
             }
             Fault::Verify { query } => Error::VerifyFailed { id, path, query, report },
             Fault::Rust(source) => Error::RustRevisionFailed { id, path, report, source },
-        }
-    }
-}
-
-/// The requests of one step inside an open transaction: body, verify, ledger row.
-struct Pipelined<'a> {
-    body: Option<(Sent<'a>, &'a str, usize)>,
-    verify: Option<(Sent<'a>, &'a str)>,
-    record: Sent<'a>,
-}
-
-impl<'a> Pipelined<'a> {
-    async fn send(
-        client: &'a Client,
-        body: Option<(&'a str, usize)>,
-        verify: Option<&'a str>,
-        record: (&'a Statement, Args),
-    ) -> Pipelined<'a> {
-        let body = match body {
-            Some((sql, line)) => Some((send(simple(client, sql)).await, sql, line)),
-            None => None,
-        };
-        let verify = match verify {
-            Some(sql) => Some((send(simple(client, sql)).await, sql)),
-            None => None,
-        };
-        let record = send(extended(client, record.0, record.1)).await;
-        Pipelined { body, verify, record }
-    }
-
-    /// Reads every answer (so the connection stays in step), then reports the first fault.
-    async fn outcome(self) -> Result<(), Fault> {
-        let body = match self.body {
-            Some((sent, sql, line)) => Some((sent.answer().await, sql, line)),
-            None => None,
-        };
-        let verify = match self.verify {
-            Some((sent, sql)) => Some((sent.answer().await, sql)),
-            None => None,
-        };
-        let record = self.record.answer().await;
-        if let Some((Err(f), sql, first_line)) = body {
-            let (statement, line) = locate(&f, sql, first_line);
-            return Err(Fault::Db { error: f.error, statement: Some(statement), line: Some(line) });
-        }
-        match verify {
-            Some((Err(f), _)) => return Err(Fault::db(f.error)),
-            Some((Ok(msgs), sql)) => {
-                if let Some(query) = false_statement(&msgs, sql) {
-                    return Err(Fault::Verify { query });
-                }
+            Fault::Record(error) => match error.code().map(|c| c.code()) {
+                Some(LOCK_RELEASED) => Error::LockReleased { id, path, rolled_back, report },
+                Some("42P01" | "3F000" | "42883" | "42703") => Error::LedgerDropped {
+                    id,
+                    path,
+                    schema: schema.to_owned(),
+                    rolled_back,
+                    report,
+                    source: error,
+                },
+                Some("23505") => Error::LedgerChanged { id, what: "it is already recorded", report },
+                _ => Error::NotRecorded { id, path, rolled_back, report, source: error },
+            },
+            Fault::Changed { what } => Error::LedgerChanged { id, what, report },
+            Fault::InvalidIndexes(indexes) => Error::InvalidIndexLeft { id, path, indexes, report },
+            Fault::OpenTransaction { statement, line } => {
+                Error::OpenTransaction { id, path, statement, line, report }
             }
-            None => {}
+            Fault::Db { context, error } => Error::Db { context, source: error },
         }
-        record.map(|_| ()).map_err(|f| Fault::db(f.error))
     }
 }
 
-fn ids(list: &[RevisionId]) -> Vec<String> {
-    list.iter().map(|i| i.as_str().to_owned()).collect()
+/// What each request of a pipeline is, to tell whose answer failed.
+enum Part<'a> {
+    Open,
+    Body { sql: &'a str, line: usize },
+    Verify { sql: &'a str },
+    Prelude,
+    Record { expect: Option<i64>, what: &'static str },
+    Commit,
 }
 
-/// Applies steps on one connection, keeping the digest of the applied set current.
-pub(crate) struct Executor<'a> {
-    pub(crate) client: &'a Client,
-    pub(crate) stmts: Prepared,
-    pub(crate) digest: SetDigest,
-    pub(crate) app_version: Option<String>,
+enum Reply {
+    Simple(Answer),
+    Write(Result<Option<Row>, tokio_postgres::Error>),
+}
+
+impl Reply {
+    /// True when the request failed without reaching the server: the client
+    /// refused it (a NUL byte, a value it cannot encode) or the connection is gone.
+    fn unsent(&self) -> bool {
+        match self {
+            Reply::Simple(Err(f)) => f.completed == 0 && f.error.as_db_error().is_none(),
+            Reply::Write(Err(e)) => e.as_db_error().is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// Requests written back to back on one connection, read in order. Each is
+/// tagged with the step it belongs to, so that a fault names its revision.
+struct Pipeline<'a> {
+    client: &'a Client,
+    sent: Vec<(usize, Part<'a>, Sent<'a, Reply>)>,
+    /// The step the next requests belong to.
+    step: usize,
+    /// Set when a request could not be written: nothing after it is sent.
+    stopped: bool,
+}
+
+/// What reading a pipeline's answers found.
+struct Outcome {
+    /// The first fault, and the step it belongs to.
+    fault: Option<(usize, Fault)>,
+    /// When each step's ledger write was answered, in order.
+    recorded: Vec<(usize, Instant)>,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(client: &'a Client) -> Self {
+        Pipeline { client, sent: Vec::new(), step: 0, stopped: false }
+    }
+
+    /// Hands the requests sent so far to the caller, leaving an empty pipeline.
+    fn take(&mut self) -> Pipeline<'a> {
+        let step = self.step;
+        let mut taken = std::mem::replace(self, Pipeline::new(self.client));
+        self.step = step;
+        self.stopped = taken.stopped;
+        taken.step = step;
+        taken
+    }
+
+    async fn simple(&mut self, part: Part<'a>, sql: &'a str) {
+        if self.stopped {
+            return;
+        }
+        let client = self.client;
+        let sent = send(async move { Reply::Simple(simple(client, sql).await) }).await;
+        self.stopped = matches!(&sent, Sent::Done(reply) if reply.unsent());
+        self.sent.push((self.step, part, sent));
+    }
+
+    async fn write(&mut self, w: Write) {
+        if self.stopped {
+            return;
+        }
+        let client = self.client;
+        let part = Part::Record { expect: w.expect, what: w.what };
+        let sent = send(async move { Reply::Write(write(client, w).await) }).await;
+        self.stopped = matches!(&sent, Sent::Done(reply) if reply.unsent());
+        self.sent.push((self.step, part, sent));
+    }
+
+    /// Reads every answer (so the connection stays in step).
+    async fn outcome(self) -> Outcome {
+        let mut out = Outcome { fault: None, recorded: Vec::new() };
+        for (step, part, sent) in self.sent {
+            let is_record = matches!(part, Part::Record { .. });
+            let reply = sent.answer().await;
+            if out.fault.is_some() {
+                continue;
+            }
+            match check(part, reply) {
+                Err(fault) => out.fault = Some((step, fault)),
+                Ok(()) if is_record => out.recorded.push((step, Instant::now())),
+                Ok(()) => {}
+            }
+        }
+        out
+    }
+}
+
+/// The fault in one answer, if any.
+fn check(part: Part<'_>, reply: Reply) -> Result<(), Fault> {
+    match (part, reply) {
+        (Part::Body { sql, line }, Reply::Simple(Err(f))) => {
+            let (statement, line) = locate(&f, sql, line);
+            Err(Fault::Sql { error: f.error, statement: Some(statement), line: Some(line) })
+        }
+        (Part::Verify { .. }, Reply::Simple(Err(f))) => {
+            Err(Fault::Sql { error: f.error, statement: None, line: None })
+        }
+        (Part::Verify { sql }, Reply::Simple(Ok(msgs))) => match false_statement(&msgs, sql) {
+            Some(query) => Err(Fault::Verify { query }),
+            None => Ok(()),
+        },
+        (Part::Open, Reply::Simple(Err(f))) => {
+            Err(Fault::Db { context: "starting the revision's transaction", error: f.error })
+        }
+        (Part::Prelude, Reply::Simple(Err(f))) => Err(Fault::Record(f.error)),
+        (Part::Commit, Reply::Simple(Err(f))) => {
+            Err(Fault::Db { context: "committing the transaction", error: f.error })
+        }
+        (Part::Record { expect, what }, Reply::Write(answer)) => checked(answer, expect, what).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+/// A ledger write's answer, checked for the proof and the count of rows it changed.
+fn checked(
+    answer: Result<Option<Row>, tokio_postgres::Error>,
+    expect: Option<i64>,
+    what: &'static str,
+) -> Result<Option<Row>, Fault> {
+    let row = answer.map_err(Fault::Record)?;
+    let count = row.as_ref().map_or(0, |r| r.get::<_, i64>(1));
+    match expect {
+        Some(n) if n != count => Err(Fault::Changed { what }),
+        _ => Ok(row),
+    }
+}
+
+// ----- the executor -----
+
+/// Applies steps on one locked session, and writes its ledger rows.
+pub(crate) struct Executor<'s> {
+    client: &'s Client,
+    ledger: &'s Ledger,
+    baseline: &'s Baseline,
+    app_version: Option<String>,
+    hooks: Option<Arc<dyn Hooks>>,
+    timeouts: Timeouts,
+    /// A revision since the last restore may have left SQL-level prepared statements.
+    prepared: bool,
     pub(crate) report: Report,
-    pub(crate) hooks: Option<Arc<dyn Hooks>>,
-    pub(crate) timeouts: Timeouts,
 }
 
-impl Executor<'_> {
-    /// The revision's ledger row, for `apply.sql` or `start.sql`.
-    fn row(&self, rev: &Revision, tag: &'static str) -> Args {
-        Args::Row {
-            id: rev.id.as_str().to_owned(),
-            revises: ids(&rev.revises),
-            depends_on: ids(&rev.depends_on),
-            checksum: rev.checksum.to_hex(),
-            kind: rev.kind(),
-            app_version: self.app_version.clone(),
-            tag,
-            digest: self.digest.to_string(),
+/// What a step runs.
+enum Code<'a> {
+    /// SQL text and the file line it starts on.
+    Sql(&'a str, usize),
+    Rust(&'a Arc<dyn RustMigration>),
+}
+
+fn code_of(rev: &Revision, dir: Direction) -> Code<'_> {
+    let (body, line) = match dir {
+        Direction::Up => (Some(&rev.up), rev.up_line),
+        // Plans never step down through a revision without a down body.
+        Direction::Down => (rev.down.as_ref(), rev.down_line),
+    };
+    match body {
+        Some(Body::Rust(code)) => Code::Rust(code),
+        Some(Body::Sql(sql)) => Code::Sql(sql, line),
+        None => Code::Sql("", line),
+    }
+}
+
+/// Whether running `rev` may leave SQL-level prepared statements behind.
+fn may_prepare(rev: &Revision, dir: Direction) -> bool {
+    match code_of(rev, dir) {
+        Code::Sql(sql, _) => sql.as_bytes().windows(7).any(|w| w.eq_ignore_ascii_case(b"prepare")),
+        Code::Rust(_) => true,
+    }
+}
+
+fn event_of(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Up => "apply",
+        Direction::Down => "revert",
+    }
+}
+
+impl<'s> Executor<'s> {
+    /// The executor of a locked session.
+    pub(crate) fn new(session: &'s Session<'_>, cfg: &Config, hooks: Option<Arc<dyn Hooks>>) -> Self {
+        Executor {
+            client: session.client(),
+            ledger: &session.ledger,
+            baseline: &session.baseline,
+            app_version: cfg.app_version.clone(),
+            hooks,
+            timeouts: cfg.timeouts,
+            prepared: false,
+            report: Report::default(),
         }
     }
 
-    /// Moves the digest past the step and returns the statement that records it.
-    fn record(&mut self, rev: &Revision, dir: Direction, event: &'static str) -> (Statement, Args) {
-        let (id, checksum) = (rev.id.as_str(), rev.checksum.to_hex());
+    /// The record of a step: apply or revert.
+    fn record(&self, rev: &Revision, dir: Direction, event: &'static str) -> Write {
         match dir {
-            Direction::Up => {
-                self.digest.add(id, &checksum);
-                (self.stmts.apply.clone(), self.row(rev, event))
-            }
-            Direction::Down => {
-                self.digest.remove(id, &checksum);
-                let args = Args::Revert { id: id.to_owned(), event, digest: self.digest.to_string() };
-                (self.stmts.revert.clone(), args)
-            }
+            Direction::Up => self.ledger.apply(rev, event, self.app_version.as_deref()),
+            Direction::Down => self.ledger.revert(rev.id.as_str(), event),
         }
+    }
+
+    /// The statements that bring the session back to its baseline before a revision.
+    fn restore(&mut self) -> String {
+        let sql = self.baseline.restore(self.prepared);
+        self.prepared = false;
+        sql
     }
 
     fn push(&mut self, rev: &Revision, direction: Direction, duration: Duration, stamped: bool) {
@@ -399,6 +424,10 @@ impl Executor<'_> {
         if !stamped {
             tracing::info!(revision = %rev.id, %direction, elapsed = ?duration, "applied");
         }
+    }
+
+    fn error(&self, fault: Fault, rev: &Revision, rolled_back: bool) -> Error {
+        fault.into_error(rev, &self.report, &self.ledger.schema, rolled_back)
     }
 
     /// Runs `steps` per revision or in one transaction.
@@ -414,27 +443,32 @@ impl Executor<'_> {
                 return Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() });
             }
             // The whole transaction is the step that is retried on a lock timeout.
-            let started = Instant::now();
-            let mut attempt = 1;
+            let mut attempts = Attempts::new(&self.timeouts);
             loop {
                 match self.batch(graph, steps, false).await {
-                    Err(e) if e.db_code() == Some(LOCK_NOT_AVAILABLE) && attempt < self.timeouts.attempts => {
-                        attempt += 1;
-                        let wait = self.timeouts.backoff(attempt);
-                        tracing::warn!(attempt, ?wait, "lock timeout in the single transaction; retrying");
-                        tokio::time::sleep(wait).await;
-                    }
-                    Err(e) if e.db_code() == Some(LOCK_NOT_AVAILABLE) && attempt > 1 => {
-                        let rev = match &e {
-                            Error::RevisionFailed { id, .. } => set_rev(graph, id),
-                            _ => None,
-                        };
-                        return Err(match rev {
-                            Some(rev) => self.exhausted(rev, attempt, started, e),
-                            None => e,
-                        });
-                    }
-                    other => return other,
+                    Err(e) => match attempts.retry_after(e.db_code()) {
+                        Some(wait) => {
+                            tracing::warn!(
+                                attempt = attempts.attempt,
+                                ?wait,
+                                "lock timeout in the single transaction; retrying"
+                            );
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => {
+                            let rev = match &e {
+                                Error::RevisionFailed { id, .. } => {
+                                    graph.get(id.as_str()).map(|i| &graph.revs[i])
+                                }
+                                _ => None,
+                            };
+                            return Err(match rev {
+                                Some(rev) => self.exhausted(rev, &attempts, e),
+                                None => e,
+                            });
+                        }
+                    },
+                    ok => return ok,
                 }
             }
         }
@@ -447,8 +481,14 @@ impl Executor<'_> {
                 TxMode::None => self.non_transactional(rev, dir).await,
             };
             if let Some(h) = &self.hooks {
-                h.after_step(&step, result.as_ref().map(|()| self.report.steps.last().expect("pushed")))
-                    .await;
+                match &result {
+                    Ok(()) => {
+                        if let Some(report) = self.report.steps.last() {
+                            h.after_step(&step, Ok(report)).await;
+                        }
+                    }
+                    Err(e) => h.after_step(&step, Err(e)).await,
+                }
             }
             result?;
         }
@@ -475,86 +515,94 @@ impl Executor<'_> {
     /// A transactional step, tried again with growing waits while it fails on
     /// its lock timeout; each attempt is logged and recorded as a `fail` event.
     async fn transactional_with_retries(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
-        let started = Instant::now();
-        let mut attempt = 1;
+        let mut attempts = Attempts::new(&self.timeouts);
         loop {
             match self.transactional(rev, dir).await {
-                Err(e) if e.db_code() == Some(LOCK_NOT_AVAILABLE) => {
-                    if attempt >= self.timeouts.attempts {
-                        return Err(self.exhausted(rev, attempt, started, e));
+                Err(e) => match attempts.retry_after(e.db_code()) {
+                    Some(wait) => {
+                        tracing::warn!(revision = %rev.id, attempt = attempts.attempt, ?wait, "lock timeout; retrying");
+                        tokio::time::sleep(wait).await;
                     }
-                    attempt += 1;
-                    let wait = self.timeouts.backoff(attempt);
-                    tracing::warn!(revision = %rev.id, attempt, ?wait, "lock timeout; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
+                    None => return Err(self.exhausted(rev, &attempts, e)),
+                },
+                ok => return ok,
             }
         }
     }
 
-    fn exhausted(&self, rev: &Revision, attempts: u32, started: Instant, e: Error) -> Error {
-        let source = match e {
-            Error::RevisionFailed { source, .. } => source,
-            other => return other,
-        };
+    /// The error of a step that ran out of attempts: `LockRetriesExhausted`
+    /// when it was retried and its last failure was a lock timeout too; any
+    /// other last failure is reported as itself.
+    fn exhausted(&self, rev: &Revision, attempts: &Attempts, e: Error) -> Error {
+        if attempts.attempt < 2 || e.db_code() != Some(LOCK_NOT_AVAILABLE) {
+            return e;
+        }
+        let Error::RevisionFailed { source, .. } = e else { return e };
+        let (lock_timeout, _) = self.timeouts.transactional(rev);
         Error::LockRetriesExhausted {
             id: rev.id.clone(),
             path: rev.origin.clone(),
-            attempts,
-            lock_timeout: rev.lock_timeout.or(self.timeouts.lock),
-            waited: started.elapsed(),
+            attempts: attempts.attempt,
+            lock_timeout: if rev.tx == TxMode::None { rev.lock_timeout } else { lock_timeout },
+            waited: attempts.started.elapsed(),
             report: Box::new(self.report.clone()),
             source,
         }
     }
 
-    /// One transaction per revision: BEGIN, body, verify, record and (without a
-    /// verify section, since nothing can veto it then) COMMIT, all pipelined. A
-    /// Rust body runs between BEGIN and the pipelined rest.
+    /// One transaction per revision: BEGIN (with the session restored and the
+    /// timeouts set), body, verify, record and, without a verify section,
+    /// COMMIT, all pipelined. A Rust body runs between BEGIN and the rest.
     async fn transactional(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
         let client = self.client;
-        let before = self.digest.clone();
-        let (stmt, args) = self.record(rev, dir, event_of(dir));
-        let verify = if dir == Direction::Up { rev.verify.as_deref() } else { None };
         let started = Instant::now();
-        let begin_sql = format!("BEGIN{}", self.timeouts.settings(rev, true));
-        let mut begin = Some(send(simple(client, &begin_sql)).await);
-        let body = match code_of(rev, dir) {
-            Code::Sql(sql, line) => Some((sql, line)),
+        let (lock, statement) = self.timeouts.transactional(rev);
+        let open = format!("BEGIN; {}{}{MARK}", self.restore(), Timeouts::sql(lock, statement, true));
+        self.prepared = may_prepare(rev, dir);
+        let verify = if dir == Direction::Up { rev.verify.as_deref() } else { None };
+        let body = body_text(rev, dir);
+        let prelude = prelude_text(rev, dir, self.baseline);
+        let mut pipe = Pipeline::new(client);
+        pipe.simple(Part::Open, &open).await;
+        match code_of(rev, dir) {
+            Code::Sql(sql, line) => pipe.simple(Part::Body { sql, line }, &body).await,
             Code::Rust(code) => {
-                let begun = begin.take().expect("sent").answer().await;
-                let ran = match begun {
-                    Ok(_) => run_rust(code, dir, client, true).await,
-                    Err(f) => Err(Fault::db(f.error)),
+                let begun = pipe.take().outcome().await;
+                let ran = match begun.fault {
+                    None => run_rust(code, dir, client, true).await,
+                    Some((_, fault)) => Err(fault),
                 };
                 if let Err(fault) = ran {
                     let _ = client.simple_query("ROLLBACK").await;
-                    self.digest = before;
-                    return Err(self.fail(rev, dir, fault).await);
+                    return Err(self.fail(rev, dir, fault, true).await);
                 }
-                None
             }
+        }
+        if let Some(sql) = verify {
+            pipe.simple(Part::Verify { sql }, sql).await;
+        }
+        pipe.simple(Part::Prelude, &prelude).await;
+        pipe.write(self.record(rev, dir, event_of(dir))).await;
+        if verify.is_none() {
+            pipe.simple(Part::Commit, "COMMIT").await;
+        }
+        let stopped = pipe.stopped;
+        let outcome = pipe.outcome().await;
+        let fault = match (outcome.fault, verify) {
+            (Some((_, fault)), _) => Some(fault),
+            (None, Some(_)) if !stopped => simple(client, "COMMIT")
+                .await
+                .err()
+                .map(|f| Fault::Db { context: "committing the transaction", error: f.error }),
+            (None, _) => None,
         };
-        let step = Pipelined::send(client, body, verify, (&stmt, args)).await;
-        let commit = match verify {
-            None => Some(send(simple(client, "COMMIT")).await),
-            Some(_) => None,
-        };
-        let begun = match begin {
-            Some(b) => b.answer().await.map(|_| ()).map_err(|f| Fault::db(f.error)),
-            None => Ok(()),
-        };
-        let outcome = begun.and(step.outcome().await);
-        let committed = match commit {
-            // A pipelined COMMIT of a failed transaction rolls back by itself.
-            Some(c) => c.answer().await.map(|_| ()),
-            None if outcome.is_ok() => simple(client, "COMMIT").await.map(|_| ()),
-            None => simple(client, "ROLLBACK").await.map(|_| ()),
-        };
-        if let Err(fault) = outcome.and(committed.map_err(|f| Fault::db(f.error))) {
-            self.digest = before;
-            return Err(self.fail(rev, dir, fault).await);
+        if let Some(fault) = fault {
+            // A pipelined COMMIT of a failed transaction rolled back by itself;
+            // otherwise the transaction is still open.
+            if verify.is_some() || stopped {
+                let _ = client.simple_query("ROLLBACK").await;
+            }
+            return Err(self.fail(rev, dir, fault, true).await);
         }
         self.push(rev, dir, started.elapsed(), false);
         Ok(())
@@ -565,152 +613,171 @@ impl Executor<'_> {
     /// answers before it, runs, and the pipeline goes on.
     async fn batch(&mut self, graph: &Graph, steps: &[(usize, Direction)], stamp: bool) -> Result<(), Error> {
         let client = self.client;
-        let before = self.digest.clone();
-        let (stmts, args): (Vec<Statement>, Vec<Args>) = steps
-            .iter()
-            .map(|&(i, dir)| self.record(&graph.revs[i], dir, if stamp { "stamp" } else { event_of(dir) }))
-            .unzip();
         let started = Instant::now();
-        let mut in_flight = std::collections::VecDeque::new();
-        let begin_sql =
-            if stamp { "BEGIN".to_owned() } else { format!("BEGIN{}", self.timeouts.run_settings()) };
-        let begin = send(simple(client, &begin_sql)).await;
-        let mut failure = begin.answer().await.err().map(|f| (None, Fault::db(f.error)));
-        let mut done = Vec::with_capacity(steps.len());
-        let mut last = started;
-        for ((&(i, dir), stmt), args) in steps.iter().zip(&stmts).zip(args) {
+        let timeouts = if stamp {
+            String::new()
+        } else {
+            Timeouts::sql(self.timeouts.lock, self.timeouts.statement, true)
+        };
+        let open = format!("BEGIN;{timeouts}");
+        // Each step's texts live as long as the pipeline that sends them.
+        let mut texts = Vec::with_capacity(steps.len());
+        for &(i, dir) in steps {
             let rev = &graph.revs[i];
+            let opening = if stamp { String::new() } else { format!("{}{MARK}", self.restore()) };
+            self.prepared = may_prepare(rev, dir);
+            texts.push((opening, body_text(rev, dir), prelude_text(rev, dir, self.baseline)));
+        }
+        let mut pipe = Pipeline::new(client);
+        pipe.simple(Part::Open, &open).await;
+        let mut fault: Option<(usize, Fault)> = None;
+        let mut recorded = Vec::with_capacity(steps.len());
+        for (n, (&(i, dir), (opening, body, prelude))) in steps.iter().zip(&texts).enumerate() {
+            let rev = &graph.revs[i];
+            pipe.step = n;
             if !stamp {
                 if let Err(e) = self.before_step(&Step { id: rev.id.clone(), direction: dir }).await {
-                    drain(&mut in_flight, &mut failure, &mut done, &mut last).await;
+                    let _ = pipe.take().outcome().await;
                     let _ = client.simple_query("ROLLBACK").await;
-                    self.digest = before;
                     return Err(e);
                 }
-            }
-            let mut body = None;
-            match code_of(rev, dir) {
-                _ if stamp => {}
-                Code::Sql(sql, line) => body = Some((sql, line)),
-                Code::Rust(code) => {
-                    drain(&mut in_flight, &mut failure, &mut done, &mut last).await;
-                    if failure.is_some() {
-                        break;
-                    }
-                    if let Err(fault) = run_rust(code, dir, client, true).await {
-                        failure = Some((Some((rev, dir)), fault));
-                        break;
+                pipe.simple(Part::Open, opening).await;
+                match code_of(rev, dir) {
+                    Code::Sql(sql, line) => pipe.simple(Part::Body { sql, line }, body).await,
+                    Code::Rust(code) => {
+                        let before = pipe.take().outcome().await;
+                        recorded.extend(before.recorded);
+                        fault = before.fault;
+                        if fault.is_none() {
+                            fault = run_rust(code, dir, client, true).await.err().map(|f| (n, f));
+                        }
+                        if fault.is_some() {
+                            break;
+                        }
                     }
                 }
+                if let (Direction::Up, Some(sql)) = (dir, rev.verify.as_deref()) {
+                    pipe.simple(Part::Verify { sql }, sql).await;
+                }
+                pipe.simple(Part::Prelude, prelude).await;
             }
-            let verify = if dir == Direction::Up && !stamp { rev.verify.as_deref() } else { None };
-            in_flight.push_back((rev, dir, Pipelined::send(client, body, verify, (stmt, args)).await));
+            pipe.write(self.record(rev, dir, if stamp { "stamp" } else { event_of(dir) })).await;
         }
-        drain(&mut in_flight, &mut failure, &mut done, &mut last).await;
-        if let Some((rev, fault)) = failure {
+        if fault.is_none() {
+            let rest = pipe.take().outcome().await;
+            recorded.extend(rest.recorded);
+            fault = rest.fault;
+        }
+        if let Some((n, fault)) = fault {
             let _ = client.simple_query("ROLLBACK").await;
-            self.digest = before;
-            let err = match rev {
-                Some((rev, _)) if !stamp => fault.into_error(rev, &self.report),
-                _ => match fault {
-                    Fault::Db { error, .. } => Error::Db { context: "recording the plan", source: error },
-                    _ => unreachable!("a stamp runs no body and no verify section"),
-                },
+            let (i, direction) = steps[n];
+            let rev = &graph.revs[i];
+            let err = match fault {
+                Fault::Db { context, error } => Error::Db { context, source: error },
+                fault => self.error(fault, rev, true),
             };
-            if let (Some(h), Some((rev, direction))) = (&self.hooks, rev) {
-                h.after_step(&Step { id: rev.id.clone(), direction }, Err(&err)).await;
+            if !stamp {
+                if let Some(h) = &self.hooks {
+                    h.after_step(&Step { id: rev.id.clone(), direction }, Err(&err)).await;
+                }
             }
             return Err(err);
         }
         if let Err(e) = client.simple_query("COMMIT").await {
-            self.digest = before;
             return Err(Error::Db { context: "committing the transaction", source: e });
         }
-        for (rev, dir, d) in done {
-            self.push(rev, dir, d, stamp);
-            if let Some(h) = &self.hooks {
-                let step = Step { id: rev.id.clone(), direction: dir };
-                h.after_step(&step, Ok(self.report.steps.last().expect("pushed"))).await;
+        let mut last = started;
+        for (n, at) in recorded {
+            let (i, dir) = steps[n];
+            let rev = &graph.revs[i];
+            self.push(rev, dir, at.saturating_duration_since(last), stamp);
+            last = at;
+            if let (Some(h), false) = (&self.hooks, stamp) {
+                if let Some(report) = self.report.steps.last() {
+                    h.after_step(&Step { id: rev.id.clone(), direction: dir }, Ok(report)).await;
+                }
             }
         }
         Ok(())
     }
 
-    /// Outside a transaction: record `running`, run each statement (or the Rust
-    /// code), then record `applied` (after the verify section, in one
+    /// Records the failure of a step (a `fail` event and, for `transaction
+    /// none`, the `failed` state) in its own statement, and builds the error.
+    /// Nothing is written when the fault is the bookkeeping itself.
+    async fn fail(&mut self, rev: &Revision, dir: Direction, fault: Fault, rolled_back: bool) -> Error {
+        let msg = fault.message();
+        if !fault.is_bookkeeping() {
+            // Written as the baseline: a rolled-back step undid its own restore.
+            let restore = self.restore();
+            let _ = simple(self.client, &restore).await;
+            let w = self.ledger.fail(rev.id.as_str(), fault.statement(), &msg, dir);
+            if let Err(e) = write(self.client, w).await {
+                tracing::warn!(revision = %rev.id, error = %e, "could not record the failure in the ledger");
+            }
+        }
+        tracing::warn!(revision = %rev.id, direction = %dir, error = %msg, "revision failed");
+        self.error(fault, rev, rolled_back)
+    }
+
+    /// A ledger write on its own, outside any pipeline.
+    async fn write_now(&self, w: Write) -> Result<Option<Row>, Fault> {
+        let (expect, what) = (w.expect, w.what);
+        checked(write(self.client, w).await, expect, what)
+    }
+
+    // ----- `transaction none` -----
+
+    /// Outside a transaction: record `running`, run each statement (or the
+    /// Rust code), then record `applied` (after the verify section, in one
     /// transaction) or the revert.
     async fn non_transactional(&mut self, rev: &Revision, dir: Direction) -> Result<(), Error> {
-        let client = self.client;
         let started = Instant::now();
-        let (id, checksum) = (rev.id.as_str(), rev.checksum.to_hex());
-        if dir == Direction::Down {
-            // The row stops counting as applied while its down runs.
-            self.digest.remove(id, &checksum);
-        }
-        let start = self.row(rev, dir_word(dir));
-        extended(client, &self.stmts.start, start)
-            .await
-            .map_err(|f| Error::Db { context: "recording the start of a revision", source: f.error })?;
-        self.statements_and_finish(rev, dir, 1, started).await
+        self.setup_none(rev).await?;
+        let start = self.ledger.start(rev, dir, self.app_version.as_deref());
+        let row = match self.write_now(start).await {
+            Ok(row) => row,
+            Err(fault) => return Err(self.error(fault, rev, true)),
+        };
+        let invalid_before =
+            row.and_then(|r| r.get::<_, Option<String>>(2)).map(|s| oids(&s)).unwrap_or_default();
+        self.statements_and_finish(rev, dir, 1, &invalid_before, started).await
     }
 
-    /// Retries a failed `transaction none` revision from its failed statement
-    /// (the caller has marked it running again). An invalid index that a failed
-    /// `CREATE INDEX CONCURRENTLY` left behind is dropped first.
-    pub(crate) async fn resume(&mut self, rev: &Revision, dir: Direction, from: usize) -> Result<(), Error> {
-        let started = Instant::now();
-        if let Code::Sql(body, _) = code_of(rev, dir) {
-            if let Some(stmt) = split::split(body).get(from - 1) {
-                self.drop_invalid_index(stmt.text).await?;
-            }
-        }
-        self.statements_and_finish(rev, dir, from, started).await
+    /// Before a `transaction none` revision: the session restored to its
+    /// baseline, and the revision's timeouts set for the session.
+    async fn setup_none(&mut self, rev: &Revision) -> Result<(), Error> {
+        let (lock, statement) = self.timeouts.non_transactional(rev);
+        let setup = format!("{}{}", self.restore(), Timeouts::sql(lock, statement, false));
+        self.prepared = true;
+        simple(self.client, &setup).await.map(|_| ()).map_err(|f| {
+            let fault = Fault::Db { context: "restoring the session before the revision", error: f.error };
+            self.error(fault, rev, true)
+        })
     }
 
-    /// Runs statements from the 1-based `from`, retrying one that fails on its
-    /// lock timeout (after dropping an invalid index it may have left).
-    /// On failure: the statement, the error, and how many attempts it had.
-    async fn statements(
-        &self,
+    /// Retries a blocked `transaction none` revision from its recorded
+    /// statement (from the start of the transaction its body opened, if the
+    /// statement was inside one), after dropping the invalid indexes it left.
+    pub(crate) async fn resume(
+        &mut self,
         rev: &Revision,
-        body: &str,
-        from: usize,
-    ) -> Result<(), (usize, tokio_postgres::Error, u32)> {
-        for (n, stmt) in split::split(body).iter().enumerate().skip(from - 1) {
-            let mut attempt = 1;
-            while let Err(error) = self.client.simple_query(stmt.text).await {
-                let lock = error.code().map(|c| c.code()) == Some(LOCK_NOT_AVAILABLE);
-                if !lock || attempt >= self.timeouts.attempts {
-                    return Err((n + 1, error, attempt));
-                }
-                attempt += 1;
-                let wait = self.timeouts.backoff(attempt);
-                tracing::warn!(revision = %rev.id, statement = n + 1, attempt, ?wait, "lock timeout; retrying");
-                tokio::time::sleep(wait).await;
-                if self.drop_invalid_index(stmt.text).await.is_err() {
-                    return Err((n + 1, error, attempt));
-                }
-            }
+        record: &Record,
+        dir: Direction,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        self.setup_none(rev).await?;
+        let from = match code_of(rev, dir) {
+            Code::Sql(body, _) => resume_point(body, record.statement.unwrap_or(1)),
+            Code::Rust(_) => 1,
+        };
+        if let Err(fault) = self.write_now(self.ledger.restart(rev.id.as_str(), from)).await {
+            return Err(self.error(fault, rev, false));
         }
-        Ok(())
-    }
-
-    async fn drop_invalid_index(&self, statement: &str) -> Result<(), Error> {
-        let Some(name) = concurrent_index_name(statement) else { return Ok(()) };
-        let sql = "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
-                   WHERE c.relname = $1 AND NOT i.indisvalid AND pg_table_is_visible(c.oid)";
-        let rows =
-            self.client.query(sql, &[&name]).await.map_err(Error::db("looking for an invalid index"))?;
-        for row in rows {
-            let index: String = row.get(0);
-            tracing::info!(%index, "dropping the invalid index a failed CREATE INDEX CONCURRENTLY left");
-            // The name comes from the catalog's own quoting (regclass output).
-            self.client
-                .batch_execute(&format!("DROP INDEX CONCURRENTLY {index}"))
-                .await
-                .map_err(Error::db("dropping an invalid index"))?;
+        if let Err(error) = self.drop_left_invalid(&record.invalid_before).await {
+            let fault = Fault::Sql { error, statement: Some(from), line: None };
+            return Err(self.fail(rev, dir, fault, false).await);
         }
-        Ok(())
+        self.statements_and_finish(rev, dir, from, &record.invalid_before, started).await
     }
 
     /// Runs the statements of a `transaction none` body from the 1-based
@@ -720,115 +787,248 @@ impl Executor<'_> {
         rev: &Revision,
         dir: Direction,
         from: usize,
+        invalid_before: &[u32],
         started: Instant,
     ) -> Result<(), Error> {
         let client = self.client;
-        let (id, checksum) = (rev.id.as_str(), rev.checksum.to_hex());
-        match code_of(rev, dir) {
-            Code::Sql(body, body_line) => {
-                let settings = self.timeouts.settings(rev, false);
-                if !settings.is_empty() {
-                    client.batch_execute(&settings[2..]).await.map_err(Error::db("setting timeouts"))?;
-                }
-                let outcome = self.statements(rev, body, from).await;
-                if !settings.is_empty() {
-                    let reset = "SET lock_timeout = DEFAULT; SET statement_timeout = DEFAULT";
-                    client.batch_execute(reset).await.map_err(Error::db("resetting timeouts"))?;
-                }
-                if let Err((n, error, attempts)) = outcome {
-                    let line = split::split(body).get(n - 1).map(|s| body_line + s.line - 1);
-                    let err = self.fail(rev, dir, Fault::Db { error, statement: Some(n), line }).await;
-                    return Err(if attempts > 1 { self.exhausted(rev, attempts, started, err) } else { err });
-                }
+        let outcome = match code_of(rev, dir) {
+            Code::Sql(body, body_line) => self.statements(rev, body, body_line, from, invalid_before).await,
+            Code::Rust(code) => run_rust(code, dir, client, false).await.map_err(|f| (f, 1)),
+        };
+        // pgskein's writes run as the baseline, outside anything the body opened.
+        let restored = simple(client, &self.restore()).await;
+        match outcome {
+            Err((Fault::Record(e), _)) => return Err(self.error(Fault::Record(e), rev, false)),
+            Err((fault, attempts)) => {
+                let err = self.fail(rev, dir, fault, false).await;
+                return Err(if attempts > 1 {
+                    self.exhausted_none(rev, attempts, started, err)
+                } else {
+                    err
+                });
             }
-            Code::Rust(code) => {
-                if let Err(fault) = run_rust(code, dir, client, false).await {
-                    return Err(self.fail(rev, dir, fault).await);
-                }
+            Ok(()) => {}
+        }
+        if let Err(f) = restored {
+            let fault = Fault::Db { context: "restoring the session after the revision", error: f.error };
+            return Err(self.error(fault, rev, false));
+        }
+        match self.invalid_left(invalid_before).await {
+            Ok(left) if left.is_empty() => {}
+            Ok(left) => return Err(self.fail(rev, dir, Fault::InvalidIndexes(left), false).await),
+            Err(error) => {
+                let fault = Fault::Db { context: "looking for invalid indexes", error };
+                return Err(self.error(fault, rev, false));
             }
         }
         let outcome = match dir {
             Direction::Down => {
-                let args =
-                    Args::Revert { id: id.to_owned(), event: "revert", digest: self.digest.to_string() };
-                extended(client, &self.stmts.revert, args).await.map(|_| ())
+                self.write_now(self.ledger.revert(rev.id.as_str(), "revert")).await.map(|_| ())
             }
             Direction::Up => {
-                self.digest.add(id, &checksum);
-                let finish = Args::Finish { id: id.to_owned(), digest: self.digest.to_string() };
-                let begin = send(simple(client, "BEGIN")).await;
-                let step =
-                    Pipelined::send(client, None, rev.verify.as_deref(), (&self.stmts.finish, finish)).await;
-                let begun = begin.answer().await.map(|_| ()).map_err(|f| Fault::db(f.error));
-                match begun.and(step.outcome().await) {
-                    Ok(()) => simple(client, "COMMIT").await.map(|_| ()),
-                    Err(fault) => {
+                let prelude = self.baseline.for_record();
+                let mut pipe = Pipeline::new(client);
+                pipe.simple(Part::Open, "BEGIN").await;
+                if let Some(sql) = rev.verify.as_deref() {
+                    pipe.simple(Part::Verify { sql }, sql).await;
+                }
+                pipe.simple(Part::Prelude, &prelude).await;
+                pipe.write(self.ledger.finish(rev.id.as_str())).await;
+                let outcome = pipe.outcome().await;
+                match outcome.fault {
+                    None => simple(client, "COMMIT")
+                        .await
+                        .map(|_| ())
+                        .map_err(|f| Fault::Db { context: "committing the transaction", error: f.error }),
+                    Some((_, fault)) => {
                         let _ = client.simple_query("ROLLBACK").await;
-                        self.digest.remove(id, &checksum);
-                        return Err(self.fail(rev, dir, fault).await);
+                        Err(fault)
                     }
                 }
             }
         };
-        outcome.map_err(|f| Error::Db { context: "recording a revision", source: f.error })?;
-        self.push(rev, dir, started.elapsed(), false);
+        match outcome {
+            Ok(()) => {
+                self.push(rev, dir, started.elapsed(), false);
+                Ok(())
+            }
+            Err(fault @ Fault::Verify { .. }) => Err(self.fail(rev, dir, fault, false).await),
+            Err(fault) => Err(self.error(fault, rev, false)),
+        }
+    }
+
+    /// Runs statements from the 1-based `from`, recording before each the
+    /// statement about to run (outside any transaction the body opened). A
+    /// statement that fails on its lock timeout is retried, after the invalid
+    /// indexes it left are dropped; inside a transaction the body opened, the
+    /// retry starts again at that transaction's `BEGIN`. On failure: the fault
+    /// and how many attempts the failing statement had.
+    async fn statements(
+        &mut self,
+        rev: &Revision,
+        body: &str,
+        body_line: usize,
+        from: usize,
+        invalid_before: &[u32],
+    ) -> Result<(), (Fault, u32)> {
+        let client = self.client;
+        let stmts = split::split(body);
+        let mut n = from;
+        // The statement that opened a transaction of the body's own, while one is open.
+        let mut block: Option<usize> = None;
+        let mut attempts = Attempts::new(&self.timeouts);
+        while let Some(stmt) = stmts.get(n - 1) {
+            if block.is_none() {
+                if let Err(fault) = self.write_now(self.ledger.progress(rev.id.as_str(), n)).await {
+                    return Err((fault, 1));
+                }
+            }
+            match client.simple_query(stmt.text).await {
+                Ok(_) => {
+                    match split::transaction_control(stmt.text) {
+                        Some("BEGIN" | "START TRANSACTION") => block = Some(n),
+                        Some(_) => block = None,
+                        None => {}
+                    }
+                    n += 1;
+                    if block.is_none() {
+                        attempts = Attempts::new(&self.timeouts);
+                    }
+                }
+                Err(error) => {
+                    if block.is_some() {
+                        // The body's transaction is aborted: end it, so that
+                        // the cleanup and the failure record run outside it.
+                        let _ = client.simple_query("ROLLBACK").await;
+                    }
+                    let cleaned = self.drop_left_invalid(invalid_before).await;
+                    let code = error.code().map(|c| c.code().to_owned());
+                    let retry = if cleaned.is_ok() { attempts.retry_after(code.as_deref()) } else { None };
+                    match retry {
+                        Some(wait) => {
+                            tracing::warn!(revision = %rev.id, statement = n, attempt = attempts.attempt, ?wait, "lock timeout; retrying");
+                            tokio::time::sleep(wait).await;
+                            n = block.take().unwrap_or(n);
+                        }
+                        None => {
+                            let line = body_line + stmt.line - 1;
+                            let fault = Fault::Sql { error, statement: Some(n), line: Some(line) };
+                            return Err((fault, attempts.attempt));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(opened) = block {
+            let _ = client.simple_query("ROLLBACK").await;
+            let line = stmts.get(opened - 1).map(|s| body_line + s.line - 1);
+            return Err((Fault::OpenTransaction { statement: opened, line }, 1));
+        }
         Ok(())
     }
 
-    /// Records the failure (a `fail` event and, for `transaction none`, the
-    /// `failed` state) in its own statement, and builds the error.
-    async fn fail(&mut self, rev: &Revision, dir: Direction, fault: Fault) -> Error {
-        let msg = fault.message();
-        let args = Args::Fail {
-            id: rev.id.as_str().to_owned(),
-            statement: fault.statement().map(|s| s as i32),
-            error: msg.clone(),
-            direction: dir_word(dir),
-        };
-        if let Err(f) = extended(self.client, &self.stmts.fail, args).await {
-            tracing::warn!(revision = %rev.id, error = %f.error, "could not record the failure in the ledger");
+    fn exhausted_none(&self, rev: &Revision, attempts: u32, started: Instant, e: Error) -> Error {
+        if e.db_code() != Some(LOCK_NOT_AVAILABLE) {
+            return e;
         }
-        tracing::warn!(revision = %rev.id, direction = %dir, error = %msg, "revision failed");
-        fault.into_error(rev, &self.report)
+        let Error::RevisionFailed { source, .. } = e else { return e };
+        Error::LockRetriesExhausted {
+            id: rev.id.clone(),
+            path: rev.origin.clone(),
+            attempts,
+            lock_timeout: rev.lock_timeout,
+            waited: started.elapsed(),
+            report: Box::new(self.report.clone()),
+            source,
+        }
+    }
+
+    /// The invalid indexes that appeared since `before` and that no other
+    /// session is building now: what a failed `CREATE INDEX CONCURRENTLY` of
+    /// this revision left. Schema-qualified and quoted, whatever the session's
+    /// search_path.
+    async fn invalid_left(&self, before: &[u32]) -> Result<Vec<String>, tokio_postgres::Error> {
+        let before: Vec<tokio_postgres::types::Oid> = before.to_vec();
+        let rows = self
+            .client
+            .query_typed(
+                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
+                 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE NOT i.indisvalid AND NOT (i.indexrelid = ANY ($1)) \
+                   AND i.indexrelid NOT IN (SELECT p.index_relid FROM pg_catalog.pg_stat_progress_create_index p \
+                                            WHERE p.pid <> pg_catalog.pg_backend_pid()) \
+                 ORDER BY 1",
+                &[(&before, Type::OID_ARRAY)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Drops the invalid indexes this revision left (see [`invalid_left`](Self::invalid_left)).
+    async fn drop_left_invalid(&self, before: &[u32]) -> Result<(), tokio_postgres::Error> {
+        for index in self.invalid_left(before).await? {
+            tracing::info!(%index, "dropping the invalid index a failed CREATE INDEX CONCURRENTLY left");
+            // The name is quoted by the catalog query above.
+            self.client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}")).await?;
+        }
+        Ok(())
+    }
+
+    // ----- operator actions -----
+
+    /// Records an operator's resolution of a blocked revision.
+    pub(crate) async fn settle(&self, rev: &Revision, how: Resolved) -> Result<(), Error> {
+        self.write_now(self.ledger.resolve(rev.id.as_str(), how))
+            .await
+            .map(|_| ())
+            .map_err(|f| self.error(f, rev, false))
+    }
+
+    /// Records the current checksum of an applied revision; false when it was not applied.
+    pub(crate) async fn repair(&self, rev: &Revision) -> Result<bool, Error> {
+        let row = self
+            .write_now(self.ledger.repair(rev.id.as_str(), &rev.checksum.to_hex()))
+            .await
+            .map_err(|f| self.error(f, rev, false))?;
+        Ok(row.is_some_and(|r| r.get::<_, i64>(1) > 0))
     }
 }
 
-fn event_of(dir: Direction) -> &'static str {
-    match dir {
-        Direction::Up => "apply",
-        Direction::Down => "revert",
+/// The text sent for a SQL body: the body, then the savepoint that proves it
+/// ran to its end (after a newline, so a trailing `--` comment cannot swallow it).
+fn body_text(rev: &Revision, dir: Direction) -> String {
+    match code_of(rev, dir) {
+        Code::Sql(sql, _) => format!("{sql}\n;SAVEPOINT {BODY_RAN}"),
+        Code::Rust(_) => String::new(),
     }
 }
 
-fn dir_word(dir: Direction) -> &'static str {
-    match dir {
-        Direction::Up => "up",
-        Direction::Down => "down",
+/// What runs between a step's body (and verify section) and its ledger write.
+fn prelude_text(rev: &Revision, dir: Direction, baseline: &Baseline) -> String {
+    match code_of(rev, dir) {
+        Code::Sql(..) => format!("RELEASE SAVEPOINT {BODY_RAN}; {}", baseline.for_record()),
+        Code::Rust(_) => baseline.for_record(),
     }
 }
 
-fn set_rev<'g>(graph: &'g Graph, id: &RevisionId) -> Option<&'g Revision> {
-    graph.get(id.as_str()).map(|i| &graph.revs[i])
-}
-
-/// What a step runs.
-enum Code<'a> {
-    /// SQL text and the file line it starts on.
-    Sql(&'a str, usize),
-    Rust(&'a Arc<dyn RustMigration>),
-}
-
-fn code_of(rev: &Revision, dir: Direction) -> Code<'_> {
-    let (body, line) = match dir {
-        Direction::Up => (Some(&rev.up), rev.up_line),
-        // Plans never step down through a revision without a down body.
-        Direction::Down => (rev.down.as_ref(), rev.down_line),
-    };
-    match body {
-        Some(Body::Rust(code)) => Code::Rust(code),
-        Some(Body::Sql(sql)) => Code::Sql(sql, line),
-        None => Code::Sql("", line),
+/// Where a retry of a body that stopped at the 1-based `statement` starts: at
+/// the `BEGIN` of a transaction the body had open there (its work was rolled
+/// back), else at the statement itself.
+fn resume_point(body: &str, statement: usize) -> usize {
+    let mut open = None;
+    for (i, s) in split::split(body).iter().enumerate().take(statement.saturating_sub(1)) {
+        match split::transaction_control(s.text) {
+            Some("BEGIN" | "START TRANSACTION") => open = Some(i + 1),
+            Some(_) => open = None,
+            None => {}
+        }
     }
+    open.unwrap_or(statement).max(1)
+}
+
+fn oids(list: &str) -> Vec<u32> {
+    list.split_whitespace().filter_map(|o| o.parse().ok()).collect()
 }
 
 async fn run_rust(
@@ -845,26 +1045,6 @@ async fn run_rust(
     result.map_err(Fault::Rust)
 }
 
-/// Awaits the in-flight steps of a batch in order, keeping the first fault.
-async fn drain<'r, 'a>(
-    in_flight: &mut std::collections::VecDeque<(&'r Revision, Direction, Pipelined<'a>)>,
-    failure: &mut Option<(Option<(&'r Revision, Direction)>, Fault)>,
-    done: &mut Vec<(&'r Revision, Direction, Duration)>,
-    last: &mut Instant,
-) {
-    while let Some((rev, dir, step)) = in_flight.pop_front() {
-        let outcome = step.outcome().await;
-        match (outcome, &*failure) {
-            (Err(fault), None) => *failure = Some((Some((rev, dir)), fault)),
-            (Ok(()), None) => {
-                done.push((rev, dir, last.elapsed()));
-                *last = Instant::now();
-            }
-            _ => {}
-        }
-    }
-}
-
 /// The 1-based statement of a failed script, and its line in the file: from
 /// the error's position when the server gives one, else from the statements
 /// that completed before it.
@@ -876,11 +1056,10 @@ fn locate(f: &Failed, body: &str, first_line: usize) -> (usize, usize) {
     let statements = split::split(body);
     match f.error.as_db_error().and_then(|d| d.position()) {
         Some(ErrorPosition::Original(pos)) => {
-            // A syntax error rejects the whole script before any statement runs:
-            // the position, not the completed count, says where it is.
             let offset: usize =
                 body.chars().take((*pos as usize).saturating_sub(1)).map(char::len_utf8).sum();
-            let line = first_line + body[..offset].matches('\n').count();
+            let offset = offset.min(body.len());
+            let line = first_line + body.get(..offset).unwrap_or(body).matches('\n').count();
             let base = body.as_ptr() as usize;
             let statement = statements
                 .iter()
@@ -890,34 +1069,6 @@ fn locate(f: &Failed, body: &str, first_line: usize) -> (usize, usize) {
         }
         _ => (f.completed + 1, statements.get(f.completed).map_or(first_line, |s| first_line + s.line - 1)),
     }
-}
-
-/// The index a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON ...`
-/// statement creates, unquoted.
-fn concurrent_index_name(statement: &str) -> Option<String> {
-    let words: Vec<&str> = statement.split_whitespace().collect();
-    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
-    let mut i = 0;
-    let mut expect = |w: &str| {
-        let ok = upper.get(i).is_some_and(|u| u == w);
-        i += usize::from(ok);
-        ok
-    };
-    if !expect("CREATE") {
-        return None;
-    }
-    expect("UNIQUE");
-    if !(expect("INDEX") && expect("CONCURRENTLY")) {
-        return None;
-    }
-    if expect("IF") && !(expect("NOT") && expect("EXISTS")) {
-        return None;
-    }
-    let name = words.get(i).filter(|w| !w.eq_ignore_ascii_case("ON"))?;
-    Some(match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-        Some(quoted) => quoted.replace("\"\"", "\""),
-        None => name.to_ascii_lowercase(),
-    })
 }
 
 /// Runs a verify section in a transaction that is rolled back; why it failed, if it did.
@@ -948,4 +1099,32 @@ fn false_statement(msgs: &[SimpleQueryMessage], verify: &str) -> Option<String> 
         }
     }
     None
+}
+
+/// Records a `verify` run in `events` (read-only sessions take no lock, so
+/// this write proves none).
+pub(crate) async fn record_verify(
+    client: &Client,
+    ledger: &Ledger,
+    checked: i64,
+    failed: i64,
+) -> Result<(), Error> {
+    write(client, ledger.verified(checked, failed)).await.map_err(Error::db("recording a verify run"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_inside_a_transaction_of_the_body_starts_at_its_begin() {
+        let body = "CREATE TABLE a (x int);\nBEGIN;\nINSERT INTO a VALUES (1);\nINSERT INTO a VALUES (2);\nCOMMIT;\nSELECT 1;";
+        assert_eq!(resume_point(body, 4), 2);
+        assert_eq!(resume_point(body, 3), 2);
+        assert_eq!(resume_point(body, 2), 2);
+        assert_eq!(resume_point(body, 6), 6);
+        assert_eq!(resume_point(body, 1), 1);
+        assert_eq!(resume_point(body, 0), 1);
+    }
 }

@@ -285,11 +285,6 @@ impl SetDigest {
         self.toggle_hash(id, checksum_hex);
     }
 
-    pub(crate) fn remove(&mut self, id: &str, checksum_hex: &str) {
-        self.count -= 1;
-        self.toggle_hash(id, checksum_hex);
-    }
-
     fn toggle_hash(&mut self, id: &str, checksum_hex: &str) {
         let mut h = Sha256::new();
         h.update(id.as_bytes());

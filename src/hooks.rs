@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 
 use crate::error::Error;
-use crate::executor::{Report, StepReport};
 use crate::plan::{Plan, Step};
+use crate::report::{Report, StepReport};
 use crate::rust::BoxError;
 
 /// Callbacks around upgrades and downgrades (not stamps). Every method has a

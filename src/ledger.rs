@@ -1,132 +1,179 @@
 //! The bookkeeping tables (`applied`, `events`, `meta`, `backfills`) in their
-//! own schema: bootstrap, the format upgrade, the fast-path read, reading the
-//! ledger, and the statements the executor records with. Its SQL lives in `ledger/*.sql`, with `{schema}`
-//! replaced by the quoted schema name: identifiers cannot be bound.
+//! own schema: bootstrap, the format upgrade, the fast-path read, the typed
+//! read of the ledger, and the statements the executor records with. Their
+//! SQL lives in `ledger/*.sql`.
+//!
+//! Invariants:
+//! - Every write of `applied` proves, in the same statement, that this session
+//!   still holds the migration lock (`held(key)`), and reports how many rows it
+//!   changed, so that a write that matched nothing is caught.
+//! - `meta`'s digest is kept by triggers on `applied`, not by pgskein's code:
+//!   whoever changes `applied`, the digest follows, and the fast path trusts it
+//!   only while the triggers are in place.
+//! - Templates are expanded in one pass: the schema name is inserted quoted,
+//!   once, and never scanned again.
 
-use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::error::Error;
-use crate::lock::quote_ident;
+use crate::id::Checksum;
+use crate::lock::{holder_of, holder_sql};
+use crate::plan::Direction;
+use crate::quote::quote_ident;
+use crate::state::{BlockedState, LedgerState, Meta, Record, RowState};
 
 /// The newest bookkeeping format this build writes and understands.
 ///
-/// 1: `applied`, `events`, `meta`. 2: adds `backfills`.
-pub(crate) const FORMAT: i32 = 2;
+/// 1: `applied`, `events`, `meta`. 2: adds `backfills`. 3: the digest
+/// triggers, the lock-proof function, `applied.invalid_before`, and the
+/// `readable_by` marker.
+pub(crate) const FORMAT: i32 = 3;
 
 const BOOTSTRAP: &str = include_str!("ledger/bootstrap.sql");
+const UPGRADE: &str = include_str!("ledger/upgrade.sql");
+const FUNCTIONS: &str = include_str!("ledger/functions.sql");
+const BACKFILLS_TABLE: &str = include_str!("ledger/backfill_table.sql");
 const APPLY: &str = include_str!("ledger/apply.sql");
+const REAPPLY: &str = include_str!("ledger/reapply.sql");
 const REVERT: &str = include_str!("ledger/revert.sql");
 const START: &str = include_str!("ledger/start.sql");
+const PROGRESS: &str = include_str!("ledger/progress.sql");
 const FAIL: &str = include_str!("ledger/fail.sql");
 const FINISH: &str = include_str!("ledger/finish.sql");
 const RESOLVE: &str = include_str!("ledger/resolve.sql");
 const REPAIR: &str = include_str!("ledger/repair.sql");
 const RESTART: &str = include_str!("ledger/restart.sql");
-const BACKFILLS_TABLE: &str = include_str!("ledger/backfill_table.sql");
-const UPGRADE_2: &str = include_str!("ledger/upgrade_2.sql");
 
-/// Milliseconds since the previous step of this transaction ended, or since
-/// the transaction began: per-revision and single-transaction runs alike.
-const ELAPSED_MS: &str = "1000 * extract(epoch FROM clock_timestamp() - \
-    coalesce(nullif(current_setting('pgskein.step_end', true), '')::timestamptz, now()))";
-const MARK_STEP_END: &str = "set_config('pgskein.step_end', clock_timestamp()::text, true)";
+/// Milliseconds since the step began: the mark the executor sets when a step
+/// starts (microseconds since the epoch, so no DateStyle can garble it), or
+/// the start of the transaction.
+const ELAPSED_MS: &str = "(((extract(epoch FROM clock_timestamp()) * 1000000)::bigint \
+    - coalesce(nullif(current_setting('pgskein.step_start', true), '')::bigint, \
+               (extract(epoch FROM now()) * 1000000)::bigint)) / 1000.0)";
 
-/// One schema's ledger.
+/// One schema's ledger, and the lock key its writes prove (`None`: a run without a lock).
 #[derive(Debug, Clone)]
 pub(crate) struct Ledger {
     pub(crate) schema: String,
     quoted: String,
+    key: Option<i64>,
 }
 
-/// What the fast path learned from `meta`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Meta {
-    /// The bookkeeping schema or tables do not exist yet.
-    Missing,
-    /// The recorded format and digest of the applied set.
-    Present { format: i32, digest: String },
+/// A ledger write: its SQL and its typed parameters, owned, so that it can be
+/// sent before an earlier answer is read.
+pub(crate) struct Write {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<(Box<dyn ToSql + Sync + Send>, Type)>,
+    /// How many rows of `applied` it must change; anything else means the
+    /// ledger changed under the lock.
+    pub(crate) expect: Option<i64>,
+    /// What it records, for errors.
+    pub(crate) what: &'static str,
 }
 
-/// A row of `applied`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Row {
-    pub(crate) id: String,
-    pub(crate) revises: Vec<String>,
-    pub(crate) depends_on: Vec<String>,
-    pub(crate) checksum: String,
-    pub(crate) state: String,
-    pub(crate) failed_statement: Option<usize>,
-    pub(crate) last_error: Option<String>,
-    pub(crate) applied_at: String,
-    /// `up` or `down` while a `transaction none` revision is running or failed.
-    pub(crate) direction: Option<String>,
-}
-
-impl Row {
-    /// An applied row, as planning without a database assumes.
-    pub(crate) fn applied(id: &str, checksum: String) -> Self {
-        Row {
-            id: id.to_owned(),
-            revises: Vec::new(),
-            depends_on: Vec::new(),
-            checksum,
-            state: "applied".to_owned(),
-            failed_statement: None,
-            last_error: None,
-            applied_at: String::new(),
-            direction: None,
-        }
-    }
-}
-
-/// The recording statements, prepared once per run that has work to do.
-pub(crate) struct Prepared {
-    pub(crate) apply: Statement,
-    pub(crate) revert: Statement,
-    pub(crate) start: Statement,
-    pub(crate) fail: Statement,
-    pub(crate) finish: Statement,
+/// How an operator settled a blocked revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resolved {
+    Applied,
+    Reverted,
 }
 
 impl Ledger {
     pub(crate) fn new(schema: &str) -> Self {
-        Self { schema: schema.to_owned(), quoted: quote_ident(schema) }
+        Self { schema: schema.to_owned(), quoted: quote_ident(schema), key: None }
     }
 
+    /// The same ledger, its writes proving the lock `key`.
+    pub(crate) fn proving(mut self, key: Option<i64>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Expands `{name}` placeholders in one pass. Inserted text (the quoted
+    /// schema, the SQL of other templates) is never scanned for placeholders,
+    /// so a schema named `{elapsed_ms}` stays a name.
     pub(crate) fn sql(&self, template: &str) -> String {
-        template
-            .replace("{backfills_table}", BACKFILLS_TABLE)
-            .replace("{schema}", &self.quoted)
-            .replace("{elapsed_ms}", ELAPSED_MS)
-            .replace("{mark_step_end}", MARK_STEP_END)
-    }
-
-    /// The fast path: one simple-protocol query, no lock, no per-revision work.
-    pub(crate) async fn meta(&self, client: &Client) -> Result<Meta, Error> {
-        let sql = self.sql(r#"SELECT key, value FROM {schema}."meta" WHERE key IN ('format', 'digest')"#);
-        let msgs = match client.simple_query(&sql).await {
-            Ok(m) => m,
-            // undefined_table, invalid_schema_name: nothing was ever migrated here.
-            Err(e) if matches!(e.code().map(|c| c.code()), Some("42P01" | "3F000")) => {
-                return Ok(Meta::Missing);
-            }
-            Err(e) => {
-                return Err(Error::Db { context: "reading the bookkeeping tables", source: e });
-            }
-        };
-        let (mut format, mut digest) = (None, String::new());
-        for m in &msgs {
-            if let SimpleQueryMessage::Row(r) = m {
-                match r.get(0) {
-                    Some("format") => format = r.get(1).and_then(|v| v.parse().ok()),
-                    Some("digest") => digest = r.get(1).unwrap_or_default().to_owned(),
-                    _ => {}
+        let mut out = String::with_capacity(template.len() + 64);
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open..];
+            let name = after[1..]
+                .split_once('}')
+                .map(|(n, _)| n)
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            let value = match name {
+                Some("schema") => Some(self.quoted.clone()),
+                Some("elapsed_ms") => Some(ELAPSED_MS.to_owned()),
+                Some("backfills_table") => Some(self.sql(BACKFILLS_TABLE)),
+                Some("functions") => Some(self.sql(FUNCTIONS)),
+                _ => None,
+            };
+            match (name, value) {
+                (Some(name), Some(value)) => {
+                    out.push_str(&value);
+                    rest = &after[name.len() + 2..];
+                }
+                _ => {
+                    out.push('{');
+                    rest = &after[1..];
                 }
             }
         }
-        match format {
-            Some(format) => Ok(Meta::Present { format, digest }),
-            None => Err(self.corrupt("format", "the meta table has no readable format row")),
+        out.push_str(rest);
+        out
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("{}.{}", self.quoted, quote_ident(name))
+    }
+
+    /// The fast path: one query, no lock, no per-revision work, and no server
+    /// error when nothing was ever migrated here (`to_regclass` finds no table,
+    /// `table_to_xml` of NULL is NULL), so a first deploy logs no ERROR.
+    pub(crate) async fn meta(&self, client: &Client) -> Result<Meta, Error> {
+        let row = client
+            .query_typed_one(
+                "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass($1), false, true, '')::text, \
+                        (SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = pg_catalog.to_regclass($2) \
+                           AND tgname IN ('pgskein_digest', 'pgskein_digest_truncate') AND tgenabled = 'A')",
+                &[(&self.table("meta"), Type::TEXT), (&self.table("applied"), Type::TEXT)],
+            )
+            .await
+            .map_err(Error::db("reading the bookkeeping tables"))?;
+        let Some(xml) = row.get::<_, Option<String>>(0) else { return Ok(Meta::Missing) };
+        let triggers: i64 = row.get(1);
+        self.meta_of(xml_pairs(&xml), triggers == 2)
+    }
+
+    fn meta_of<'p>(
+        &self,
+        pairs: impl IntoIterator<Item = (String, String)> + 'p,
+        trusted: bool,
+    ) -> Result<Meta, Error> {
+        let (mut format, mut readable_by, mut digest) = (None, None, String::new());
+        for (key, value) in pairs {
+            match key.as_str() {
+                "format" => format = value.parse().ok(),
+                "readable_by" => readable_by = value.parse().ok(),
+                "digest" => digest = value,
+                _ => {}
+            }
+        }
+        let Some(format) = format else {
+            return Err(self.corrupt("format", "the meta table has no readable format row"));
+        };
+        Ok(Meta::Present { format, readable_by: readable_by.unwrap_or(format), digest, trusted })
+    }
+
+    /// Refuses tables that a newer pgskein made unusable for this one.
+    pub(crate) fn check_format(&self, meta: &Meta) -> Result<(), Error> {
+        match *meta {
+            Meta::Present { format, readable_by, .. } if format > FORMAT && readable_by > FORMAT => {
+                Err(Error::FormatTooNew { schema: self.schema.clone(), found: format, supported: FORMAT })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -140,175 +187,345 @@ impl Ledger {
         }
     }
 
-    /// Creates the schema and tables if missing; refuses a newer format.
-    pub(crate) async fn bootstrap(&self, client: &Client) -> Result<(), Error> {
-        let msgs = client
-            .simple_query(&self.sql(BOOTSTRAP))
-            .await
-            .map_err(Error::db("creating the bookkeeping tables"))?;
-        let format = msgs.iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse::<i32>().ok()),
-            _ => None,
-        });
-        match format {
-            Some(f) if f > FORMAT => {
-                Err(Error::FormatTooNew { schema: self.schema.clone(), found: f, supported: FORMAT })
+    /// Creates the schema, tables, functions and triggers if missing, or brings
+    /// older tables up to [`FORMAT`] in place (safe to run concurrently: the
+    /// upgrade locks `meta` and every step is idempotent). Tables of a newer
+    /// format are left alone. Returns the state of `meta` afterwards.
+    pub(crate) async fn prepare(&self, client: &Client, meta: &Meta) -> Result<(), Error> {
+        self.check_format(meta)?;
+        let (sql, context) = match meta {
+            Meta::Missing => (self.sql(BOOTSTRAP), "creating the bookkeeping tables"),
+            Meta::Present { format, trusted, .. } if *format < FORMAT || (*format == FORMAT && !trusted) => {
+                (self.sql(UPGRADE), "upgrading the bookkeeping tables")
             }
-            Some(_) => Ok(()),
-            None => Err(self.corrupt("format", "the meta table has no readable format row")),
+            Meta::Present { .. } => return Ok(()),
+        };
+        if let Err(e) = client.simple_query(&sql).await {
+            if !client.is_closed() {
+                let _ = client.simple_query("ROLLBACK").await;
+            }
+            return Err(Error::Db { context, source: e });
         }
-    }
-
-    /// Brings tables of an older format up to [`FORMAT`], in place. Safe to run
-    /// concurrently: the upgrade locks `meta` and only creates what is missing.
-    pub(crate) async fn upgrade(&self, client: &Client, from: i32) -> Result<(), Error> {
-        if from >= FORMAT {
-            return Ok(());
-        }
-        if let Err(e) = client.simple_query(&self.sql(UPGRADE_2)).await {
-            let _ = client.simple_query("ROLLBACK").await;
-            return Err(Error::Db { context: "upgrading the bookkeeping tables", source: e });
-        }
-        tracing::info!(schema = %self.schema, from, to = FORMAT, "bookkeeping tables upgraded");
-        Ok(())
-    }
-
-    pub(crate) fn check_format(&self, format: i32) -> Result<(), Error> {
-        if format > FORMAT {
-            return Err(Error::FormatTooNew {
-                schema: self.schema.clone(),
-                found: format,
-                supported: FORMAT,
-            });
+        if let Meta::Present { format, .. } = meta {
+            tracing::info!(schema = %self.schema, from = format, to = FORMAT, "bookkeeping tables upgraded");
         }
         Ok(())
     }
 
-    /// Every row of `applied`, oldest first. One simple-protocol round trip.
-    pub(crate) async fn read(&self, client: &Client) -> Result<Vec<Row>, Error> {
-        let sql = self.sql(
-            r#"SELECT id, array_to_string(revises, ' '), array_to_string(depends_on, ' '), checksum, state,
-                      failed_statement::text, last_error, applied_at::text, direction
-               FROM {schema}."applied" ORDER BY applied_at, id"#,
+    /// The SQL that reads the ledger; `holder` adds the lookup of another
+    /// session holding the migration lock `key`.
+    pub(crate) fn read_sql(&self, holder: Option<i64>) -> String {
+        let mut sql = self.sql(
+            r#"SELECT key, value FROM {schema}."meta";
+               SELECT id, array_to_string(revises, ' '), array_to_string(depends_on, ' '), checksum, state,
+                      failed_statement::text, last_error, applied_at::text, direction,
+                      array_to_string(invalid_before, ' ')
+               FROM {schema}."applied" ORDER BY applied_at, id;"#,
         );
-        let msgs = client.simple_query(&sql).await.map_err(Error::db("reading the ledger"))?;
-        let list = |s: Option<&str>| s.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
-        let mut rows = Vec::new();
-        for m in msgs {
-            if let SimpleQueryMessage::Row(r) = m {
-                let id = r.get(0).unwrap_or_default().to_owned();
-                let failed_statement = match r.get(5) {
-                    None => None,
-                    Some(v) => {
-                        Some(v.parse().map_err(|_| self.corrupt(&id, "failed_statement is not a number"))?)
-                    }
-                };
-                rows.push(Row {
-                    revises: list(r.get(1)),
-                    depends_on: list(r.get(2)),
-                    checksum: r.get(3).unwrap_or_default().to_owned(),
-                    state: r.get(4).unwrap_or_default().to_owned(),
-                    failed_statement,
-                    last_error: r.get(6).map(str::to_owned),
-                    applied_at: r.get(7).unwrap_or_default().to_owned(),
-                    direction: r.get(8).map(str::to_owned),
-                    id,
-                });
-            }
+        if let Some(key) = holder {
+            sql.push_str(&holder_sql(key));
+            sql.push(';');
         }
-        Ok(rows)
+        sql
     }
 
-    /// Prepares the recording statements, pipelined: one round trip.
-    pub(crate) async fn prepare(&self, client: &Client) -> Result<Prepared, Error> {
-        let sqls = [APPLY, REVERT, START, FAIL, FINISH].map(|t| self.sql(t));
-        let [a, r, s, f, fi] = &sqls;
-        let (apply, revert, start, fail, finish) = futures_util::future::try_join5(
-            client.prepare(a),
-            client.prepare(r),
-            client.prepare(s),
-            client.prepare(f),
-            client.prepare(fi),
-        )
-        .await
-        .map_err(Error::db("preparing the ledger statements"))?;
-        Ok(Prepared { apply, revert, start, fail, finish })
+    /// Parses the answer to [`read_sql`](Ledger::read_sql), given as one group of rows per statement.
+    pub(crate) fn parse_read(&self, groups: &[Vec<SimpleQueryRow>]) -> Result<LedgerState, Error> {
+        let pairs = groups
+            .first()
+            .into_iter()
+            .flatten()
+            .map(|r| (r.get(0).unwrap_or_default().to_owned(), r.get(1).unwrap_or_default().to_owned()));
+        // Read under the lock after `prepare`, or only to look: trust is the fast path's concern.
+        let meta = self.meta_of(pairs.collect::<Vec<_>>(), true)?;
+        let records =
+            groups.get(1).into_iter().flatten().map(|r| self.record(r)).collect::<Result<Vec<_>, _>>()?;
+        let holder = groups.get(2).and_then(|g| g.first()).map(holder_of);
+        Ok(LedgerState { meta, records, holder })
     }
 
-    /// Records an operator's resolution of a failed or running revision.
-    pub(crate) async fn resolve(
-        &self,
-        client: &Client,
-        id: &str,
-        outcome: &str,
-        digest: &str,
-    ) -> Result<bool, Error> {
-        let row = client
-            .query_one(&self.sql(RESOLVE), &[&id, &outcome, &digest])
+    fn record(&self, r: &SimpleQueryRow) -> Result<Record, Error> {
+        let list = |i: usize| -> Vec<String> {
+            r.get(i).unwrap_or_default().split_whitespace().map(str::to_owned).collect()
+        };
+        let id = r.get(0).unwrap_or_default().to_owned();
+        let direction = match r.get(8) {
+            None | Some("up") => Direction::Up,
+            Some("down") => Direction::Down,
+            Some(other) => return Err(self.corrupt(&id, &format!("unknown direction {other:?}"))),
+        };
+        let state = match r.get(4) {
+            Some("applied") => RowState::Applied,
+            Some("running") => RowState::Blocked(BlockedState::Running, direction),
+            Some("failed") => RowState::Blocked(BlockedState::Failed, direction),
+            other => return Err(self.corrupt(&id, &format!("unknown state {other:?}"))),
+        };
+        let statement = match r.get(5) {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| self.corrupt(&id, "failed_statement is not a number"))?),
+        };
+        let invalid_before = r
+            .get(9)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|o| o.parse().map_err(|_| self.corrupt(&id, "invalid_before is not a list of oids")))
+            .collect::<Result<Vec<u32>, _>>()?;
+        Ok(Record {
+            revises: list(1),
+            depends_on: list(2),
+            checksum: r.get(3).unwrap_or_default().to_owned(),
+            state,
+            statement,
+            last_error: r.get(6).map(str::to_owned),
+            applied_at: r.get(7).unwrap_or_default().to_owned(),
+            invalid_before,
+            id,
+        })
+    }
+
+    /// Reads the whole ledger without the lock (status, plans, verify): the
+    /// fast-path query, then, if there are tables, the rows and who holds the lock.
+    pub(crate) async fn read(&self, client: &Client, lock_key: i64) -> Result<LedgerState, Error> {
+        let meta = self.meta(client).await?;
+        self.check_format(&meta)?;
+        if meta == Meta::Missing {
+            return Ok(LedgerState::empty());
+        }
+        let msgs = client
+            .simple_query(&self.read_sql(Some(lock_key)))
             .await
-            .map_err(Error::db("resolving a revision"))?;
-        Ok(row.get::<_, i64>(0) > 0)
+            .map_err(Error::db("reading the ledger"))?;
+        self.parse_read(&groups(msgs))
     }
 
-    /// Records the current checksum of an applied revision; false when it was not applied.
-    pub(crate) async fn repair(
-        &self,
-        client: &Client,
-        id: &str,
-        checksum: &str,
-        digest: &str,
-    ) -> Result<bool, Error> {
-        let version = crate::id::Checksum::VERSION;
-        let row = client
-            .query_one(&self.sql(REPAIR), &[&id, &checksum, &version, &digest])
-            .await
-            .map_err(Error::db("repairing a checksum"))?;
-        Ok(row.get::<_, i64>(0) > 0)
-    }
-
-    /// Marks a failed `transaction none` revision running again, for a retry from `statement`.
-    pub(crate) async fn restart(&self, client: &Client, id: &str, statement: i32) -> Result<(), Error> {
+    /// Recomputes `meta`'s digest from the rows of `applied`.
+    pub(crate) async fn recompute_digest(&self, client: &Client) -> Result<(), Error> {
         client
-            .execute(&self.sql(RESTART), &[&id, &statement])
+            .simple_query(&self.sql(r#"SELECT {schema}."recompute_digest"()"#))
             .await
-            .map_err(Error::db("restarting a revision"))?;
+            .map_err(Error::db("recomputing the applied-set digest"))?;
         Ok(())
     }
 
     /// Invalid indexes of the database (left by failed concurrent builds), for error messages.
     pub(crate) async fn invalid_indexes(&self, client: &Client) -> Result<Vec<String>, Error> {
         let rows = client
-            .query("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid ORDER BY 1", &[])
+            .query_typed(
+                "SELECT indexrelid::pg_catalog.regclass::text FROM pg_catalog.pg_index WHERE NOT indisvalid ORDER BY 1",
+                &[],
+            )
             .await
             .map_err(Error::db("looking for invalid indexes"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Records a `verify` run in `events`.
-    pub(crate) async fn record_verify(
-        &self,
-        client: &Client,
-        checked: i64,
-        failed: i64,
-    ) -> Result<(), Error> {
-        let sql = self.sql(
-            r#"INSERT INTO {schema}."events" (kind, detail)
-               VALUES ('verify', jsonb_build_object('checked', $1::bigint, 'failed', $2::bigint))"#,
-        );
-        client.execute(&sql, &[&checked, &failed]).await.map_err(Error::db("recording a verify run"))?;
-        Ok(())
-    }
-
     fn corrupt(&self, id: &str, reason: &str) -> Error {
         Error::CorruptLedger { schema: self.schema.clone(), id: id.to_owned(), reason: reason.to_owned() }
     }
+
+    // ----- the writes; the executor sends them -----
+
+    fn write(&self, template: &str, what: &'static str, expect: Option<i64>) -> Write {
+        Write { sql: self.sql(template), params: Vec::new(), expect, what }
+    }
+
+    /// A revision applied (or stamped, with `event` `stamp`).
+    pub(crate) fn apply(
+        &self,
+        rev: &crate::migration::Revision,
+        event: &'static str,
+        app_version: Option<&str>,
+    ) -> Write {
+        let template = if rev.repeatable { REAPPLY } else { APPLY };
+        self.write(template, "recording the revision", Some(1))
+            .row(rev, app_version)
+            .text(event)
+            .key(self.key)
+    }
+
+    /// A revision reverted (or un-stamped).
+    pub(crate) fn revert(&self, id: &str, event: &'static str) -> Write {
+        self.write(REVERT, "recording the revert", Some(1)).text(id).text(event).key(self.key)
+    }
+
+    /// A `transaction none` revision starts in `dir`.
+    pub(crate) fn start(
+        &self,
+        rev: &crate::migration::Revision,
+        dir: Direction,
+        app_version: Option<&str>,
+    ) -> Write {
+        self.write(START, "recording the start of the revision", Some(1))
+            .row(rev, app_version)
+            .text(dir_word(dir))
+            .key(self.key)
+    }
+
+    /// A running `transaction none` revision is about to run `statement`.
+    pub(crate) fn progress(&self, id: &str, statement: usize) -> Write {
+        self.write(PROGRESS, "recording the revision's progress", Some(1))
+            .text(id)
+            .int(statement)
+            .key(self.key)
+    }
+
+    /// A revision failed (for `transaction none`, it is recorded `failed`).
+    pub(crate) fn fail(&self, id: &str, statement: Option<usize>, error: &str, dir: Direction) -> Write {
+        let statement = statement.map(|s| s.min(i32::MAX as usize) as i32);
+        let mut w = self.write(FAIL, "recording the failure", None).text(id);
+        w.params.push((Box::new(statement), Type::INT4));
+        w.text(error).text(dir_word(dir)).key(self.key)
+    }
+
+    /// A `transaction none` revision's up finished.
+    pub(crate) fn finish(&self, id: &str) -> Write {
+        self.write(FINISH, "recording the revision", Some(1)).text(id).key(self.key)
+    }
+
+    /// An operator settled a blocked revision.
+    pub(crate) fn resolve(&self, id: &str, how: Resolved) -> Write {
+        let how = match how {
+            Resolved::Applied => "applied",
+            Resolved::Reverted => "reverted",
+        };
+        self.write(RESOLVE, "recording the resolution", Some(1)).text(id).text(how).key(self.key)
+    }
+
+    /// An operator accepted the current checksum of an applied revision.
+    pub(crate) fn repair(&self, id: &str, checksum: &str) -> Write {
+        let mut w = self.write(REPAIR, "recording the new checksum", None).text(id).text(checksum);
+        w.params.push((Box::new(Checksum::VERSION), Type::INT2));
+        w.key(self.key)
+    }
+
+    /// A failed `transaction none` revision runs again from `statement`.
+    pub(crate) fn restart(&self, id: &str, statement: usize) -> Write {
+        self.write(RESTART, "recording the retry", Some(1)).text(id).int(statement).key(self.key)
+    }
+
+    /// A `verify` run, in `events`.
+    pub(crate) fn verified(&self, checked: i64, failed: i64) -> Write {
+        let sql = self.sql(
+            r#"INSERT INTO {schema}."events" (kind, detail)
+               VALUES ('verify', jsonb_build_object('checked', $1::bigint, 'failed', $2::bigint))
+               RETURNING true, 1::bigint"#,
+        );
+        let mut w = Write { sql, params: Vec::new(), expect: None, what: "recording a verify run" };
+        w.params.push((Box::new(checked), Type::INT8));
+        w.params.push((Box::new(failed), Type::INT8));
+        w
+    }
 }
 
-impl Ledger {
-    /// Rewrites the fast-path digest when it no longer matches the rows.
-    pub(crate) async fn write_digest(&self, client: &Client, digest: &str) -> Result<(), Error> {
-        let sql = self.sql(r#"UPDATE {schema}."meta" SET value = $1 WHERE key = 'digest'"#);
-        client.execute(&sql, &[&digest]).await.map_err(Error::db("updating the applied-set digest"))?;
-        Ok(())
+impl Write {
+    fn text(mut self, s: &str) -> Self {
+        self.params.push((Box::new(s.to_owned()), Type::TEXT));
+        self
+    }
+
+    fn int(mut self, n: usize) -> Self {
+        self.params.push((Box::new(n.min(i32::MAX as usize) as i32), Type::INT4));
+        self
+    }
+
+    fn key(mut self, key: Option<i64>) -> Self {
+        self.params.push((Box::new(key), Type::INT8));
+        self
+    }
+
+    /// The columns of a revision's row: id, revises, depends_on, checksum,
+    /// checksum_version, kind, app_version.
+    fn row(mut self, rev: &crate::migration::Revision, app_version: Option<&str>) -> Self {
+        let ids = |l: &[crate::RevisionId]| l.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>();
+        self = self.text(rev.id.as_str());
+        self.params.push((Box::new(ids(&rev.revises)), Type::TEXT_ARRAY));
+        self.params.push((Box::new(ids(&rev.depends_on)), Type::TEXT_ARRAY));
+        self = self.text(&rev.checksum.to_hex());
+        self.params.push((Box::new(Checksum::VERSION), Type::INT2));
+        self = self.text(rev.kind());
+        self.params.push((Box::new(app_version.map(str::to_owned)), Type::TEXT));
+        self
+    }
+}
+
+fn dir_word(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Up => "up",
+        Direction::Down => "down",
+    }
+}
+
+/// The rows of a multi-statement simple query, one group per statement.
+pub(crate) fn groups(msgs: Vec<SimpleQueryMessage>) -> Vec<Vec<SimpleQueryRow>> {
+    let mut out = vec![Vec::new()];
+    for m in msgs {
+        match m {
+            SimpleQueryMessage::Row(r) => out.last_mut().expect("never empty").push(r),
+            SimpleQueryMessage::CommandComplete(_) => out.push(Vec::new()),
+            _ => {}
+        }
+    }
+    out.pop();
+    out
+}
+
+/// The `<key>`/`<value>` pairs of `table_to_xml` output for `meta`.
+fn xml_pairs(xml: &str) -> Vec<(String, String)> {
+    let element = |s: &str, name: &str| -> Option<(String, usize)> {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let start = s.find(&open)? + open.len();
+        let end = start + s[start..].find(&close)?;
+        Some((unescape(&s[start..end]), end + close.len()))
+    };
+    let mut pairs = Vec::new();
+    let mut rest = xml;
+    while let Some((key, after)) = element(rest, "key") {
+        rest = &rest[after..];
+        let Some((value, after)) = element(rest, "value") else { break };
+        rest = &rest[after..];
+        pairs.push((key, value));
+    }
+    pairs
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_named_like_a_placeholder_is_inserted_once_and_never_expanded() {
+        let ledger = Ledger::new("{elapsed_ms}");
+        let sql = ledger.sql(r#"SELECT {elapsed_ms} FROM {schema}."meta""#);
+        assert!(sql.ends_with(r#"FROM "{elapsed_ms}"."meta""#), "{sql}");
+        assert_eq!(sql.matches("{elapsed_ms}").count(), 1, "{sql}");
+        assert!(!sql.starts_with("SELECT {"), "{sql}");
+    }
+
+    #[test]
+    fn unknown_braces_are_left_as_they_are() {
+        let ledger = Ledger::new("s");
+        assert_eq!(
+            ledger.sql("SELECT '{}', '{a,b}', '{Schema}' {schema}"),
+            r#"SELECT '{}', '{a,b}', '{Schema}' "s""#
+        );
+    }
+
+    #[test]
+    fn xml_pairs_reads_table_to_xml_output_and_unescapes_it() {
+        let xml = "<meta xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n  <key>format</key>\n  <value>3</value>\n</meta>\n\n\
+                   <meta xmlns:xsi=\"x\">\n  <key>digest</key>\n  <value>1:a&amp;b&lt;</value>\n</meta>\n";
+        assert_eq!(
+            xml_pairs(xml),
+            vec![("format".to_owned(), "3".to_owned()), ("digest".to_owned(), "1:a&b<".to_owned())]
+        );
     }
 }

@@ -93,6 +93,7 @@ mod backfill;
 pub mod build;
 #[cfg(feature = "cli")]
 pub mod cli;
+mod config;
 mod error;
 mod executor;
 mod graph;
@@ -106,9 +107,13 @@ mod migrator;
 mod offline;
 mod plan;
 mod preflight;
+mod quote;
+mod report;
 mod rust;
+mod session;
 mod source;
 mod split;
+mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -127,19 +132,21 @@ pub use backfill::{
     Backfill, BackfillHandle, BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BackfillStatus,
     BackfillStep, Batch, Health, HealthCheck, Progress,
 };
+pub use config::{Config, TransactionMode};
 pub use error::{Error, ParseErrorKind};
-pub use executor::{Report, StepReport, TransactionMode, Warning};
 pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
 pub use lint::{LintRule, LintWarning};
-pub use lock::{LockHolder, LockMode};
+pub use lock::LockMode;
 pub use migration::{Body, Revision, TxMode};
-pub use migrator::{Blocked, Config, Configured, Db, Migrator, Resolution, Status, VerifyReport};
+pub use migrator::{Blocked, Configured, Db, Migrator, Resolution, Status, VerifyReport};
 pub use offline::SqlStyle;
 pub use plan::{Direction, DriftPolicy, Plan, Policy, Step, Target};
 pub use preflight::{Preflight, Problem, ProblemKind};
+pub use report::{Report, StepReport, Warning};
 pub use rust::{BoxError, MigrationDb, MigrationFuture, RustMigration, RustRevision};
 pub use source::{MigrationSet, SetBuilder};
+pub use state::{BlockedState, LockHolder};
 
 /// Re-exported so users can name the embedded directory type.
 pub use include_dir;

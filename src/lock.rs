@@ -7,7 +7,6 @@
 //! the lock cannot leak, because the guard either unlocks, or, when it cannot,
 //! removes the connection from its pool so closing it releases the lock.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::{Context, Waker};
@@ -17,29 +16,8 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::error::Error;
-
-/// The session that held the migration lock when we looked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockHolder {
-    /// The holder's backend pid (`pg_stat_activity.pid`).
-    pub pid: i32,
-    /// Its `application_name`.
-    pub application_name: String,
-    /// When its session started (`backend_start`), as PostgreSQL prints it.
-    pub since: String,
-    /// Its client address, or `local` for a Unix socket.
-    pub client: String,
-}
-
-impl fmt::Display for LockHolder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "pid {} (application_name {:?}, client {}, session started {})",
-            self.pid, self.application_name, self.client, self.since
-        )
-    }
-}
+use crate::quote::quote_literal;
+pub use crate::state::LockHolder;
 
 /// The connection a run works on: borrowed from the caller, or taken from a pool.
 pub(crate) enum Conn<'a> {
@@ -100,6 +78,8 @@ pub(crate) struct LockGuard<'a> {
     key: Option<i64>,
     /// The session's application_name before the run changed it.
     restore_name: Option<String>,
+    /// SQL that brings the session back to where the run found it, run before unlocking.
+    restore: String,
 }
 
 impl<'a> LockGuard<'a> {
@@ -109,7 +89,7 @@ impl<'a> LockGuard<'a> {
 
     /// A guard that holds no lock, for [`LockMode::DangerousNone`].
     pub(crate) fn unlocked(conn: Conn<'a>) -> Self {
-        Self { conn: Some(conn), key: None, restore_name: None }
+        Self { conn: Some(conn), key: None, restore_name: None, restore: String::new() }
     }
 
     /// Waits for the lock, polling, for at most `timeout`. Between two polls
@@ -127,7 +107,7 @@ impl<'a> LockGuard<'a> {
         // The guard exists before the first lock request is written: if this
         // future is dropped while a request is in flight, the lock it may have
         // taken is still released.
-        let mut guard = Self { conn: Some(conn), key: Some(key), restore_name: None };
+        let mut guard = Self { conn: Some(conn), key: Some(key), restore_name: None, restore: String::new() };
         let started = Instant::now();
         // Server-side keepalives: if this process vanishes without closing its
         // socket, the server notices within about a minute and the lock dies with the session.
@@ -141,20 +121,12 @@ impl<'a> LockGuard<'a> {
             setup.push_str(&format!(", set_config('application_name', {}, false)", quote_literal(name)));
         }
         setup.push(';');
-        let (hi, lo) = ((key >> 32) as u32, key as u32);
         // Polls ask only for the lock: with many waiters, a join of pg_locks
         // and pg_stat_activity on every poll slows the holder they wait for.
         // Who holds it is looked up when it is logged or reported; advisory
         // locks belong to a database, so only this database's holders count.
         let try_lock = format!("SELECT pg_try_advisory_lock({key});");
-        let who = format!(
-            "SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
-                    coalesce(host(a.client_addr), 'local') \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
-               AND l.objsubid = 1 AND l.pid <> pg_backend_pid() \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        );
+        let who = holder_sql(key);
         let mut first = true;
         let mut delay = Duration::from_millis(10);
         let mut last_log: Option<Instant> = None;
@@ -172,7 +144,7 @@ impl<'a> LockGuard<'a> {
             }
             let got = rows.next().and_then(|r| r.get(0)) == Some("t");
             if got {
-                guard.confirm(hi, lo).await?;
+                guard.confirm(key).await?;
                 let waited = started.elapsed();
                 tracing::debug!(?waited, "migration lock acquired");
                 return Ok(Acquired::Locked(guard, waited));
@@ -219,14 +191,15 @@ impl<'a> LockGuard<'a> {
     async fn holder(&self, who: &str) -> Result<Option<LockHolder>, Error> {
         let msgs = self.client().simple_query(who).await.map_err(Error::db("looking up the lock holder"))?;
         Ok(msgs.iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(LockHolder {
-                pid: r.get(0).and_then(|p| p.parse().ok()).unwrap_or_default(),
-                application_name: r.get(1).unwrap_or_default().to_owned(),
-                since: r.get(2).unwrap_or_default().to_owned(),
-                client: r.get(3).unwrap_or_default().to_owned(),
-            }),
+            SimpleQueryMessage::Row(r) => Some(holder_of(r)),
             _ => None,
         }))
+    }
+
+    /// Sets the SQL that brings the session back to where the run found it,
+    /// sent when the lock is released (or the guard dropped).
+    pub(crate) fn restore_with(&mut self, sql: String) {
+        self.restore = sql;
     }
 
     /// Gives the connection back without the lock, with the session settings undone.
@@ -238,7 +211,8 @@ impl<'a> LockGuard<'a> {
 
     /// A separate round trip, so a transaction-pooling proxy that hands each
     /// transaction to another server session is caught here, not mid-run.
-    async fn confirm(&self, hi: u32, lo: u32) -> Result<(), Error> {
+    async fn confirm(&self, key: i64) -> Result<(), Error> {
+        let (hi, lo) = key_parts(key);
         let sql = format!(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
              AND pid = pg_backend_pid() AND classid = {hi} AND objid = {lo} AND objsubid = 1"
@@ -254,16 +228,27 @@ impl<'a> LockGuard<'a> {
     pub(crate) async fn release(mut self) {
         let Some(conn) = self.conn.take() else { return };
         let Some(key) = self.key else { return };
-        let sql =
-            format!("{} SELECT pg_advisory_unlock({key});", reset_session(self.restore_name.as_deref()));
+        let sql = release_sql(key, &self.restore, self.restore_name.as_deref());
         match conn.client().simple_query(&sql).await {
             Ok(_) => tracing::debug!("migration lock released"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not release the migration lock; closing the connection instead");
-                discard(conn, key, self.restore_name.as_deref());
+                discard(conn, key, &self.restore, self.restore_name.as_deref());
             }
         }
     }
+}
+
+/// Unlocks first (an advisory unlock is not undone by a failure after it),
+/// then restores the session the run found and undoes `acquire`'s settings.
+fn release_sql(key: i64, restore: &str, restore_name: Option<&str>) -> String {
+    let mut sql = format!("SELECT pg_advisory_unlock({key});");
+    if !restore.is_empty() {
+        sql.push_str(restore);
+        sql.push(';');
+    }
+    sql.push_str(&reset_session(restore_name));
+    sql
 }
 
 /// Undoes the session settings `acquire` made.
@@ -276,7 +261,7 @@ fn reset_session(restore_name: Option<&str>) -> String {
     sql
 }
 
-pub(crate) fn discard(conn: Conn<'_>, key: i64, restore_name: Option<&str>) {
+pub(crate) fn discard(conn: Conn<'_>, key: i64, restore: &str, restore_name: Option<&str>) {
     match conn {
         Conn::Pooled(obj) => drop(deadpool_postgres::Object::take(*obj)),
         Conn::Borrowed(client) => {
@@ -285,7 +270,7 @@ pub(crate) fn discard(conn: Conn<'_>, key: i64, restore_name: Option<&str>) {
             // sends it whether or not anyone reads the answer. ROLLBACK first, in
             // case a cancelled step left a transaction open, and undo the
             // session settings the run made.
-            let sql = format!("ROLLBACK; {} SELECT pg_advisory_unlock({key});", reset_session(restore_name));
+            let sql = format!("ROLLBACK; {}", release_sql(key, restore, restore_name));
             let fut = client.simple_query(&sql);
             let mut fut = pin!(fut);
             let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
@@ -297,21 +282,9 @@ impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // Reached without `release` only when the run was cancelled or panicked.
         if let (Some(conn), Some(key)) = (self.conn.take(), self.key) {
-            discard(conn, key, self.restore_name.as_deref());
+            discard(conn, key, &self.restore, self.restore_name.as_deref());
         }
     }
-}
-
-/// A SQL string literal. Only for values that cannot be bound as parameters
-/// (statements sent with the simple protocol).
-pub(crate) fn quote_literal(s: &str) -> String {
-    // E'' reads the same whatever standard_conforming_strings says.
-    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// A quoted SQL identifier. Every identifier pgskein writes goes through here.
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 // ----- backfill locks -----
@@ -326,8 +299,32 @@ pub(crate) fn backfill_key(schema: &str, name: &str) -> i64 {
     key(&format!("{schema}\0backfill\0{name}"))
 }
 
-fn key_parts(key: i64) -> (i64, i64) {
-    (i64::from((key >> 32) as u32), i64::from(key as u32))
+fn key_parts(key: i64) -> (u32, u32) {
+    ((key >> 32) as u32, key as u32)
+}
+
+/// The session, other than this one, holding the advisory lock `key` in this
+/// database; [`holder_of`] reads its row.
+pub(crate) fn holder_sql(key: i64) -> String {
+    let (hi, lo) = key_parts(key);
+    format!(
+        "SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
+                coalesce(host(a.client_addr), 'local') \
+         FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
+           AND l.objsubid = 1 AND l.pid <> pg_catalog.pg_backend_pid() \
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())"
+    )
+}
+
+/// A row of [`holder_sql`].
+pub(crate) fn holder_of(r: &tokio_postgres::SimpleQueryRow) -> LockHolder {
+    LockHolder {
+        pid: r.get(0).and_then(|p| p.parse().ok()).unwrap_or_default(),
+        application_name: r.get(1).unwrap_or_default().to_owned(),
+        since: r.get(2).unwrap_or_default().to_owned(),
+        client: r.get(3).unwrap_or_default().to_owned(),
+    }
 }
 
 /// Takes a backfill's lock if it is free; never waits.
@@ -350,25 +347,13 @@ pub(crate) async fn backfill_unlock(client: &Client, key: i64) -> Result<(), Err
 
 /// The session holding a backfill's lock, if another one does.
 pub(crate) async fn backfill_lock_holder(client: &Client, key: i64) -> Result<Option<LockHolder>, Error> {
-    let (hi, lo) = key_parts(key);
-    let row = client
-        .query_opt(
-            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
-                    coalesce(host(a.client_addr), 'local') \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid \
-               AND l.objid = $2::bigint::oid AND l.objsubid = 1 AND l.pid <> pg_backend_pid() \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             LIMIT 1",
-            &[&hi, &lo],
-        )
+    let msgs = client
+        .simple_query(&holder_sql(key))
         .await
         .map_err(Error::db("looking for a backfill's lock holder"))?;
-    Ok(row.map(|r| LockHolder {
-        pid: r.get(0),
-        application_name: r.get(1),
-        since: r.get(2),
-        client: r.get(3),
+    Ok(msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some(holder_of(r)),
+        _ => None,
     }))
 }
 
@@ -384,5 +369,11 @@ pub(crate) async fn backfill_locks_held(client: &Client, keys: &[i64]) -> Result
         .await
         .map_err(Error::db("reading the backfill locks"))?;
     let held: std::collections::HashSet<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    Ok(keys.iter().map(|&k| held.contains(&key_parts(k))).collect())
+    Ok(keys
+        .iter()
+        .map(|&k| {
+            let (hi, lo) = key_parts(k);
+            held.contains(&(i64::from(hi), i64::from(lo)))
+        })
+        .collect())
 }

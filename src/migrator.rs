@@ -1,195 +1,27 @@
-//! The `Migrator` trait and its configuration: orchestration only. Each
-//! operation takes a connection, runs the fast path, takes the lock, reads
-//! the ledger, asks `plan` what to do and `executor` to do it.
+//! The `Migrator` trait: orchestration only. Each operation opens a
+//! [`Session`] (read-only, or locked), asks `plan` what to do and the
+//! executor to do it, and closes the session, which releases the lock.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
-use std::sync::Arc;
-
 use crate::backfill::{BackfillHandle, BackfillReport, BackfillState, BackfillStatus};
+use crate::config::Config;
 use crate::error::Error;
-use crate::executor::{Executor, Report, Timeouts, TransactionMode, Warning};
+use crate::executor::Executor;
 use crate::graph::Graph;
-use crate::hooks::{Hooks, Installed};
 use crate::id::RevisionId;
-use crate::ledger::{Ledger, Meta};
-use crate::lock::{Acquired, Conn, LockGuard, LockMode, Settled};
+use crate::ledger::{Ledger, Resolved};
+use crate::lock::{Conn, Settled};
 use crate::offline::SqlStyle;
 use crate::plan::{self, Direction, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
 use crate::preflight::Preflight;
+use crate::report::{Report, Warning};
+use crate::session::{Opened, Session};
 use crate::source::MigrationSet;
-
-/// Settings of a [`Migrator`]. Every setting has a default; change them with the
-/// builder methods.
-///
-/// ```
-/// use std::time::Duration;
-/// let config = pgskein::Config::default()
-///     .schema("migrations_ledger")
-///     .lock_wait_timeout(Some(Duration::from_secs(60)))
-///     .application_name("billing-service");
-/// assert_eq!(config.schema_name(), "migrations_ledger");
-/// ```
-#[derive(Debug, Clone)]
-pub struct Config {
-    schema: String,
-    lock_wait_timeout: Option<Duration>,
-    transaction_mode: TransactionMode,
-    drift: DriftPolicy,
-    application_name: Option<String>,
-    app_version: Option<String>,
-    lock_mode: LockMode,
-    hooks: Installed,
-    timeouts: Timeouts,
-    inline_backfills: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            schema: "pgskein".into(),
-            lock_wait_timeout: Some(Duration::from_secs(600)),
-            transaction_mode: TransactionMode::default(),
-            drift: DriftPolicy::default(),
-            application_name: None,
-            app_version: None,
-            lock_mode: LockMode::default(),
-            hooks: Installed::default(),
-            timeouts: Timeouts::default(),
-            inline_backfills: false,
-        }
-    }
-}
-
-impl Config {
-    /// The schema of the bookkeeping tables (default `pgskein`). It also keys the
-    /// migration lock, so two sets with different schemas migrate independently.
-    pub fn schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = schema.into();
-        self
-    }
-    /// The configured schema name.
-    pub fn schema_name(&self) -> &str {
-        &self.schema
-    }
-    /// The advisory-lock key of this configuration: the first 8 bytes of
-    /// SHA-256(`"pgskein:" + schema`), big-endian. Find the holder, in the
-    /// migrated database (advisory locks are per database), with:
-    ///
-    /// ```sql
-    /// SELECT pid FROM pg_locks
-    /// WHERE locktype = 'advisory' AND objsubid = 1 AND granted
-    ///   AND classid::bigint = (<key> >> 32) & 4294967295
-    ///   AND objid::bigint = <key> & 4294967295
-    ///   AND database = (SELECT oid FROM pg_database WHERE datname = current_database());
-    /// ```
-    ///
-    /// ```
-    /// assert_eq!(pgskein::Config::default().lock_key(), pgskein::Config::default().lock_key());
-    /// assert_ne!(pgskein::Config::default().lock_key(), pgskein::Config::default().schema("x").lock_key());
-    /// ```
-    pub fn lock_key(&self) -> i64 {
-        crate::lock::key(&self.schema)
-    }
-    /// How long to wait for another migrator's lock (default 10 minutes; `None` waits forever).
-    pub fn lock_wait_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.lock_wait_timeout = timeout;
-        self
-    }
-    /// Per-revision transactions (default) or one transaction for the whole plan.
-    pub fn transaction_mode(mut self, mode: TransactionMode) -> Self {
-        self.transaction_mode = mode;
-        self
-    }
-    /// What to do about drift between the ledger and the code.
-    pub fn drift(mut self, drift: DriftPolicy) -> Self {
-        self.drift = drift;
-        self
-    }
-    /// The `application_name` the migration session shows in `pg_stat_activity`
-    /// while it holds the lock (default: unchanged). Reset when the run ends.
-    pub fn application_name(mut self, name: impl Into<String>) -> Self {
-        self.application_name = Some(name.into());
-        self
-    }
-    /// A version string of the service, recorded with each applied revision.
-    pub fn app_version(mut self, version: impl Into<String>) -> Self {
-        self.app_version = Some(version.into());
-        self
-    }
-    /// How concurrent runs are kept apart (default: an advisory lock).
-    pub fn lock_mode(mut self, mode: LockMode) -> Self {
-        self.lock_mode = mode;
-        self
-    }
-
-    /// How long each statement of a transactional revision may wait for a lock
-    /// (`lock_timeout`, default 5 s; a revision's `-- pgskein: lock-timeout`
-    /// overrides it, and is the only lock timeout a `transaction none` revision
-    /// gets). A migration that queues for a lock behind a long transaction makes
-    /// every query of the application queue behind it; a short timeout with
-    /// retries keeps that wait bounded. `None` leaves the session's setting.
-    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeouts.lock = timeout;
-        self
-    }
-    /// How long each statement may run (`statement_timeout`, default: the
-    /// session's setting; a revision's `-- pgskein: statement-timeout` overrides it).
-    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeouts.statement = timeout;
-        self
-    }
-    /// How many times a step that failed on its lock timeout is tried in all
-    /// (default 5), and the wait before the first retry (default 500 ms,
-    /// doubling each time, at most 30 s). Every attempt runs with the lock
-    /// timeout: there is no final attempt that waits forever.
-    pub fn lock_retries(mut self, attempts: u32, first_wait: Duration) -> Self {
-        self.timeouts.attempts = attempts.max(1);
-        self.timeouts.first_wait = first_wait;
-        self
-    }
-    /// Runs backfills inline (default: off): after an upgrade that applied
-    /// something, or that stopped at a revision waiting for a backfill, the
-    /// eligible backfills run to completion (the run waits, the lock stays
-    /// free for other replicas), and the upgrade goes on past the revisions
-    /// they unblock. Off, backfills run only through
-    /// [`Migrator::run_backfills`] or [`Migrator::spawn_backfills`].
-    pub fn inline_backfills(mut self, inline: bool) -> Self {
-        self.inline_backfills = inline;
-        self
-    }
-    /// Callbacks around runs and steps: backups, metrics, notifications.
-    /// Replaces hooks installed before; see [`add_hooks`](Config::add_hooks) to keep them.
-    pub fn hooks(mut self, hooks: impl Hooks) -> Self {
-        self.hooks = Installed(Some(Arc::new(hooks)));
-        self
-    }
-
-    /// Installs more hooks after those already installed: each `before_*`
-    /// callback runs in installation order and the first error stops the run;
-    /// every `after_*` callback runs.
-    pub fn add_hooks(mut self, hooks: impl Hooks) -> Self {
-        self.hooks = std::mem::take(&mut self.hooks).and(Arc::new(hooks));
-        self
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        let bad = |reason| Err(Error::InvalidSchema { schema: self.schema.clone(), reason });
-        if self.schema.is_empty() {
-            return bad("it is empty");
-        }
-        if self.schema.len() > 63 {
-            return bad("it is longer than PostgreSQL's 63-byte identifier limit");
-        }
-        if self.schema.contains('\0') {
-            return bad("it contains a NUL character");
-        }
-        Ok(())
-    }
-}
+use crate::state::{BlockedState, LockHolder, Meta, Record, RowState};
 
 /// A database to migrate: a borrowed client, or a pool to take a connection from.
 ///
@@ -259,12 +91,25 @@ pub struct Status {
 pub struct Blocked {
     /// Its id.
     pub id: String,
-    /// `failed` or `running`.
-    pub state: String,
-    /// The 1-based statement that failed, if recorded.
+    /// Whether it failed or never finished.
+    pub state: BlockedState,
+    /// The direction it was going.
+    pub direction: Direction,
+    /// The 1-based statement that failed, or that was about to run.
     pub statement: Option<usize>,
     /// The recorded error.
     pub error: Option<String>,
+    /// The session holding the migration lock when status was read: a
+    /// `running` revision is then most likely running right now, not stuck.
+    pub holder: Option<LockHolder>,
+}
+
+impl Blocked {
+    /// True when the revision is recorded as running and a migrator holds the
+    /// lock: it is being applied right now, not blocking anything yet.
+    pub fn is_running_now(&self) -> bool {
+        self.state == BlockedState::Running && self.holder.is_some()
+    }
 }
 
 /// How an operator settles a failed or interrupted `transaction none` revision.
@@ -355,15 +200,18 @@ pub trait Migrator: Send + Sync {
 
     /// What is applied, pending, blocked or unknown. Read-only; takes no lock.
     async fn status<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Status, Error> {
-        let (graph, rec) = read(self.migrations(), &self.config(), db.into()).await?;
-        Ok(status_of(graph, &rec))
+        let session = Session::read(db.into().conn().await?, &self.config()).await?;
+        let status = status_of(&self.migrations().graph, &session.state);
+        session.close(Ok(status)).await
     }
 
     /// The steps an upgrade (or, for `base`, `-N` and applied revisions, a
     /// downgrade) to `target` would run now. Read-only; takes no lock.
     async fn plan<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Plan, Error> {
-        let (graph, rec) = read(self.migrations(), &self.config(), db.into()).await?;
-        plan::either_way(graph, &rec, target)
+        let session = Session::read(db.into().conn().await?, &self.config()).await?;
+        let graph = &self.migrations().graph;
+        let plan = plan::either_way(graph, &plan::reconcile(graph, &session.state.records), target);
+        session.close(plan).await
     }
 
     /// The script an upgrade (or downgrade, as [`plan`](Migrator::plan) decides)
@@ -377,9 +225,12 @@ pub trait Migrator: Send + Sync {
         style: SqlStyle,
     ) -> Result<String, Error> {
         let config = self.config();
-        let (graph, rec) = read(self.migrations(), &config, db.into()).await?;
-        let plan = plan::either_way(graph, &rec, target)?;
-        crate::offline::render(self.migrations(), config.schema_name(), &rec, &plan, style)
+        let session = Session::read(db.into().conn().await?, &config).await?;
+        let graph = &self.migrations().graph;
+        let rec = plan::reconcile(graph, &session.state.records);
+        let sql = plan::either_way(graph, &rec, target)
+            .and_then(|plan| crate::offline::render(self.migrations(), config.schema_name(), &plan, style));
+        session.close(sql).await
     }
 
     /// Checks, before anything is touched, what the plan towards `target` needs:
@@ -393,18 +244,12 @@ pub trait Migrator: Send + Sync {
         target: &Target,
     ) -> Result<Preflight, Error> {
         let config = self.config();
-        config.validate()?;
-        let ledger = Ledger::new(&config.schema);
-        let conn = db.into().conn().await?;
-        let client = conn.client();
-        let meta = ledger.meta(client).await?;
-        let rows = match &meta {
-            Meta::Missing => Vec::new(),
-            Meta::Present { .. } => ledger.read(client).await?,
-        };
-        let rec = plan::reconcile(&self.migrations().graph, &rows);
+        let session = Session::read(db.into().conn().await?, &config).await?;
+        let rec = plan::reconcile(&self.migrations().graph, &session.state.records);
         let plan = plan::either_way(&self.migrations().graph, &rec, target)?;
-        crate::preflight::check(self.migrations(), client, plan, meta == Meta::Missing).await
+        let fresh = session.state.meta == Meta::Missing;
+        let result = crate::preflight::check(self.migrations(), session.client(), plan, fresh).await;
+        session.close(result).await
     }
 
     /// Re-runs the verify section of every applied revision, each in a
@@ -530,50 +375,24 @@ impl<M: Migrator> Migrator for Configured<M> {
     }
 }
 
-async fn execute(
-    set: &MigrationSet,
-    cfg: &Config,
-    db: Db<'_>,
-    target: &Target,
-    mode: Mode,
-) -> Result<Report, Error> {
-    if !(cfg.inline_backfills && mode == Mode::Upgrade && !set.backfills.is_empty()) {
-        return execute_once(set, cfg, db, target, mode).await;
-    }
-    // Inline backfills: after a run that did something, or stopped at a
-    // revision waiting for a backfill, run the eligible backfills, and go on
-    // while they unblock revisions.
-    let mut steps = Vec::new();
-    loop {
-        let result = execute_once(set, cfg, db, target, mode).await;
-        match &result {
-            Ok(r) if r.fast_path => return result,
-            Ok(_) | Err(Error::BackfillIncomplete { .. }) => {}
-            Err(_) => return result,
-        }
-        match result {
-            Ok(mut r) => {
-                steps.append(&mut r.steps);
-                crate::backfill::run(set, cfg, db).await?;
-                r.steps = steps;
-                return Ok(r);
-            }
-            Err(Error::BackfillIncomplete { mut report, revision, backfill }) => {
-                steps.append(&mut report.steps);
-                let done = crate::backfill::run(set, cfg, db).await?;
-                let finished = done.get(&backfill).is_some_and(|b| b.outcome == crate::BackfillOutcome::Done);
-                if !finished {
-                    report.steps = steps;
-                    return Err(Error::BackfillIncomplete { revision, backfill, report });
-                }
-                tracing::info!(%backfill, "inline backfill finished; continuing the run");
-            }
-            Err(e) => return Err(e),
-        }
-    }
+/// A run's state across its rounds (with inline backfills, a run goes on
+/// past the revisions a finished backfill unblocks): one report, and hooks
+/// that see one `before_run` and one `after_run`.
+struct Run {
+    report: Report,
+    /// Set once `before_run` has been called.
+    announced: bool,
 }
 
-async fn execute_once(
+/// How one round of a run ended.
+enum Round {
+    /// Nothing was pending (or another run did it while we waited).
+    Fast,
+    /// The round applied what it could.
+    Done,
+}
+
+async fn execute(
     set: &MigrationSet,
     cfg: &Config,
     db: Db<'_>,
@@ -583,38 +402,87 @@ async fn execute_once(
     let started = Instant::now();
     cfg.validate()?;
     plan::check_target(&set.graph, target, mode)?;
+    let inline = cfg.inline_backfills && mode == Mode::Upgrade && !set.backfills.is_empty();
+    let hooks = if mode == Mode::Stamp { None } else { cfg.hooks.0.clone() };
+    let mut run = Run { report: Report::default(), announced: false };
+    let mut first = true;
+    let result = loop {
+        let round = execute_once(set, cfg, db, target, mode, &mut run).await;
+        match round {
+            Ok(Round::Fast) => {
+                run.report.fast_path = first;
+                break Ok(());
+            }
+            Ok(Round::Done) if inline => break crate::backfill::run(set, cfg, db).await.map(drop),
+            Ok(Round::Done) => break Ok(()),
+            Err(Error::BackfillIncomplete { revision, backfill, .. }) if inline => {
+                // Run the eligible backfills; go on while they unblock revisions.
+                let done = match crate::backfill::run(set, cfg, db).await {
+                    Ok(done) => done,
+                    Err(e) => break Err(e),
+                };
+                if done.get(&backfill).is_none_or(|b| b.outcome != crate::BackfillOutcome::Done) {
+                    break Err(Error::BackfillIncomplete {
+                        revision,
+                        backfill,
+                        report: Box::new(run.report.clone()),
+                    });
+                }
+                tracing::info!(%backfill, "inline backfill finished; continuing the run");
+            }
+            Err(Error::BackfillIncomplete { revision, backfill, .. }) => {
+                break Err(Error::BackfillIncomplete {
+                    revision,
+                    backfill,
+                    report: Box::new(run.report.clone()),
+                });
+            }
+            Err(e) => break Err(e),
+        }
+        first = false;
+    };
+    run.report.duration = started.elapsed();
+    if let (Some(h), true) = (&hooks, run.announced) {
+        h.after_run(result.as_ref().map(|()| &run.report)).await;
+    }
+    result.map(|()| run.report)
+}
+
+/// One round: the fast path, else the lock, the ledger, the plan, the steps.
+async fn execute_once(
+    set: &MigrationSet,
+    cfg: &Config,
+    db: Db<'_>,
+    target: &Target,
+    mode: Mode,
+    run: &mut Run,
+) -> Result<Round, Error> {
     let ledger = Ledger::new(&cfg.schema);
     let conn = db.conn().await?;
     let meta = ledger.meta(conn.client()).await?;
-    if let Meta::Present { format, digest } = &meta {
-        ledger.check_format(*format)?;
-        if mode == Mode::Upgrade && *digest == set.digest {
-            tracing::debug!("nothing pending");
-            return Ok(Report { fast_path: true, duration: started.elapsed(), ..Report::default() });
-        }
+    ledger.check_format(&meta)?;
+    if mode == Mode::Upgrade && meta.at(&set.digest) {
+        tracing::debug!("nothing pending");
+        return Ok(Round::Fast);
     }
     // While we wait, the holder may bring the database to where we are
     // going: then the fast path holds, and we return as if we had started
     // after it, instead of queueing for the lock to learn it.
     let at_head = AtHead { ledger: &ledger, digest: &set.digest };
     let settled = (mode == Mode::Upgrade).then_some(&at_head as &dyn Settled);
-    let (guard, lock_wait) = match lock(conn, cfg, settled).await? {
-        Acquired::Locked(guard, waited) => (guard, waited),
-        Acquired::NotNeeded(waited) => {
+    let session = match Session::lock(conn, cfg, settled).await? {
+        Opened::Locked(session, waited) => {
+            run.report.lock_wait += waited;
+            session
+        }
+        Opened::NotNeeded(waited) => {
             tracing::debug!("nothing pending after waiting for the lock");
-            return Ok(Report {
-                fast_path: true,
-                lock_wait: waited,
-                duration: started.elapsed(),
-                ..Report::default()
-            });
+            run.report.lock_wait += waited;
+            return Ok(Round::Fast);
         }
     };
-    let mut report = Report { lock_wait, ..Report::default() };
-    let result = locked(set, cfg, &ledger, guard.client(), &meta, target, mode, &mut report).await;
-    guard.release().await;
-    report.duration = started.elapsed();
-    result.map(|()| report)
+    let result = locked(set, cfg, &session, target, mode, run).await;
+    (*session).close(result).await
 }
 
 /// The fast path's test, repeated while waiting for the lock: the ledger's
@@ -629,67 +497,53 @@ impl Settled for AtHead<'_> {
         &'c self,
         client: &'c Client,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, Error>> + Send + 'c>> {
-        Box::pin(async move {
-            Ok(
-                matches!(self.ledger.meta(client).await?, Meta::Present { digest, .. } if digest == self.digest),
-            )
-        })
+        Box::pin(async move { Ok(self.ledger.meta(client).await?.at(self.digest)) })
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn locked(
     set: &MigrationSet,
     cfg: &Config,
-    ledger: &Ledger,
-    client: &Client,
-    meta: &Meta,
+    session: &Session<'_>,
     target: &Target,
     mode: Mode,
-    report: &mut Report,
-) -> Result<(), Error> {
-    match meta {
-        Meta::Missing => ledger.bootstrap(client).await?,
-        Meta::Present { format, .. } => ledger.upgrade(client, *format).await?,
-    }
+    run: &mut Run,
+) -> Result<Round, Error> {
     let graph = &set.graph;
-    let rows = ledger.read(client).await?;
-    let rec = plan::reconcile(graph, &rows);
-    report.warnings = match check_drift(graph, &rec, &cfg.drift) {
-        Err(Error::Blocked { id, state, statement, error, .. }) => {
-            let invalid_indexes = ledger.invalid_indexes(client).await?;
-            return Err(Error::Blocked { id, state, statement, error, invalid_indexes });
+    let rec = plan::reconcile(graph, &session.state.records);
+    let warnings = match check_drift(graph, &rec, &cfg.drift) {
+        Err(Error::Blocked { id, state, direction, statement, error, .. }) => {
+            let invalid_indexes = session.ledger.invalid_indexes(session.client()).await?;
+            return Err(Error::Blocked { id, state, direction, statement, error, invalid_indexes });
         }
         other => other?,
     };
+    run.report.warnings.extend(warnings);
     let steps = plan::plan(graph, &rec.applied, target, mode)?;
     plan::check_pinned(graph, &rec, &steps)?;
     // A revision that depends on an unfinished backfill is not applied: the
     // run applies what comes before it, then says which backfill blocks it.
     let blocked = match mode {
-        Mode::Upgrade => crate::backfill::first_blocked(client, ledger, graph, &steps).await?,
+        Mode::Upgrade => {
+            crate::backfill::first_blocked(session.client(), &session.ledger, graph, &steps).await?
+        }
         _ => None,
     };
-    let blocked_error = |at: usize, backfill: String, report: &Report| Error::BackfillIncomplete {
+    let blocked_error = |at: usize, backfill: String| Error::BackfillIncomplete {
         revision: graph.revs[steps[at].0].id.clone(),
         backfill,
-        report: Box::new(report.clone()),
+        report: Box::default(),
     };
     let steps = match &blocked {
-        Some((0, backfill)) => return Err(blocked_error(0, backfill.clone(), report)),
+        Some((0, backfill)) => return Err(blocked_error(0, backfill.clone())),
         Some((at, _)) => &steps[..*at],
         None => &steps[..],
     };
     if steps.is_empty() {
-        if mode == Mode::Upgrade
-            && matches!(meta, Meta::Present { digest, .. } if *digest != rec.digest.to_string())
-        {
-            ledger.write_digest(client, &rec.digest.to_string()).await?;
-        }
-        return Ok(());
+        return Ok(Round::Done);
     }
     let hooks = if mode == Mode::Stamp { None } else { cfg.hooks.0.clone() };
-    if let Some(h) = &hooks {
+    if let (Some(h), false) = (&hooks, run.announced) {
         let plan = Plan {
             steps: steps
                 .iter()
@@ -701,43 +555,46 @@ async fn locked(
             h.after_run(Err(&error)).await;
             return Err(error);
         }
+        run.announced = true;
     }
-    let stmts = ledger.prepare(client).await?;
-    let mut exec = Executor {
-        client,
-        stmts,
-        digest: rec.digest,
-        app_version: cfg.app_version.clone(),
-        report: std::mem::take(report),
-        hooks: hooks.clone(),
-        timeouts: cfg.timeouts,
-    };
+    let mut exec = Executor::new(session, cfg, hooks);
+    exec.report = std::mem::take(&mut run.report);
     let result = match mode {
         Mode::Stamp => exec.stamp(graph, steps).await,
         _ => exec.run(graph, steps, cfg.transaction_mode).await,
     };
-    *report = exec.report;
-    let result = result.and_then(|()| match blocked {
-        Some((at, backfill)) => Err(blocked_error(at, backfill, report)),
-        None => Ok(()),
-    });
-    if let Some(h) = &hooks {
-        h.after_run(result.as_ref().map(|()| &*report)).await;
+    run.report = exec.report;
+    result?;
+    match blocked {
+        Some((at, backfill)) => Err(blocked_error(at, backfill)),
+        None => Ok(Round::Done),
     }
-    result
+}
+
+fn blocked_of(row: &Record, holder: Option<&LockHolder>) -> Option<Blocked> {
+    let RowState::Blocked(state, direction) = row.state else { return None };
+    Some(Blocked {
+        id: row.id.clone(),
+        state,
+        direction,
+        statement: row.statement,
+        error: row.last_error.clone(),
+        holder: holder.cloned(),
+    })
 }
 
 fn check_drift(graph: &Graph, rec: &Reconciled, policy: &DriftPolicy) -> Result<Vec<Warning>, Error> {
-    if let Some(row) = rec.blocked.first() {
+    if let Some(b) = rec.blocked.first().and_then(|r| blocked_of(r, None)) {
         return Err(Error::Blocked {
-            id: RevisionId::new(row.id.clone()).map_err(|reason| Error::CorruptLedger {
+            id: RevisionId::new(b.id.clone()).map_err(|reason| Error::CorruptLedger {
                 schema: String::new(),
-                id: row.id.clone(),
+                id: b.id.clone(),
                 reason,
             })?,
-            state: row.state.clone(),
-            statement: row.failed_statement,
-            error: row.last_error.clone(),
+            state: b.state,
+            direction: b.direction,
+            statement: b.statement,
+            error: b.error,
             invalid_indexes: Vec::new(),
         });
     }
@@ -776,21 +633,8 @@ fn check_drift(graph: &Graph, rec: &Reconciled, policy: &DriftPolicy) -> Result<
     Ok(warnings)
 }
 
-async fn read<'s>(set: &'s MigrationSet, cfg: &Config, db: Db<'_>) -> Result<(&'s Graph, Reconciled), Error> {
-    cfg.validate()?;
-    let ledger = Ledger::new(&cfg.schema);
-    let conn = db.conn().await?;
-    let rows = match ledger.meta(conn.client()).await? {
-        Meta::Missing => Vec::new(),
-        Meta::Present { format, .. } => {
-            ledger.check_format(format)?;
-            ledger.read(conn.client()).await?
-        }
-    };
-    Ok((&set.graph, plan::reconcile(&set.graph, &rows)))
-}
-
-fn status_of(graph: &Graph, rec: &Reconciled) -> Status {
+fn status_of(graph: &Graph, state: &crate::state::LedgerState) -> Status {
+    let rec = plan::reconcile(graph, &state.records);
     let ids = |f: &dyn Fn(usize) -> bool| {
         (0..graph.len()).filter(|&i| f(i)).map(|i| graph.revs[i].id.clone()).collect()
     };
@@ -800,89 +644,11 @@ fn status_of(graph: &Graph, rec: &Reconciled) -> Status {
         current: ids(&|i| rec.applied[i] && !graph.children[i].iter().any(|&c| rec.applied[c])),
         heads: graph.heads.iter().map(|&h| graph.revs[h].id.clone()).collect(),
         pending: ids(&|i| !rec.applied[i]),
-        blocked: rec
-            .blocked
-            .iter()
-            .map(|r| Blocked {
-                id: r.id.clone(),
-                state: r.state.clone(),
-                statement: r.failed_statement,
-                error: r.last_error.clone(),
-            })
-            .collect(),
+        blocked: rec.blocked.iter().filter_map(|r| blocked_of(r, state.holder.as_ref())).collect(),
         unknown: rec.unknown.clone(),
         ahead: rec.ahead,
         changed: rec.changed.iter().map(|&i| graph.revs[i].id.clone()).collect(),
         release: plan::newest_release(graph, &rec.applied),
-    }
-}
-
-/// Takes the migration lock as the configuration says: how long it waited.
-async fn lock<'a>(
-    conn: Conn<'a>,
-    cfg: &Config,
-    settled: Option<&(dyn Settled + '_)>,
-) -> Result<Acquired<'a>, Error> {
-    match cfg.lock_mode {
-        LockMode::DangerousNone => Ok(Acquired::Locked(LockGuard::unlocked(conn), Duration::ZERO)),
-        _ => {
-            let app = cfg.application_name.as_deref();
-            LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, app, settled).await
-        }
-    }
-}
-
-/// A connection holding the migration lock, with the ledger read.
-struct Session<'a> {
-    guard: LockGuard<'a>,
-    ledger: Ledger,
-    rec: Reconciled,
-}
-
-impl<'a> Session<'a> {
-    async fn open(set: &MigrationSet, cfg: &Config, db: Db<'a>) -> Result<Session<'a>, Error> {
-        cfg.validate()?;
-        let ledger = Ledger::new(&cfg.schema);
-        let conn = db.conn().await?;
-        let guard = match lock(conn, cfg, None).await? {
-            Acquired::Locked(guard, _) => guard,
-            Acquired::NotNeeded(..) => unreachable!("without a settled check the lock is always taken"),
-        };
-        let rows = match ledger.meta(guard.client()).await {
-            Ok(Meta::Present { format, .. }) => {
-                ledger.check_format(format).and(Ok(ledger.read(guard.client()).await))
-            }
-            Ok(Meta::Missing) => Ok(Ok(Vec::new())),
-            Err(e) => Err(e),
-        };
-        match rows {
-            Ok(Ok(rows)) => Ok(Session { rec: plan::reconcile(&set.graph, &rows), guard, ledger }),
-            Ok(Err(e)) | Err(e) => {
-                guard.release().await;
-                Err(e)
-            }
-        }
-    }
-
-    fn client(&self) -> &Client {
-        self.guard.client()
-    }
-
-    fn executor(&self, stmts: crate::ledger::Prepared, cfg: &Config) -> Executor<'_> {
-        Executor {
-            client: self.client(),
-            stmts,
-            digest: self.rec.digest.clone(),
-            app_version: cfg.app_version.clone(),
-            report: Report::default(),
-            hooks: None,
-            timeouts: cfg.timeouts,
-        }
-    }
-
-    async fn close<T>(self, result: Result<T, Error>) -> Result<T, Error> {
-        self.guard.release().await;
-        result
     }
 }
 
@@ -893,52 +659,36 @@ async fn resolve(
     id: &str,
     resolution: Resolution,
 ) -> Result<(), Error> {
-    let session = Session::open(set, cfg, db).await?;
+    let session = Session::locked(db.conn().await?, cfg).await?;
     let result = async {
-        let (client, rec) = (session.client(), &session.rec);
         let rid = RevisionId::new(id).map_err(|_| Error::UnknownTarget { target: id.to_owned() })?;
-        let Some(row) = rec.blocked.iter().find(|r| r.id == id) else {
+        let Some(record) = session.state.records.iter().find(|r| r.id == id && !r.is_applied()) else {
             return Err(Error::NothingToResolve { id: rid });
         };
-        let mut digest = rec.digest.clone();
-        let outcome = match resolution {
-            Resolution::Retry => {
-                let rev = set.get(id).ok_or_else(|| Error::UnknownTarget { target: id.to_owned() })?;
-                let dir =
-                    if row.direction.as_deref() == Some("down") { Direction::Down } else { Direction::Up };
-                let from = row.failed_statement.unwrap_or(1);
-                session.ledger.restart(client, id, from as i32).await?;
-                let stmts = session.ledger.prepare(client).await?;
-                let mut exec = session.executor(stmts, cfg);
-                return exec.resume(rev, dir, from).await;
-            }
-            Resolution::MarkApplied => {
-                digest.add(&row.id, &row.checksum);
-                "applied"
-            }
-            Resolution::MarkReverted => "reverted",
+        let RowState::Blocked(_, direction) = record.state else {
+            return Err(Error::NothingToResolve { id: rid });
         };
-        session.ledger.resolve(client, id, outcome, &digest.to_string()).await?;
-        Ok(())
+        let rev = set.get(id).ok_or_else(|| Error::UnknownTarget { target: id.to_owned() })?;
+        let mut exec = Executor::new(&session, cfg, None);
+        match resolution {
+            Resolution::Retry => exec.resume(rev, record, direction).await,
+            Resolution::MarkApplied => exec.settle(rev, Resolved::Applied).await,
+            Resolution::MarkReverted => exec.settle(rev, Resolved::Reverted).await,
+        }
     }
     .await;
     session.close(result).await
 }
 
 async fn repair(set: &MigrationSet, cfg: &Config, db: Db<'_>) -> Result<Vec<RevisionId>, Error> {
-    let session = Session::open(set, cfg, db).await?;
+    let session = Session::locked(db.conn().await?, cfg).await?;
     let result = async {
-        let mut digest = session.rec.digest.clone();
+        let rec = plan::reconcile(&set.graph, &session.state.records);
+        let exec = Executor::new(&session, cfg, None);
         let mut repaired = Vec::new();
-        for (&i, old) in session.rec.changed.iter().zip(&session.rec.changed_from) {
+        for &i in &rec.changed {
             let rev = &set.graph.revs[i];
-            digest.remove(rev.id.as_str(), old);
-            digest.add(rev.id.as_str(), &rev.checksum.to_hex());
-            if session
-                .ledger
-                .repair(session.client(), rev.id.as_str(), &rev.checksum.to_hex(), &digest.to_string())
-                .await?
-            {
+            if exec.repair(rev).await? {
                 tracing::info!(revision = %rev.id, "recorded the current checksum");
                 repaired.push(rev.id.clone());
             }
@@ -950,29 +700,25 @@ async fn repair(set: &MigrationSet, cfg: &Config, db: Db<'_>) -> Result<Vec<Revi
 }
 
 async fn verify(set: &MigrationSet, cfg: &Config, db: Db<'_>) -> Result<VerifyReport, Error> {
-    cfg.validate()?;
-    let ledger = Ledger::new(&cfg.schema);
-    let conn = db.conn().await?;
-    let client = conn.client();
-    let rows = match ledger.meta(client).await? {
-        Meta::Missing => Vec::new(),
-        Meta::Present { format, .. } => {
-            ledger.check_format(format)?;
-            ledger.read(client).await?
+    let session = Session::read(db.conn().await?, cfg).await?;
+    let result = async {
+        let client = session.client();
+        let rec = plan::reconcile(&set.graph, &session.state.records);
+        let mut report = VerifyReport::default();
+        for (i, rev) in set.graph.revs.iter().enumerate() {
+            let Some(sql) = rev.verify.as_deref().filter(|_| rec.applied[i]) else { continue };
+            report.checked.push(rev.id.clone());
+            if let Some(why) = crate::executor::check_verify(client, sql).await {
+                tracing::warn!(revision = %rev.id, %why, "verify failed");
+                report.failed.push((rev.id.clone(), why));
+            }
         }
-    };
-    let rec = plan::reconcile(&set.graph, &rows);
-    let mut report = VerifyReport::default();
-    for (i, rev) in set.graph.revs.iter().enumerate() {
-        let Some(sql) = rev.verify.as_deref().filter(|_| rec.applied[i]) else { continue };
-        report.checked.push(rev.id.clone());
-        if let Some(why) = crate::executor::check_verify(client, sql).await {
-            tracing::warn!(revision = %rev.id, %why, "verify failed");
-            report.failed.push((rev.id.clone(), why));
+        if !session.state.records.is_empty() {
+            let (checked, failed) = (report.checked.len() as i64, report.failed.len() as i64);
+            crate::executor::record_verify(client, &session.ledger, checked, failed).await?;
         }
+        Ok(report)
     }
-    if !rows.is_empty() {
-        ledger.record_verify(client, report.checked.len() as i64, report.failed.len() as i64).await?;
-    }
-    Ok(report)
+    .await;
+    session.close(result).await
 }

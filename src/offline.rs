@@ -6,12 +6,11 @@
 use std::fmt::Write;
 
 use crate::error::Error;
-use crate::graph::SetDigest;
 use crate::id::Checksum;
 use crate::ledger::Ledger;
-use crate::lock::{quote_ident, quote_literal};
 use crate::migration::{Body, Revision, TxMode};
-use crate::plan::{Direction, Plan, Reconciled};
+use crate::plan::{Direction, Plan};
+use crate::quote::{quote_ident, quote_literal};
 use crate::source::MigrationSet;
 
 /// How an offline script wraps revisions in transactions.
@@ -27,11 +26,11 @@ pub enum SqlStyle {
     Single,
 }
 
-/// Renders `plan`, starting from the applied rows in `rec`.
+/// Renders `plan`. The bookkeeping tables keep their digest by trigger, so
+/// the script writes only the rows and events.
 pub(crate) fn render(
     set: &MigrationSet,
     schema: &str,
-    rec: &Reconciled,
     plan: &Plan,
     style: SqlStyle,
 ) -> Result<String, Error> {
@@ -46,7 +45,6 @@ pub(crate) fn render(
         }
     }
     let s = quote_ident(schema);
-    let mut digest: SetDigest = rec.digest.clone();
     let mut out = String::new();
     let _ =
         writeln!(out, "-- pgskein offline script: {} step(s), bookkeeping in schema {s}", plan.steps.len());
@@ -91,8 +89,22 @@ pub(crate) fn render(
         let id = quote_literal(rev.id.as_str());
         let checksum = rev.checksum.to_hex();
         match dir {
+            Direction::Up if rev.repeatable => {
+                let _ = writeln!(out, "DELETE FROM {s}.\"applied\" WHERE id = {id};");
+                let _ = writeln!(
+                    out,
+                    "INSERT INTO {s}.\"applied\" (id, checksum, checksum_version, kind, state, app_version)\n    \
+                     VALUES ({id}, {}, {}, {}, 'applied', 'offline');",
+                    quote_literal(&checksum),
+                    Checksum::VERSION,
+                    quote_literal(rev.kind()),
+                );
+                let _ = writeln!(
+                    out,
+                    "INSERT INTO {s}.\"events\" (kind, revision, detail) VALUES ('apply', {id}, '{{\"offline\": true}}');"
+                );
+            }
             Direction::Up => {
-                digest.add(rev.id.as_str(), &checksum);
                 let list = |ids: &[crate::RevisionId]| {
                     let items: Vec<String> = ids.iter().map(|i| quote_literal(i.as_str())).collect();
                     format!("ARRAY[{}]::text[]", items.join(", "))
@@ -113,7 +125,6 @@ pub(crate) fn render(
                 );
             }
             Direction::Down => {
-                digest.remove(rev.id.as_str(), &checksum);
                 let _ = writeln!(out, "DELETE FROM {s}.\"applied\" WHERE id = {id};");
                 let _ = writeln!(
                     out,
@@ -121,11 +132,6 @@ pub(crate) fn render(
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "UPDATE {s}.\"meta\" SET value = {} WHERE key = 'digest';",
-            quote_literal(&digest.to_string())
-        );
         if wrap {
             out.push_str("COMMIT;\n");
         }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::id::RevisionId;
+use crate::state::Record;
 
 /// Where to take the database.
 ///
@@ -357,21 +358,19 @@ pub(crate) struct Reconciled {
     /// The recorded checksum of each revision in `changed`.
     pub(crate) changed_from: Vec<String>,
     /// Rows in state `failed` or `running`, oldest first.
-    pub(crate) blocked: Vec<crate::ledger::Row>,
-    /// The digest of the applied rows.
-    pub(crate) digest: crate::graph::SetDigest,
+    pub(crate) blocked: Vec<Record>,
 }
 
-pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconciled {
+pub(crate) fn reconcile(graph: &Graph, rows: &[Record]) -> Reconciled {
     use std::collections::HashMap;
     let mut r = Reconciled {
         applied: vec![false; graph.len()],
         pinned: vec![false; graph.len()],
         ..Default::default()
     };
-    let mut unknown_rows: HashMap<&str, &crate::ledger::Row> = HashMap::new();
+    let mut unknown_rows: HashMap<&str, &Record> = HashMap::new();
     for row in rows {
-        if row.state != "applied" {
+        if !row.is_applied() {
             r.blocked.push(row.clone());
             continue;
         }
@@ -381,11 +380,9 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
                 // row is replaced when it is re-applied.
                 if graph.revs[i].checksum.to_hex() == row.checksum {
                     r.applied[i] = true;
-                    r.digest.add(&row.id, &row.checksum);
                 }
             }
             Some(i) => {
-                r.digest.add(&row.id, &row.checksum);
                 r.applied[i] = true;
                 if graph.revs[i].checksum.to_hex() != row.checksum {
                     r.changed.push(i);
@@ -393,7 +390,6 @@ pub(crate) fn reconcile(graph: &Graph, rows: &[crate::ledger::Row]) -> Reconcile
                 }
             }
             None => {
-                r.digest.add(&row.id, &row.checksum);
                 r.unknown.push(row.id.clone());
                 unknown_rows.insert(&row.id, row);
             }

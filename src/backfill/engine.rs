@@ -15,7 +15,8 @@ use super::{
 use crate::backfill::Backfill;
 use crate::error::Error;
 use crate::ledger::Ledger;
-use crate::lock::{self, Conn, quote_ident};
+use crate::lock::{self, Conn};
+use crate::quote::quote_ident;
 use crate::rust::MigrationDb;
 
 /// How often a waiting runner looks again at a paused or busy backfill.
@@ -53,7 +54,7 @@ impl Drop for Runner<'_> {
     fn drop(&mut self) {
         if self.held.is_some() || self.in_tx {
             if let Some(conn) = self.conn.take() {
-                lock::discard(conn, self.held.unwrap_or_default(), None);
+                lock::discard(conn, self.held.unwrap_or_default(), "", None);
             }
         }
     }

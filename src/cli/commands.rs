@@ -463,7 +463,9 @@ async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
     let release = st.release.clone();
     let has_releases = set.revisions().any(|r| r.release().is_some());
     let diverged = !st.unknown.is_empty() && !st.ahead;
-    let attention = !st.blocked.is_empty() || !st.changed.is_empty() || diverged;
+    // A revision recorded as running while a migrator holds the lock is being applied now: not stuck.
+    let stuck = st.blocked.iter().any(|b| !b.is_running_now());
+    let attention = stuck || !st.changed.is_empty() || diverged;
     let code =
         if attention || (a.require_head && !st.pending.is_empty()) { exit::ATTENTION } else { exit::OK };
     ctx.ui.json(json!({
@@ -476,9 +478,12 @@ async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
         "release": release.as_ref().map(|v| v.to_string()),
         "blocked": st.blocked.iter().map(|b| json!({
             "id": b.id,
-            "state": b.state,
+            "state": b.state.as_str(),
+            "direction": b.direction.to_string(),
             "statement": b.statement,
             "error": b.error,
+            "running_now": b.is_running_now(),
+            "lock_holder_pid": b.holder.as_ref().map(|h| h.pid),
         })).collect::<Vec<_>>(),
         "changed": ids(&st.changed),
         "unknown": st.unknown,
@@ -501,6 +506,15 @@ async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
         ctx.key("pending", ctx.ui.paint(Style::Yellow, &text));
     }
     for b in &st.blocked {
+        if let (true, Some(h)) = (b.is_running_now(), &b.holder) {
+            let at = b.statement.map(|s| format!(", at statement {s}")).unwrap_or_default();
+            let text = format!(
+                "{} is running now ({} {}{at}; the lock is held by pid {})",
+                b.id, b.direction, b.state, h.pid
+            );
+            ctx.key("running", ctx.ui.paint(Style::Yellow, &text));
+            continue;
+        }
         let at = b.statement.map(|s| format!(" at statement {s}")).unwrap_or_default();
         let error = b.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
         ctx.key("blocked", ctx.ui.paint(Style::Red, &format!("{} is {}{at}{error}", b.id, b.state)));

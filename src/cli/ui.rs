@@ -280,6 +280,12 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
         Error::BackfillIncomplete { .. } => "backfill_incomplete",
         Error::BackfillFailed { .. } => "backfill_failed",
         Error::BackfillTaskCancelled => "backfill_task_cancelled",
+        Error::LockReleased { .. } => "lock_released",
+        Error::LedgerDropped { .. } => "ledger_dropped",
+        Error::NotRecorded { .. } => "not_recorded",
+        Error::LedgerChanged { .. } => "ledger_changed",
+        Error::InvalidIndexLeft { .. } => "invalid_index_left",
+        Error::OpenTransaction { .. } => "open_transaction",
     }
 }
 

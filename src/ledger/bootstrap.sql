@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS {schema}."applied" (
     failed_statement integer,
     last_error text,
     direction text,
+    invalid_before oid[],
     applied_at timestamptz NOT NULL DEFAULT now(),
     duration_ms double precision,
     applied_by text NOT NULL DEFAULT current_user,
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS {schema}."events" (
     detail jsonb
 );
 {backfills_table}
-INSERT INTO {schema}."meta" (key, value) VALUES ('format', '2'), ('digest', '')
+INSERT INTO {schema}."meta" (key, value) VALUES ('format', '3'), ('readable_by', '3')
     ON CONFLICT (key) DO NOTHING;
+{functions}
 SELECT value FROM {schema}."meta" WHERE key = 'format';

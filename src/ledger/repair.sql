@@ -1,5 +1,5 @@
 -- An operator records the current checksum of an applied revision after an
--- intentional edit. $1 id, $2 new checksum, $3 checksum_version, $4 digest afterwards
+-- intentional edit. $1 id, $2 new checksum, $3 checksum_version, $4 lock key
 WITH old AS (
     SELECT checksum FROM {schema}."applied" WHERE id = $1::text AND state = 'applied'
 ), r AS (
@@ -9,7 +9,5 @@ WITH old AS (
 ), e AS (
     INSERT INTO {schema}."events" (kind, revision, detail)
     SELECT 'repair', r.id, jsonb_build_object('old', (SELECT checksum FROM old), 'new', $2::text) FROM r
-), m AS (
-    UPDATE {schema}."meta" SET value = $4::text WHERE key = 'digest' AND EXISTS (SELECT 1 FROM r)
 )
-SELECT count(*) FROM r
+SELECT {schema}."held"($4::bigint), (SELECT count(*) FROM r)

@@ -1,17 +1,15 @@
 -- An operator resolves a failed or running `transaction none` revision.
--- $1 id, $2 'applied' or 'reverted', $3 digest afterwards
+-- $1 id, $2 'applied' or 'reverted', $3 lock key
 WITH a AS (
-    UPDATE {schema}."applied" SET state = 'applied', failed_statement = NULL, last_error = NULL, direction = NULL
-    WHERE id = $1 AND state <> 'applied' AND $2::text = 'applied'
+    UPDATE {schema}."applied"
+    SET state = 'applied', failed_statement = NULL, last_error = NULL, direction = NULL, invalid_before = NULL
+    WHERE id = $1::text AND state <> 'applied' AND $2::text = 'applied'
     RETURNING id
 ), d AS (
-    DELETE FROM {schema}."applied" WHERE id = $1 AND state <> 'applied' AND $2::text = 'reverted'
+    DELETE FROM {schema}."applied" WHERE id = $1::text AND state <> 'applied' AND $2::text = 'reverted'
     RETURNING id
 ), e AS (
     INSERT INTO {schema}."events" (kind, revision, detail)
     SELECT 'resolve', id, jsonb_build_object('as', $2::text) FROM (SELECT id FROM a UNION ALL SELECT id FROM d) r
-), m AS (
-    UPDATE {schema}."meta" SET value = $3 WHERE key = 'digest'
-        AND EXISTS (SELECT 1 FROM a UNION ALL SELECT 1 FROM d)
 )
-SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM d)
+SELECT {schema}."held"($3::bigint), (SELECT count(*) FROM a) + (SELECT count(*) FROM d)

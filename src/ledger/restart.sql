@@ -1,9 +1,11 @@
--- An operator retries a failed `transaction none` revision: it is running again.
--- $1 id, $2 the 1-based statement it resumes at
+-- An operator retries a failed `transaction none` revision: it is running
+-- again, from statement $2 (1-based). $1 id, $3 lock key
 WITH r AS (
-    UPDATE {schema}."applied" SET state = 'running', last_error = NULL
+    UPDATE {schema}."applied" SET state = 'running', last_error = NULL, failed_statement = $2::integer
     WHERE id = $1::text AND state <> 'applied'
     RETURNING id
+), e AS (
+    INSERT INTO {schema}."events" (kind, revision, detail)
+    SELECT 'retry', id, jsonb_build_object('from_statement', $2::integer) FROM r
 )
-INSERT INTO {schema}."events" (kind, revision, detail)
-SELECT 'retry', id, jsonb_build_object('from_statement', $2::integer) FROM r
+SELECT {schema}."held"($3::bigint), (SELECT count(*) FROM r)

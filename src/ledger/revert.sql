@@ -1,10 +1,18 @@
--- $1 id, $2 event kind, $3 digest of the applied set afterwards
+-- A revision is reverted (or un-stamped): its row goes, and the backfills
+-- attached to it start again from nothing if it is applied again.
+-- $1 id, $2 event kind, $3 lock key (NULL: no lock)
 WITH d AS (
     DELETE FROM {schema}."applied" WHERE id = $1 RETURNING id, {elapsed_ms} AS elapsed
 ), e AS (
     INSERT INTO {schema}."events" (kind, revision, duration_ms)
     SELECT $2, id, elapsed FROM d
-), m AS (
-    UPDATE {schema}."meta" SET value = $3 WHERE key = 'digest'
+), b AS (
+    DELETE FROM {schema}."backfills" WHERE revision = $1 AND EXISTS (SELECT FROM d)
+    RETURNING name, state, rows_done
+), be AS (
+    INSERT INTO {schema}."events" (kind, revision, detail)
+    SELECT 'backfill_reset', $1,
+           jsonb_build_object('backfill', name, 'state', state, 'rows_done', rows_done, 'why', 'revision reverted')
+    FROM b
 )
-SELECT {mark_step_end} FROM d
+SELECT {schema}."held"($3), (SELECT count(*) FROM d)

@@ -119,15 +119,15 @@ impl MigrationSet {
     ) -> Result<String, Error> {
         let rec = self.reconcile_ids(applied);
         let plan = crate::plan::either_way(&self.graph, &rec, target)?;
-        crate::offline::render(self, schema, &rec, &plan, style)
+        crate::offline::render(self, schema, &plan, style)
     }
 
     fn reconcile_ids<'a>(&self, applied: impl IntoIterator<Item = &'a str>) -> crate::plan::Reconciled {
-        let rows: Vec<crate::ledger::Row> = applied
+        let rows: Vec<crate::state::Record> = applied
             .into_iter()
             .map(|id| {
                 let checksum = self.get(id).map(|r| r.checksum.to_hex()).unwrap_or_default();
-                crate::ledger::Row::applied(id, checksum)
+                crate::state::Record::applied(id, checksum)
             })
             .collect();
         crate::plan::reconcile(&self.graph, &rows)

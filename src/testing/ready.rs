@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Config;
 
-use crate::lock::quote_ident;
+use crate::quote::quote_ident;
 
 use super::server::{execute_once, unique_name};
 use super::template::clone_sql;

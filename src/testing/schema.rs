@@ -10,8 +10,8 @@ use std::fmt;
 
 use tokio_postgres::Config;
 
-use crate::lock::quote_ident;
 use crate::migrator::Migrator;
+use crate::quote::quote_ident;
 
 use super::error::SetupError;
 use super::server::{TestServer, execute_once, unique_name};

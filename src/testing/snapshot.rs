@@ -11,7 +11,7 @@ use std::fmt;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::lock::quote_literal;
+use crate::quote::quote_literal;
 
 /// Rows of (object, item, value). An object's own properties are the item
 /// `""`. Extension members are left out (their extension stands for them),

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::lock::{Acquired, Conn, LockGuard, quote_ident, quote_literal};
+use crate::lock::{Acquired, Conn, LockGuard};
 use crate::migrator::Migrator;
+use crate::quote::{quote_ident, quote_literal};
 use crate::source::MigrationSet;
 
 use super::error::SetupError;

@@ -39,7 +39,7 @@ fn rev_id(i: usize) -> String {
 /// some rows, or, when `transaction none`, builds two indexes concurrently on
 /// the previous revision's table (with a verify section), so a kill can land
 /// between its statements.
-fn crash_plan() -> MigrationSet {
+pub(crate) fn crash_plan() -> MigrationSet {
     let mut builder = MigrationSet::builder();
     for i in 1..=REVISIONS {
         let mut text = String::new();

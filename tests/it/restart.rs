@@ -194,7 +194,7 @@ async fn terminating_a_non_transactional_revision_leaves_it_running_until_resolv
     let client = db.connect().await.unwrap();
     let blocked = set.run(&client).await.unwrap_err();
     assert!(
-        matches!(&blocked, Error::Blocked { id, state, .. } if id.as_str() == "0003_gate" && state == "running"),
+        matches!(&blocked, Error::Blocked { id, state, .. } if id.as_str() == "0003_gate" && *state == pgskein::BlockedState::Running),
         "{blocked:?}"
     );
     // Its first two statements did complete: the operator finishes by hand.

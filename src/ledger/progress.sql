@@ -1,0 +1,8 @@
+-- A running `transaction none` revision is about to run statement $2 (1-based):
+-- if the process dies now, a retry resumes there. $1 id, $3 lock key
+WITH p AS (
+    UPDATE {schema}."applied" SET failed_statement = $2::integer
+    WHERE id = $1::text AND state = 'running'
+    RETURNING id
+)
+SELECT {schema}."held"($3::bigint), (SELECT count(*) FROM p)

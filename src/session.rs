@@ -1,0 +1,221 @@
+//! One database session for one operation: every `Migrator` method goes
+//! through here. A read-only session reads the ledger without the lock. A
+//! locked session takes the migration lock, prepares the bookkeeping tables,
+//! reads the ledger and the session's baseline in one round trip, and gives
+//! the lock back structurally: `close`, or the guard's `Drop` when the
+//! operation is cancelled.
+//!
+//! Invariant (session hygiene): every revision starts from the session state
+//! the run found, its *baseline* (session user, role, and the settings made
+//! with `SET`): the executor restores it before each revision and before each
+//! ledger write, and `close` restores it before the connection goes back to
+//! its owner. What a revision changes at session level cannot leak into the
+//! next revision, into pgskein's own statements, or into the caller's pool.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, SimpleQueryRow};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::ledger::{Ledger, groups};
+use crate::lock::{Acquired, Conn, LockGuard, LockMode, Settled};
+use crate::quote::{quote_ident, quote_literal};
+use crate::state::{LedgerState, Meta, RowState};
+
+/// The session state a run found, and the SQL that restores it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Baseline {
+    user: String,
+    role: String,
+    /// Settings made with `SET` (source `session`), as `pg_settings` shows them.
+    settings: Vec<(String, String)>,
+    /// When the baseline was read, in microseconds since the epoch.
+    at_us: i64,
+}
+
+/// Reads the baseline: two statements, so two groups of rows.
+const BASELINE_SQL: &str = "SELECT session_user, pg_catalog.current_setting('role'), \
+        (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text; \
+    SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+        AND name NOT IN ('role', 'session_authorization', 'transaction_isolation', 'transaction_read_only', \
+                         'transaction_deferrable') \
+        AND name NOT LIKE 'pgskein.%';";
+
+/// The savepoint set at the end of a transactional SQL body: releasing it
+/// before the ledger write proves, on the server, that the whole body ran.
+pub(crate) const BODY_RAN: &str = "\"pgskein: body ran\"";
+
+impl Baseline {
+    fn parse(groups: &[Vec<SimpleQueryRow>]) -> Baseline {
+        let first = groups.first().and_then(|g| g.first());
+        let field = |i| first.and_then(|r| r.get(i)).unwrap_or_default().to_owned();
+        Baseline {
+            user: field(0),
+            role: field(1),
+            at_us: field(2).parse().unwrap_or_default(),
+            settings: groups
+                .get(1)
+                .into_iter()
+                .flatten()
+                .map(|r| (r.get(0).unwrap_or_default().to_owned(), r.get(1).unwrap_or_default().to_owned()))
+                .collect(),
+        }
+    }
+
+    /// The user and role of the baseline (`SET SESSION AUTHORIZATION` also resets the role).
+    fn identity(&self) -> String {
+        let mut sql = format!("SET SESSION AUTHORIZATION {};", quote_ident(&self.user));
+        if self.role != "none" {
+            sql.push_str(&format!(" SET ROLE {};", quote_ident(&self.role)));
+        }
+        sql
+    }
+
+    /// Statements that bring the session back to the baseline: user and role,
+    /// every setting, and, with `prepared`, the SQL-level prepared statements
+    /// made since (pgskein's own are unnamed, and the caller's are older).
+    /// Runs inside or outside a transaction.
+    pub(crate) fn restore(&self, prepared: bool) -> String {
+        let mut sql = format!("SET SESSION AUTHORIZATION {}; RESET ALL;", quote_ident(&self.user));
+        if !self.settings.is_empty() {
+            let sets: Vec<String> = self
+                .settings
+                .iter()
+                .map(|(name, value)| {
+                    format!("pg_catalog.set_config({}, {}, false)", quote_literal(name), quote_literal(value))
+                })
+                .collect();
+            sql.push_str(&format!(" SELECT {};", sets.join(", ")));
+        }
+        if self.role != "none" {
+            sql.push_str(&format!(" SET ROLE {};", quote_ident(&self.role)));
+        }
+        if prepared {
+            sql.push_str(&format!(
+                " DO $pgskein$ DECLARE s text; BEGIN \
+                   FOR s IN SELECT name FROM pg_catalog.pg_prepared_statements \
+                            WHERE from_sql AND prepare_time >= pg_catalog.to_timestamp({} / 1000000.0) \
+                   LOOP EXECUTE 'DEALLOCATE ' || pg_catalog.quote_ident(s); END LOOP; END $pgskein$;",
+                self.at_us
+            ));
+        }
+        sql
+    }
+
+    /// Statements run inside a revision's transaction, after its body and
+    /// before its ledger write: the baseline's user and role, and, for this
+    /// transaction, settings under which pgskein's statements mean what they
+    /// say whatever the body set (they name every table with its schema, and
+    /// bind text as UTF-8).
+    pub(crate) fn for_record(&self) -> String {
+        format!(
+            "{} SET LOCAL search_path = pg_catalog; SET LOCAL statement_timeout = 0; \
+             SET LOCAL lock_timeout = 0; SET LOCAL client_encoding = 'UTF8';",
+            self.identity()
+        )
+    }
+}
+
+/// A connection for one operation, with the ledger as it was read.
+pub(crate) struct Session<'a> {
+    guard: LockGuard<'a>,
+    /// The ledger; in a locked session, its writes prove the lock.
+    pub(crate) ledger: Ledger,
+    pub(crate) state: LedgerState,
+    /// The session state to restore (empty in a read-only session, which runs no revision).
+    pub(crate) baseline: Baseline,
+}
+
+/// How opening a locked session ended.
+pub(crate) enum Opened<'a> {
+    /// The lock is held, after waiting this long.
+    Locked(Box<Session<'a>>, Duration),
+    /// Another run did the work while we waited, this long.
+    NotNeeded(Duration),
+}
+
+impl<'a> Session<'a> {
+    /// A read-only session: the ledger and who holds the lock, without taking it.
+    pub(crate) async fn read(conn: Conn<'a>, cfg: &Config) -> Result<Session<'a>, Error> {
+        cfg.validate()?;
+        let ledger = Ledger::new(cfg.schema_name());
+        let state = ledger.read(conn.client(), cfg.lock_key()).await?;
+        Ok(Session { guard: LockGuard::unlocked(conn), ledger, state, baseline: Baseline::default() })
+    }
+
+    /// A locked session. While waiting, `settled` is asked whether the lock is
+    /// still needed; when it says no, the connection goes back as it came.
+    pub(crate) async fn lock(
+        conn: Conn<'a>,
+        cfg: &Config,
+        settled: Option<&(dyn Settled + '_)>,
+    ) -> Result<Opened<'a>, Error> {
+        cfg.validate()?;
+        let (mut guard, waited, key) = match cfg.lock_mode {
+            LockMode::DangerousNone => (LockGuard::unlocked(conn), Duration::ZERO, None),
+            _ => {
+                let app = cfg.application_name.as_deref();
+                match LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, app, settled).await? {
+                    Acquired::Locked(guard, waited) => (guard, waited, Some(cfg.lock_key())),
+                    Acquired::NotNeeded(waited) => return Ok(Opened::NotNeeded(waited)),
+                }
+            }
+        };
+        let ledger = Ledger::new(cfg.schema_name()).proving(key);
+        match load(guard.client(), &ledger).await {
+            Ok((state, baseline)) => {
+                guard.restore_with(baseline.restore(true));
+                Ok(Opened::Locked(Box::new(Session { guard, ledger, state, baseline }), waited))
+            }
+            Err(e) => {
+                guard.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A locked session, waiting as long as the configuration allows.
+    pub(crate) async fn locked(conn: Conn<'a>, cfg: &Config) -> Result<Session<'a>, Error> {
+        match Self::lock(conn, cfg, None).await? {
+            Opened::Locked(session, _) => Ok(*session),
+            // Without a `settled` check, waiting only ends with the lock or an error.
+            Opened::NotNeeded(waited) => Err(Error::LockTimeout { waited, holder: None }),
+        }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        self.guard.client()
+    }
+
+    /// Ends the session: restores the session state, releases the lock, and
+    /// hands on `result`.
+    pub(crate) async fn close<T>(self, result: Result<T, Error>) -> Result<T, Error> {
+        self.guard.release().await;
+        result
+    }
+}
+
+/// Under the lock: the format checked, the tables created or upgraded, then
+/// the baseline and the ledger read in one round trip. A digest that no
+/// longer matches the rows (`meta` edited by hand) is recomputed from them.
+async fn load(client: &Client, ledger: &Ledger) -> Result<(LedgerState, Baseline), Error> {
+    let meta = ledger.meta(client).await?;
+    ledger.prepare(client, &meta).await?;
+    let sql = format!("{BASELINE_SQL}{}", ledger.read_sql(None));
+    let msgs = client.simple_query(&sql).await.map_err(Error::db("reading the ledger"))?;
+    let groups = groups(msgs);
+    let baseline = Baseline::parse(&groups[..groups.len().min(2)]);
+    let state = ledger.parse_read(groups.get(2..).unwrap_or_default())?;
+    if let Meta::Present { digest, .. } = &state.meta {
+        let mut rows = crate::graph::SetDigest::default();
+        for r in state.records.iter().filter(|r| r.state == RowState::Applied) {
+            rows.add(&r.id, &r.checksum);
+        }
+        if *digest != rows.to_string() {
+            tracing::warn!(schema = %ledger.schema, "the recorded digest did not match the ledger's rows; recomputed it");
+            ledger.recompute_digest(client).await?;
+        }
+    }
+    Ok((state, baseline))
+}
