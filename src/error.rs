@@ -573,6 +573,17 @@ pub enum ParseErrorKind {
     /// A revision revises itself.
     #[error("the revision lists itself in `{0}`")]
     SelfReference(&'static str),
+    /// The file contains a NUL byte, which PostgreSQL cannot receive.
+    #[error("the file contains a NUL byte, which cannot be sent to PostgreSQL; remove it")]
+    NulByte,
+    /// A `transaction none` body opens a transaction and does not end it.
+    #[error(
+        "this BEGIN opens a transaction that the section does not end; add COMMIT (pgskein records the revision outside any transaction)"
+    )]
+    UnendedTransaction,
+    /// Something in the migration directory is named like a revision but is not a readable file.
+    #[error("{0}")]
+    NotARevisionFile(&'static str),
 }
 
 impl Error {

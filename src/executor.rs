@@ -879,8 +879,17 @@ impl<'s> Executor<'s> {
         let mut attempts = Attempts::new(&self.timeouts);
         while let Some(stmt) = stmts.get(n - 1) {
             if block.is_none() {
-                if let Err(fault) = self.write_now(self.ledger.progress(rev.id.as_str(), n)).await {
-                    return Err((fault, 1));
+                match self.write_now(self.ledger.progress(rev.id.as_str(), n)).await {
+                    Ok(_) => {}
+                    // Cancelled (an operator's interrupt) before statement n ran:
+                    // record it as failed there, so a retry starts at it.
+                    Err(Fault::Record(error))
+                        if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+                    {
+                        let line = Some(body_line + stmt.line - 1);
+                        return Err((Fault::Sql { error, statement: Some(n), line }, 1));
+                    }
+                    Err(fault) => return Err((fault, 1)),
                 }
             }
             match client.simple_query(stmt.text).await {

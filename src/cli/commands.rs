@@ -116,6 +116,7 @@ impl Ctx<'_> {
         tokio::spawn(async move {
             let _ = connection.await;
         });
+        self.interrupt.register(client.cancel_token());
         Ok(client)
     }
 
@@ -142,6 +143,7 @@ impl Ctx<'_> {
         if self.ui.progress {
             config = config.add_hooks(Progress { total: AtomicUsize::new(0), done: AtomicUsize::new(0) });
         }
+        config = config.add_hooks(super::interrupt::StopOnInterrupt(self.interrupt.clone()));
         Ok((config, taken))
     }
 

@@ -26,6 +26,7 @@
 
 mod args;
 mod commands;
+mod interrupt;
 mod render;
 mod scaffold;
 mod ui;
@@ -176,8 +177,13 @@ async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args) -> u8 
     if let Some(secs) = args.lock_wait {
         config = config.lock_wait_timeout(Some(std::time::Duration::from_secs(secs)));
     }
-    let ctx = Ctx { args: &args, ui, embedded, config, conn };
-    match commands::dispatch(&ctx).await {
+    let interrupt = Arc::new(interrupt::Interrupt::default());
+    let ctx = Ctx { args: &args, ui, embedded, config, conn, interrupt: interrupt.clone() };
+    let outcome = tokio::select! {
+        outcome = commands::dispatch(&ctx) => outcome,
+        () = interrupt.watch() => return interrupt::INTERRUPTED,
+    };
+    match outcome {
         Ok(code) => code,
         Err(f) => {
             ctx.ui.failure(&f);
@@ -194,6 +200,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) embedded: Option<&'a MigrationSet>,
     pub(crate) config: Config,
     pub(crate) conn: Option<url::ConnInfo>,
+    /// Signals while the command runs.
+    pub(crate) interrupt: Arc<interrupt::Interrupt>,
 }
 
 /// The migrator a command runs: the loaded set with the CLI's settings.

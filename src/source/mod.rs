@@ -161,15 +161,31 @@ pub struct SetBuilder {
 impl SetBuilder {
     /// Adds the `*.sql` files of an embedded directory.
     pub fn embedded(mut self, dir: &include_dir::Dir<'_>) -> Self {
-        let mut files: Vec<_> = dir.files().filter(|f| is_revision_file(f.path())).collect();
+        for sub in dir.dirs() {
+            if let Some(kind) = looks_like_revision(sub.path()) {
+                let problem = match kind {
+                    Looks::Revision => "a directory named like a revision file; rename or remove it",
+                    Looks::UpperCase => UPPER_CASE,
+                };
+                self.push(Err(not_a_file(sub.path(), problem)));
+            }
+        }
+        let mut files: Vec<_> = dir.files().filter(|f| looks_like_revision(f.path()).is_some()).collect();
         files.sort_by_key(|f| f.path());
         for f in files {
-            self.push(parse::parse(&f.path().to_string_lossy(), f.contents()));
+            let parsed = match looks_like_revision(f.path()) {
+                Some(Looks::UpperCase) => Err(not_a_file(f.path(), UPPER_CASE)),
+                _ => parse::parse(&f.path().to_string_lossy(), f.contents()),
+            };
+            self.push(parsed);
         }
         self
     }
 
-    /// Adds the `*.sql` files of a directory on disk.
+    /// Adds the `*.sql` files of a directory on disk. Every entry named like a
+    /// revision file is loaded or reported: a name with another case of
+    /// `.sql`, a directory, a dangling symlink or a symlink loop is an error,
+    /// never skipped. Hidden entries (names starting with `.`) are ignored.
     pub fn dir(mut self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
         let entries = match std::fs::read_dir(path).and_then(|rd| rd.collect::<Result<Vec<_>, _>>()) {
@@ -179,13 +195,31 @@ impl SetBuilder {
                 return self;
             }
         };
-        let mut files: Vec<_> =
-            entries.into_iter().map(|e| e.path()).filter(|p| is_revision_file(p) && p.is_file()).collect();
+        let mut files: Vec<_> = entries
+            .into_iter()
+            .map(|e| e.path())
+            .filter_map(|p| looks_like_revision(&p).map(|kind| (p, kind)))
+            .collect();
         files.sort();
-        for f in files {
-            let parsed = std::fs::read(&f)
-                .map_err(|e| io_error(&f, e))
-                .and_then(|bytes| parse::parse(&f.display().to_string(), &bytes));
+        for (f, kind) in files {
+            // Anything named like a revision is read or reported: never skipped in silence.
+            let parsed = match (kind, std::fs::metadata(&f)) {
+                (Looks::UpperCase, _) => Err(not_a_file(&f, UPPER_CASE)),
+                // A dangling symlink, a symlink loop, a file we may not read.
+                (_, Err(e)) => Err(io_error(&f, e)),
+                (_, Ok(m)) if m.is_dir() => {
+                    Err(not_a_file(&f, "a directory named like a revision file; rename or remove it"))
+                }
+                (_, Ok(m)) if !m.is_file() => {
+                    Err(not_a_file(&f, "not a regular file (a socket, a FIFO or a device); remove it"))
+                }
+                (_, Ok(_)) => match f.to_str() {
+                    None => Err(not_a_file(&f, "the file name is not valid UTF-8; rename it")),
+                    Some(name) => {
+                        std::fs::read(&f).map_err(|e| io_error(&f, e)).and_then(|b| parse::parse(name, &b))
+                    }
+                },
+            };
             self.push(parsed);
         }
         self
@@ -269,7 +303,38 @@ fn io_error(path: &Path, source: std::io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source }
 }
 
-fn is_revision_file(p: &Path) -> bool {
-    let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-    !hidden && p.extension().is_some_and(|e| e == "sql")
+/// How a directory entry looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Looks {
+    /// `<id>.sql`: a revision file.
+    Revision,
+    /// `<id>.SQL` or another case of it: meant as one, but not loaded the same on every file system.
+    UpperCase,
+}
+
+const UPPER_CASE: &str = "revision files end in lower-case `.sql`; rename it";
+
+/// Whether an entry is named like a revision file. Hidden entries (editor
+/// backups, lock files) are not; names that are not UTF-8 are judged by their bytes.
+fn looks_like_revision(p: &Path) -> Option<Looks> {
+    let name = p.file_name()?.as_encoded_bytes();
+    if name.starts_with(b".") || name.len() <= 4 {
+        return None;
+    }
+    let ext = &name[name.len() - 4..];
+    if ext == b".sql" {
+        Some(Looks::Revision)
+    } else if ext.eq_ignore_ascii_case(b".sql") {
+        Some(Looks::UpperCase)
+    } else {
+        None
+    }
+}
+
+fn not_a_file(path: &Path, problem: &'static str) -> Error {
+    Error::Parse {
+        path: path.to_string_lossy().into_owned(),
+        line: None,
+        kind: crate::error::ParseErrorKind::NotARevisionFile(problem),
+    }
 }

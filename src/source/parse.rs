@@ -23,6 +23,11 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     let err = |line: Option<usize>, kind| Error::Parse { path: path.to_owned(), line, kind };
     let text = std::str::from_utf8(bytes)
         .map_err(|e| err(None, ParseErrorKind::NotUtf8 { offset: e.valid_up_to() }))?;
+    if let Some(at) = text.find('\0') {
+        // A NUL cannot be sent to the server: the client would refuse the body mid-run.
+        let line = text[..at].matches('\n').count() + 1;
+        return Err(err(Some(line), ParseErrorKind::NulByte));
+    }
     let checksum = Checksum::of_sql(text);
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
@@ -207,6 +212,11 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
         if let Some(down) = &down {
             check_transactional(path, down_line, down)?;
         }
+    } else {
+        check_transactions_end(path, up_line, &up)?;
+        if let Some(down) = &down {
+            check_transactions_end(path, down_line, down)?;
+        }
     }
     if let Some((line, verify)) = &verify {
         check_transactional(path, *line, verify)?;
@@ -310,6 +320,27 @@ fn check_transactional(path: &str, first_line: usize, body: &str) -> Result<(), 
         });
     }
     Ok(())
+}
+
+/// A `transaction none` body may open transactions of its own, but must end
+/// each one: pgskein records the revision outside any transaction.
+fn check_transactions_end(path: &str, first_line: usize, body: &str) -> Result<(), Error> {
+    let mut open = None;
+    for stmt in split::split(body) {
+        match split::transaction_control(stmt.text) {
+            Some("BEGIN" | "START TRANSACTION") => open = Some(stmt.line),
+            Some(_) => open = None,
+            None => {}
+        }
+    }
+    match open {
+        Some(line) => Err(Error::Parse {
+            path: path.to_owned(),
+            line: Some(first_line + line - 1),
+            kind: ParseErrorKind::UnendedTransaction,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -171,6 +171,17 @@ impl TestServer {
         }
     }
 
+    /// Everything the server has written to its log so far, for tests that
+    /// check what a run makes the server log (operators alert on `ERROR` lines).
+    /// `None` for `DATABASE_URL`'s server, whose log this process cannot read.
+    pub fn server_log(&self) -> Option<String> {
+        match &self.inner.kind {
+            #[cfg(unix)]
+            Kind::Throwaway(instance) => Some(instance.log()),
+            _ => None,
+        }
+    }
+
     /// A connection config for database `dbname` on this server (user,
     /// password if the URL had one, host or socket directory, port).
     pub fn config(&self, dbname: &str) -> Config {
@@ -901,6 +912,12 @@ rm -rf "$dir"
             } else {
                 Err(io::Error::other(format!("{} failed: {status}", program.to_string_lossy())))
             }
+        }
+
+        pub(super) fn log(&self) -> String {
+            std::fs::read(self.log_path())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
         }
 
         fn log_tail(&self) -> String {
