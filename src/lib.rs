@@ -93,6 +93,8 @@ mod backfill;
 pub mod build;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(any(feature = "cli", feature = "testing"))]
+mod connstr;
 mod error;
 mod executor;
 mod graph;
