@@ -26,6 +26,7 @@ use std::str::FromStr;
 
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 
+#[cfg(feature = "cli")]
 pub(crate) use tls::{ConnectError, connect, hint};
 
 /// The options tokio-postgres reads itself.
@@ -284,6 +285,12 @@ impl ConnStr {
     /// understands it; certificate checks are the connector's).
     pub(crate) fn config(&self) -> &tokio_postgres::Config {
         &self.config
+    }
+
+    /// The configuration, to set what the string leaves open (timeouts, the
+    /// application name); its TLS mode is this module's to set.
+    pub(crate) fn config_mut(&mut self) -> &mut tokio_postgres::Config {
+        &mut self.config
     }
 
     /// The TLS options.

@@ -131,6 +131,21 @@ pub(crate) fn connector(tls: &TlsOptions) -> Result<MakeRustlsConnect, TlsError>
     Ok(MakeRustlsConnect::new(config))
 }
 
+/// A connector that checks no certificate and offers none: for the
+/// testing helpers' connections to servers given without TLS options.
+#[cfg(feature = "testing")]
+pub(crate) fn unchecked_connector() -> MakeRustlsConnect {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Verifier { check: Check::Nothing, webpki: None, provider: Arc::clone(&provider) };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports rustls's default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    MakeRustlsConnect::new(config)
+}
+
 fn root_store(source: &RootCert) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     match source {
