@@ -309,7 +309,13 @@ pub(crate) fn hint(conn: &ConnStr, err: &ConnectError) -> Option<String> {
     let ConnectError::Connect(err) = err else { return None };
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(rustls::Error::InvalidCertificate(cert)) = e.downcast_ref::<rustls::Error>() {
+        // rustls's error arrives inside an io::Error, whose source() skips it.
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &dyn std::error::Error);
+        let rustls_error = e.downcast_ref::<rustls::Error>().or_else(|| inner.and_then(|i| i.downcast_ref()));
+        if let Some(rustls::Error::InvalidCertificate(cert)) = rustls_error {
             return Some(match cert {
                 CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                     "the server's certificate is not signed by a CA in sslrootcert: \

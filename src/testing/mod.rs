@@ -63,6 +63,6 @@ pub use reversible::{
     check_up_down_up,
 };
 pub use schema::MigratedSchema;
-pub use server::{TestDatabase, TestServer};
+pub use server::{ServerOptions, TestDatabase, TestServer};
 pub use snapshot::{ItemDiff, ObjectChange, ObjectDiff, Snapshot, SnapshotDiff};
 pub use template::{MigratedDatabase, Template};

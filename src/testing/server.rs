@@ -46,6 +46,54 @@ pub struct TestServer {
     inner: Arc<Inner>,
 }
 
+/// How a private throwaway server is set up ([`TestServer::start_private_with`]).
+///
+/// By default it is the server [`TestServer::start_private`] starts: no TCP,
+/// reachable through the socket in its own directory only.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    tcp: bool,
+    tls: Option<(String, String)>,
+    hba: Vec<String>,
+    settings: Vec<(String, String)>,
+}
+
+impl ServerOptions {
+    /// The default: no TCP, socket only.
+    pub fn new() -> ServerOptions {
+        ServerOptions::default()
+    }
+
+    /// Also listen on `127.0.0.1`, on a free port ([`TestServer::tcp_port`]).
+    /// `pg_hba.conf` trusts loopback connections unless [`hba`](Self::hba)
+    /// lines say otherwise.
+    pub fn tcp(mut self) -> ServerOptions {
+        self.tcp = true;
+        self
+    }
+
+    /// Serve TLS on the TCP port (implies [`tcp`](Self::tcp)) with this
+    /// certificate chain and private key, both in PEM form.
+    pub fn tls(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> ServerOptions {
+        self.tls = Some((cert_pem.into(), key_pem.into()));
+        self.tcp = true;
+        self
+    }
+
+    /// A `pg_hba.conf` line, placed before the default `trust` lines (so it
+    /// takes precedence), e.g. `hostnossl all all 127.0.0.1/32 reject`.
+    pub fn hba(mut self, line: impl Into<String>) -> ServerOptions {
+        self.hba.push(line.into());
+        self
+    }
+
+    /// A server setting (`-c name=value`), e.g. `("log_connections", "on")`.
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> ServerOptions {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+}
+
 /// A database created for a test on a [`TestServer`], dropped (with any
 /// sessions still connected to it) when this value is dropped.
 ///
@@ -173,7 +221,35 @@ impl TestServer {
     /// # }
     /// ```
     pub fn start_private() -> io::Result<TestServer> {
-        Ok(TestServer { inner: Arc::new(Inner::throwaway()?) })
+        Self::start_private_with(ServerOptions::new())
+    }
+
+    /// A private throwaway server, as [`TestServer::start_private`], with
+    /// `options`: listening on a loopback TCP port, with TLS, with
+    /// `pg_hba.conf` lines or settings of the test's own.
+    ///
+    /// ```no_run
+    /// # fn example(cert_pem: String, key_pem: String) -> std::io::Result<()> {
+    /// use pgskein::testing::{ServerOptions, TestServer};
+    ///
+    /// let server = TestServer::start_private_with(ServerOptions::new().tls(cert_pem, key_pem))?;
+    /// let port = server.tcp_port().expect("TLS listens on loopback");
+    /// let url = format!("postgresql://postgres@localhost:{port}/postgres?sslmode=require");
+    /// # Ok(()) }
+    /// ```
+    pub fn start_private_with(options: ServerOptions) -> io::Result<TestServer> {
+        Ok(TestServer { inner: Arc::new(Inner::throwaway_with(&options)?) })
+    }
+
+    /// The loopback TCP port of a private server started with
+    /// [`ServerOptions::tcp`] (or [`ServerOptions::tls`]); `None` for a
+    /// server reached through its socket only, or not started here.
+    pub fn tcp_port(&self) -> Option<u16> {
+        match &self.inner.kind {
+            #[cfg(unix)]
+            Kind::Throwaway(instance) if instance.tcp => Some(instance.port),
+            _ => None,
+        }
     }
 
     /// Restarts a server from [`TestServer::start_private`] in immediate
@@ -432,9 +508,13 @@ impl Inner {
         Ok(Inner { conn, admin_db, kind: Kind::External })
     }
 
-    #[cfg(unix)]
     fn throwaway() -> io::Result<Inner> {
-        let instance = throwaway::Instance::start()?;
+        Self::throwaway_with(&ServerOptions::new())
+    }
+
+    #[cfg(unix)]
+    fn throwaway_with(options: &ServerOptions) -> io::Result<Inner> {
+        let instance = throwaway::Instance::start(options)?;
         let mut config = Config::new();
         config.user(throwaway::SUPERUSER).host_path(&instance.socket_dir).port(instance.port);
         let conn = ConnStr::from_config(config);
@@ -442,7 +522,7 @@ impl Inner {
     }
 
     #[cfg(not(unix))]
-    fn throwaway() -> io::Result<Inner> {
+    fn throwaway_with(_: &ServerOptions) -> io::Result<Inner> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
@@ -577,13 +657,16 @@ mod throwaway {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use super::{DATABASE_URL, nanos_since_epoch};
+    use super::{DATABASE_URL, ServerOptions, nanos_since_epoch};
 
     /// The superuser created by initdb, and the role tests connect as.
     pub(super) const SUPERUSER: &str = "postgres";
 
-    /// Any port will do: nobody else can reach the private socket directory.
+    /// Any port will do without TCP: nobody else can reach the private socket directory.
     const PORT: u16 = 5432;
+
+    /// Starts tried with a new free TCP port, when another process took the one picked.
+    const TCP_ATTEMPTS: usize = 5;
 
     /// sun_path is 108 bytes on Linux (104 on the BSDs), including the NUL.
     const MAX_SOCKET_PATH: usize = 100;
@@ -627,6 +710,8 @@ rm -rf "$dir"
         pub(super) dir: PathBuf,
         pub(super) socket_dir: PathBuf,
         pub(super) port: u16,
+        /// Whether it listens on `127.0.0.1:port` too.
+        pub(super) tcp: bool,
         data_dir: PathBuf,
         bin_dir: PathBuf,
         run_as: Option<User>,
@@ -644,7 +729,25 @@ rm -rf "$dir"
     }
 
     impl Instance {
-        pub(super) fn start() -> io::Result<Instance> {
+        pub(super) fn start(options: &ServerOptions) -> io::Result<Instance> {
+            if !options.tcp {
+                return Self::start_on(options, PORT);
+            }
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                // Free now; another process may take it before the server binds it.
+                let port = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+                match Self::start_on(options, port) {
+                    Err(e) if attempt < TCP_ATTEMPTS && e.to_string().contains("Address already in use") => {
+                        tracing::debug!(port, "the port was taken meanwhile; trying another");
+                    }
+                    other => return other,
+                }
+            }
+        }
+
+        fn start_on(options: &ServerOptions, port: u16) -> io::Result<Instance> {
             let bin_dir = find_bin_dir()?;
             let run_as = unprivileged_user()?;
             let dir = create_dir(run_as)?;
@@ -659,13 +762,14 @@ rm -rf "$dir"
                 socket_dir: dir.join("socket"),
                 data_dir: dir.join("data"),
                 dir,
-                port: PORT,
+                port,
+                tcp: options.tcp,
                 bin_dir,
                 run_as,
                 owner_pid: std::process::id(),
                 watchdog: Mutex::new(Some(watchdog)),
             };
-            match instance.init_and_start() {
+            match instance.init_and_start(options) {
                 Ok(()) => {
                     // Once per process, however many private servers start.
                     static AT_EXIT: std::sync::Once = std::sync::Once::new();
@@ -701,7 +805,7 @@ rm -rf "$dir"
             self.dir.join("server.log")
         }
 
-        fn init_and_start(&self) -> io::Result<()> {
+        fn init_and_start(&self, options: &ServerOptions) -> io::Result<()> {
             let log = self.log_path();
             File::create(&log)?;
             fs::DirBuilder::new().mode(0o700).create(&self.socket_dir)?;
@@ -723,6 +827,7 @@ rm -rf "$dir"
                 "--locale=C",
             ]);
             self.run(initdb)?;
+            self.configure(options)?;
 
             let options = [
                 "-k".to_owned(),
@@ -735,8 +840,8 @@ rm -rf "$dir"
             .into_iter()
             .chain(
                 [
-                    // No TCP at all: the socket directory is the only way in.
-                    "listen_addresses=",
+                    // No TCP unless asked for: the socket directory is the only way in.
+                    if self.tcp { "listen_addresses=127.0.0.1" } else { "listen_addresses=" },
                     // Durability is pointless for a server removed at exit.
                     "fsync=off",
                     "synchronous_commit=off",
@@ -747,7 +852,9 @@ rm -rf "$dir"
                     "log_statement=none",
                 ]
                 .into_iter()
-                .flat_map(|setting| ["-c".to_owned(), setting.to_owned()]),
+                .map(str::to_owned)
+                .chain(options.settings.iter().map(|(name, value)| format!("{name}={value}")))
+                .flat_map(|setting| ["-c".to_owned(), setting]),
             )
             // pg_ctl hands these to the server through `sh -c`.
             .map(|arg| shell_quote(&arg))
@@ -764,6 +871,33 @@ rm -rf "$dir"
                 .arg(&log)
                 .args(["-w", "-t", "120", "-s", "-o", &options, "start"]);
             self.run(pg_ctl)
+        }
+
+        /// Writes the TLS files and `pg_hba.conf` lines of `options` into
+        /// the data directory, owned by the server's user.
+        fn configure(&self, options: &ServerOptions) -> io::Result<()> {
+            let write = |name: &str, content: &[u8], mode: u32| -> io::Result<()> {
+                let path = self.data_dir.join(name);
+                fs::write(&path, content)?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                if let Some(user) = self.run_as {
+                    std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))?;
+                }
+                Ok(())
+            };
+            if let Some((cert, key)) = &options.tls {
+                write("server.crt", cert.as_bytes(), 0o644)?;
+                write("server.key", key.as_bytes(), 0o600)?;
+                let conf = "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+                let mut file = OpenOptions::new().append(true).open(self.data_dir.join("postgresql.conf"))?;
+                std::io::Write::write_all(&mut file, conf.as_bytes())?;
+            }
+            if !options.hba.is_empty() {
+                let path = self.data_dir.join("pg_hba.conf");
+                let old = fs::read_to_string(&path)?;
+                write("pg_hba.conf", format!("{}\n{old}", options.hba.join("\n")).as_bytes(), 0o600)?;
+            }
+            Ok(())
         }
 
         /// A command for one of the server binaries, as the unprivileged user

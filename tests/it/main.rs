@@ -28,3 +28,4 @@ mod testing_databases;
 mod testing_example;
 mod testing_reversible;
 mod testing_snapshot;
+mod tls;
