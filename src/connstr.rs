@@ -185,10 +185,10 @@ pub(crate) enum ConnStrError {
     /// A value outside the option's set.
     #[error("invalid value for connection option `{key}`: expected {expected}")]
     InvalidValue { key: &'static str, expected: &'static str },
-    /// A URL whose user name would hold a `/` or `?`: an unencoded `@` later on.
+    /// A URL with an unencoded `@` after its host or in its query.
     #[error(
         "the connection URL has an `@` after its host, database or parameters: \
-         write `@` in a password or other value as %40"
+         write `@` in a password or other value as %40 (and `?` in a password as %3F)"
     )]
     AtAfterHost,
     /// tokio-postgres refused the string (its messages name options, not values).
@@ -483,8 +483,13 @@ fn url_params(body: &str, offset: usize) -> Result<(&str, Vec<Param<'_>>), ConnS
     // tokio-postgres takes everything up to the first `@` as user and password.
     let after_creds = match body.find('@') {
         Some(at) => {
-            let user = body[..at].split(':').next().unwrap_or_default();
-            if user.contains(['/', '?']) {
+            // An `@` after the host, or in a query parameter, would make
+            // tokio-postgres read the host or the query as user and password:
+            // a user name with `/` or `?`, or a "password" holding `?key=`.
+            let creds = &body[..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            let query_like = creds.find('?').is_some_and(|q| creds[q..].contains('='));
+            if user.contains(['/', '?']) || query_like {
                 return Err(ConnStrError::AtAfterHost);
             }
             at + 1
@@ -732,9 +737,10 @@ impl ChildEnv {
         self.vars.iter().map(|(k, v)| (*k, v.as_os_str()))
     }
 
-    /// The libpq variables to remove from the child's inherited environment.
+    /// The variables to remove from the child's inherited environment:
+    /// libpq's, and `DATABASE_URL`, which may hold the password.
     pub(crate) fn removed(&self) -> impl Iterator<Item = &'static str> {
-        LIBPQ_ENV.iter().copied()
+        LIBPQ_ENV.iter().copied().chain(["DATABASE_URL"])
     }
 
     /// Sets up `cmd`'s environment for this connection.

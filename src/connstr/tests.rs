@@ -106,6 +106,7 @@ fn errors_name_options_never_values() {
         (format!("host=h password='{secret}"), "a quoted value is not closed"),
         (format!("postgres://h/d?password={secret}@x"), "write `@` in a password or other value as %40"),
         (format!("postgres://h/d?password={secret}&{secret}"), "a URL parameter without `=`"),
+        (format!("postgres://h:5/d?password={secret}@x"), "write `@` in a password or other value as %40"),
         (format!("host=h sslmdoe={secret}"), "unknown connection option `sslmdoe`; did you mean `sslmode`?"),
         (format!("host=h sslmode={secret}"), "invalid value for connection option `sslmode`"),
         (format!("host=h port={secret}"), "invalid value for option `port`"),

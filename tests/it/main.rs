@@ -24,6 +24,7 @@ mod props;
 mod repeatable;
 mod restart;
 mod rust_revisions;
+mod secrets;
 mod testing_databases;
 mod testing_example;
 mod testing_reversible;
