@@ -19,6 +19,7 @@ mod lock_timeouts;
 mod locking;
 mod offline;
 mod operations;
+mod pgbouncer;
 mod preflight;
 mod props;
 mod repeatable;
