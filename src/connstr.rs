@@ -213,27 +213,14 @@ impl ConnStr {
     /// Reads a connection string the way tokio-postgres does, with libpq's
     /// TLS options on top.
     pub(crate) fn parse(s: &str) -> Result<ConnStr, ConnStrError> {
-        let (params, rebuild): (Vec<Param<'_>>, Box<dyn Fn(&[&Param<'_>]) -> String + '_>) = match url_body(s)
-        {
+        // For a URL, the text before its query, which tokio-postgres reads as is.
+        let (url_head, params) = match url_body(s) {
             Some(body) => {
                 let offset = s.len() - body.len();
                 let (head, params) = url_params(body, offset)?;
-                let head = &s[..offset + head.len()];
-                let rebuild = move |kept: &[&Param<'_>]| {
-                    let query: Vec<&str> = kept.iter().map(|p| p.raw).collect();
-                    if query.is_empty() { head.to_owned() } else { format!("{head}?{}", query.join("&")) }
-                };
-                (params, Box::new(rebuild))
+                (Some(&s[..offset + head.len()]), params)
             }
-            None => {
-                let rebuild = |kept: &[&Param<'_>]| {
-                    kept.iter()
-                        .map(|p| format!("{}={}", p.key, quote(&p.value)))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                };
-                (key_values(s)?, Box::new(rebuild))
-            }
+            None => (None, key_values(s)?),
         };
         let mut tls = TlsOptions::default();
         let mut kept = Vec::new();
@@ -259,7 +246,15 @@ impl ConnStr {
                 key => return Err(unknown(key, p.at)),
             }
         }
-        let config = tokio_postgres::Config::from_str(&rebuild(&kept)).map_err(ConnStrError::Config)?;
+        // What tokio-postgres reads: the string less the options read here.
+        let rest = match url_head {
+            Some(head) if kept.is_empty() => head.to_owned(),
+            Some(head) => format!("{head}?{}", kept.iter().map(|p| p.raw).collect::<Vec<_>>().join("&")),
+            None => {
+                kept.iter().map(|p| format!("{}={}", p.key, quote(&p.value))).collect::<Vec<_>>().join(" ")
+            }
+        };
+        let config = tokio_postgres::Config::from_str(&rest).map_err(ConnStrError::Config)?;
         Ok(ConnStr::new(config, tls))
     }
 

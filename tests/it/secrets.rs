@@ -245,6 +245,9 @@ async fn admin_client(db: &pgskein::testing::TestDatabase) -> tokio_postgres::Cl
     db.connect().await.unwrap()
 }
 
+/// A run of the binary: what it is, its arguments, its extra environment.
+type Run<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+
 async fn check_case(i: usize, case: &Case, conn: String, env: &Env) {
     let out_base = env.dir.join(format!("case{i}"));
     let password = case.login.map(|(_, p)| p);
@@ -256,7 +259,7 @@ async fn check_case(i: usize, case: &Case, conn: String, env: &Env) {
     };
     let backup_file = env.dir.join(format!("case{i}.dump"));
     let backup = backup_file.to_str().unwrap();
-    let runs: [(&str, &[&str], &[(&str, &str)]); 8] = [
+    let runs: [Run<'_>; 8] = [
         ("status", &["status"], &[]),
         ("status --json", &["status", "--json"], &[]),
         ("status -vv", &["status", "-vv"], &[]),

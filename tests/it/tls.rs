@@ -208,8 +208,7 @@ async fn the_testing_helpers_connect_with_the_tls_options_of_their_url() {
         &format!("sslmode=verify-full&sslrootcert={}", path(&other_ca)),
     ))
     .unwrap();
-    let err =
-        wrong.create_database("wrong_ca").await.err().expect("a certificate from another CA is refused");
+    let err = wrong.create_database("wrong_ca").await.expect_err("a certificate from another CA is refused");
     assert!(chain(&err).contains("invalid peer certificate: UnknownIssuer"), "{}", chain(&err));
 
     let err = TestServer::external(&url(&server, "localhost", "sslmode=verify-ca")).unwrap_err();
