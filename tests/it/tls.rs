@@ -243,3 +243,17 @@ async fn a_client_certificate_is_offered_from_sslcert_and_sslkey() {
     assert_eq!(out.code, 2, "a key others can read: {out:?}");
     assert!(out.stderr.contains("can be read by other users: make it private (chmod 600"), "{out:?}");
 }
+
+#[tokio::test]
+async fn require_against_a_server_without_tls_fails_and_prefer_falls_back() {
+    let server = TestServer::start_private_with(ServerOptions::new().tcp()).unwrap();
+    let out = status(&url(&server, "localhost", "sslmode=prefer")).await;
+    assert_eq!(out.code, 0, "prefer connects in plain: {out:?}");
+    let out = status(&url(&server, "localhost", "sslmode=require")).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("server does not support TLS"), "{out:?}");
+    assert!(
+        out.stderr.contains("hint: sslmode=require needs TLS, which this server does not offer"),
+        "{out:?}"
+    );
+}
