@@ -94,6 +94,10 @@ pub mod build;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
+#[cfg(any(feature = "cli", feature = "testing"))]
+// Each of the two features uses a part of it.
+#[cfg_attr(not(all(feature = "cli", feature = "testing")), allow(dead_code))]
+mod connstr;
 mod error;
 mod executor;
 mod graph;

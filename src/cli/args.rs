@@ -30,7 +30,8 @@ use clap::{ArgAction, ArgGroup, Subcommand, ValueEnum};
 /// ```
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// PostgreSQL connection URL (postgres://user:password@host/db) or key=value string.
+    /// PostgreSQL connection URL (postgres://user:password@host/db) or key=value string,
+    /// with libpq's TLS options (sslmode up to verify-full, sslrootcert, sslcert, sslkey).
     /// Shown with the password masked.
     #[arg(
         long,

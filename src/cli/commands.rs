@@ -18,6 +18,7 @@ use super::render;
 use super::scaffold;
 use super::ui::{Failure, Style, ms_text, report_json, warning_text};
 use super::{Backup, Ctx, Progress, Run, exit};
+use crate::connstr::{self, ConnStr};
 use crate::{
     Config, Direction, Error, MigrationSet, Migrator, Preflight, ProblemKind, Report, Resolution, RevisionId,
     SqlStyle, Target, TransactionMode, TxMode,
@@ -81,42 +82,50 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The connection string with its password masked.
+    /// The connection, for people: rebuilt without the password.
     fn database(&self) -> String {
-        self.conn.as_ref().map(|c| c.masked()).unwrap_or_default()
+        self.conn.as_ref().and_then(|c| c.as_ref().ok()).map(ConnStr::display).unwrap_or_default()
     }
 
-    async fn connect(&self) -> Result<Client, Failure> {
-        let Some(url) = self.args.database_url.as_deref() else {
-            return Err(Failure::new(
+    /// The parsed connection string, or why there is none.
+    fn conn(&self) -> Result<&ConnStr, Failure> {
+        match &self.conn {
+            None => Err(Failure::new(
                 exit::USAGE,
                 "no_database",
                 "no database given: set DATABASE_URL or pass --database-url",
-            ));
-        };
-        let masked = self.database();
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            Failure::new(exit::USAGE, "invalid_database_url", format!("invalid database URL {masked}"))
-                .caused_by(&e)
-        })?;
+            )),
+            Some(Err(e)) => {
+                Err(Failure::new(exit::USAGE, "invalid_database_url", "invalid database URL").caused_by(e))
+            }
+            Some(Ok(conn)) => Ok(conn),
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, Failure> {
+        let mut conn = self.conn()?.clone();
+        let config = conn.config_mut();
         if config.get_application_name().is_none() {
             config.application_name("pgskein");
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            let f = Failure::new(exit::ERROR, "connect", format!("cannot connect to {masked}")).caused_by(&e);
-            if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-                f.hint("the CLI connects without TLS: use sslmode=disable or prefer, or a local or tunnelled connection")
-            } else {
-                f
+        let (client, connection) = connstr::connect(&conn).await.map_err(|e| {
+            let (code, kind) = match e {
+                connstr::ConnectError::Setup(_) => (exit::USAGE, "tls_setup"),
+                connstr::ConnectError::Connect(_) => (exit::ERROR, "connect"),
+            };
+            let f = Failure::new(code, kind, format!("cannot connect to {}", conn.display())).caused_by(&e);
+            match connstr::hint(&conn, &e) {
+                Some(hint) => f.hint(hint),
+                None => f,
             }
         })?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        self.interrupt.register(client.cancel_token());
+        self.interrupt.register(client.cancel_token(), connstr::tls::connector(conn.tls_options()).ok());
         Ok(client)
     }
 
@@ -132,11 +141,9 @@ impl Ctx<'_> {
         }
         let taken = Arc::new(AtomicBool::new(false));
         if let Some(file) = &opts.backup {
-            let conn = self.conn.as_ref().expect("connected, so a URL was given");
             config = config.add_hooks(Backup {
                 file: file.clone(),
-                url: conn.without_password(),
-                password: conn.password().map(str::to_owned),
+                conn: self.conn()?.clone(),
                 taken: taken.clone(),
             });
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use tokio_postgres::CancelToken;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{BoxError, Hooks, Step};
 
@@ -18,15 +19,16 @@ pub(crate) const INTERRUPTED: u8 = 130;
 /// The connections a command opened, and whether it was interrupted.
 #[derive(Default)]
 pub(crate) struct Interrupt {
-    tokens: Mutex<Vec<CancelToken>>,
+    /// Each connection's cancel token, with the TLS connector its cancel request needs.
+    tokens: Mutex<Vec<(CancelToken, Option<MakeRustlsConnect>)>>,
     interrupted: AtomicBool,
 }
 
 impl Interrupt {
     /// Remembers a connection, to cancel its statement on a signal.
-    pub(crate) fn register(&self, token: CancelToken) {
+    pub(crate) fn register(&self, token: CancelToken, tls: Option<MakeRustlsConnect>) {
         if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.push(token);
+            tokens.push((token, tls));
         }
     }
 
@@ -54,9 +56,13 @@ impl Interrupt {
             "pgskein: {name}: cancelling the running statement and stopping after it; \
              what ran is recorded (signal again to exit at once)"
         );
-        let tokens: Vec<CancelToken> = self.tokens.lock().map(|t| t.clone()).unwrap_or_default();
-        for token in tokens {
-            if let Err(e) = token.cancel_query(tokio_postgres::NoTls).await {
+        let tokens = self.tokens.lock().map(|t| t.clone()).unwrap_or_default();
+        for (token, tls) in tokens {
+            let cancelled = match tls {
+                Some(tls) => token.cancel_query(tls).await,
+                None => token.cancel_query(tokio_postgres::NoTls).await,
+            };
+            if let Err(e) = cancelled {
                 eprintln!("pgskein: could not cancel the running statement: {e}");
             }
         }

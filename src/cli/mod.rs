@@ -30,7 +30,6 @@ mod interrupt;
 mod render;
 mod scaffold;
 mod ui;
-mod url;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -42,6 +41,7 @@ use clap::{FromArgMatches, Parser};
 
 pub use args::Args;
 
+use crate::connstr::{ConnStr, ConnStrError};
 use crate::{BoxError, Config, Error, Hooks, MigrationSet, Migrator, Plan, Report, Step, StepReport};
 use ui::Ui;
 
@@ -164,11 +164,12 @@ fn init_logging(verbose: u8) {
 
 async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args) -> u8 {
     let mut ui = Ui::new(args.json, args.color);
-    let conn = args.database_url.as_deref().map(url::ConnInfo::parse);
-    if let Some(c) = &conn {
-        for secret in [c.password(), c.raw_password()].into_iter().flatten() {
-            ui.hide(secret);
-        }
+    let conn = args.database_url.as_deref().map(ConnStr::parse);
+    // Nothing shown is cut from the connection string, so this is a second
+    // line of defence: against a password echoed by something else.
+    if let Some(password) = conn.as_ref().and_then(|c| c.as_ref().ok()).and_then(ConnStr::password) {
+        ui.hide(&String::from_utf8_lossy(password));
+        ui.hide(&crate::connstr::percent_encode(password, false));
     }
     let mut config = config;
     if let Some(schema) = &args.schema {
@@ -199,7 +200,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ui: Ui,
     pub(crate) embedded: Option<&'a MigrationSet>,
     pub(crate) config: Config,
-    pub(crate) conn: Option<url::ConnInfo>,
+    /// `--database-url` or `DATABASE_URL`, read once.
+    pub(crate) conn: Option<Result<ConnStr, ConnStrError>>,
     /// Signals while the command runs.
     pub(crate) interrupt: Arc<interrupt::Interrupt>,
 }
@@ -250,11 +252,11 @@ impl Hooks for Progress {
 
 /// `--backup FILE`: `pg_dump --format=custom` before a run that has work to do,
 /// with the lock held, so no other migrator runs between the dump and the run.
+/// pg_dump's command line holds no connection setting: they go in libpq's
+/// environment variables, the password in a private passfile.
 struct Backup {
     file: std::path::PathBuf,
-    /// The connection string without its password, which goes in `PGPASSWORD`.
-    url: String,
-    password: Option<String>,
+    conn: ConnStr,
     taken: Arc<AtomicBool>,
 }
 
@@ -262,13 +264,15 @@ struct Backup {
 impl Hooks for Backup {
     async fn before_run(&self, _plan: &Plan) -> Result<(), BoxError> {
         let program = std::env::var_os("PGSKEIN_PG_DUMP").unwrap_or_else(|| "pg_dump".into());
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.arg("--format=custom").arg("--file").arg(&self.file).arg("--dbname").arg(&self.url);
+        let mut cmd = std::process::Command::new(&program);
+        cmd.arg("--format=custom").arg("--file").arg(&self.file);
         cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
-        if let Some(p) = &self.password {
-            cmd.env("PGPASSWORD", p);
-        }
-        let output = cmd.output().await.map_err(|e| -> BoxError {
+        // Kept until pg_dump has exited: dropping it removes the passfile.
+        let env = self.conn.child_env().map_err(|e| -> BoxError {
+            format!("cannot write the passfile for {}: {e}", program.to_string_lossy()).into()
+        })?;
+        env.apply(&mut cmd);
+        let output = tokio::process::Command::from(cmd).output().await.map_err(|e| -> BoxError {
             format!(
                 "cannot run {}: {e}; install the PostgreSQL client tools or set PGSKEIN_PG_DUMP",
                 program.to_string_lossy()

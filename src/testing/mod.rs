@@ -20,7 +20,10 @@
 //! parallel do not see each other's data. A [`TestDatabase`] drops its
 //! database when it goes out of scope.
 //!
-//! Connections are made without TLS.
+//! Connections follow the TLS options of `DATABASE_URL` (libpq's `sslmode`,
+//! `disable` to `verify-full`, with `sslrootcert`, `sslcert` and `sslkey`),
+//! through rustls; the throwaway server is reached through its socket,
+//! without TLS. [`TestServer::external`] takes a connection string of its own.
 //!
 //! On top of the server:
 //!
@@ -60,6 +63,6 @@ pub use reversible::{
     check_up_down_up,
 };
 pub use schema::MigratedSchema;
-pub use server::{TestDatabase, TestServer};
+pub use server::{ServerOptions, TestDatabase, TestServer};
 pub use snapshot::{ItemDiff, ObjectChange, ObjectDiff, Snapshot, SnapshotDiff};
 pub use template::{MigratedDatabase, Template};

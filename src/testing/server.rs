@@ -1,11 +1,13 @@
 use std::fmt;
 use std::io;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::Config;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::connstr::ConnStr;
 
 /// The environment variable naming an existing server to use instead of a
 /// throwaway one.
@@ -44,6 +46,54 @@ pub struct TestServer {
     inner: Arc<Inner>,
 }
 
+/// How a private throwaway server is set up ([`TestServer::start_private_with`]).
+///
+/// By default it is the server [`TestServer::start_private`] starts: no TCP,
+/// reachable through the socket in its own directory only.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    tcp: bool,
+    tls: Option<(String, String)>,
+    hba: Vec<String>,
+    settings: Vec<(String, String)>,
+}
+
+impl ServerOptions {
+    /// The default: no TCP, socket only.
+    pub fn new() -> ServerOptions {
+        ServerOptions::default()
+    }
+
+    /// Also listen on `127.0.0.1`, on a free port ([`TestServer::tcp_port`]).
+    /// `pg_hba.conf` trusts loopback connections unless [`hba`](Self::hba)
+    /// lines say otherwise.
+    pub fn tcp(mut self) -> ServerOptions {
+        self.tcp = true;
+        self
+    }
+
+    /// Serve TLS on the TCP port (implies [`tcp`](Self::tcp)) with this
+    /// certificate chain and private key, both in PEM form.
+    pub fn tls(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> ServerOptions {
+        self.tls = Some((cert_pem.into(), key_pem.into()));
+        self.tcp = true;
+        self
+    }
+
+    /// A `pg_hba.conf` line, placed before the default `trust` lines (so it
+    /// takes precedence), e.g. `hostnossl all all 127.0.0.1/32 reject`.
+    pub fn hba(mut self, line: impl Into<String>) -> ServerOptions {
+        self.hba.push(line.into());
+        self
+    }
+
+    /// A server setting (`-c name=value`), e.g. `("log_connections", "on")`.
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> ServerOptions {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+}
+
 /// A database created for a test on a [`TestServer`], dropped (with any
 /// sessions still connected to it) when this value is dropped.
 ///
@@ -64,8 +114,9 @@ pub struct TestDatabase {
 }
 
 struct Inner {
-    /// Everything needed to connect except the database name.
-    config: Config,
+    /// Everything needed to connect, TLS options included; the database
+    /// name is set per database.
+    conn: ConnStr,
     /// The database that `CREATE DATABASE` and `DROP DATABASE` are run from.
     admin_db: String,
     kind: Kind,
@@ -74,7 +125,7 @@ struct Inner {
 enum Kind {
     #[cfg(unix)]
     Throwaway(throwaway::Instance),
-    External(ConnString),
+    External,
 }
 
 /// A start failure, kept so that every caller of [`TestServer::shared`] gets
@@ -110,10 +161,37 @@ impl TestServer {
 
     fn start() -> io::Result<TestServer> {
         let inner = match std::env::var(DATABASE_URL) {
-            Ok(url) if !url.trim().is_empty() => Inner::external(&url)?,
+            Ok(url) if !url.trim().is_empty() => Inner::external(&url, DATABASE_URL)?,
             _ => Inner::throwaway()?,
         };
         Ok(TestServer { inner: Arc::new(inner) })
+    }
+
+    /// The existing server `url` names, as [`TestServer::shared`] takes
+    /// `DATABASE_URL`: a `postgres://` URL or a `key=value` string, TLS
+    /// options included (`sslmode` up to `verify-full`, `sslrootcert`,
+    /// `sslcert`, `sslkey`). Its database is the one `CREATE DATABASE` runs
+    /// from (default `postgres`); the role needs `CREATEDB`.
+    ///
+    /// Nothing is connected yet: an unreachable server shows in the first
+    /// [`create_database`](TestServer::create_database).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] when `url` cannot be read, or when its
+    /// TLS files cannot be; the message never holds the password.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgskein::testing::TestServer;
+    ///
+    /// let server = TestServer::external("postgresql://ci@db.internal/postgres?sslmode=verify-full")?;
+    /// let db = server.create_database("over_tls").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn external(url: &str) -> io::Result<TestServer> {
+        Ok(TestServer { inner: Arc::new(Inner::external(url, "the connection string")?) })
     }
 
     /// A throwaway server of the caller's own, for a test that must disturb
@@ -143,7 +221,35 @@ impl TestServer {
     /// # }
     /// ```
     pub fn start_private() -> io::Result<TestServer> {
-        Ok(TestServer { inner: Arc::new(Inner::throwaway()?) })
+        Self::start_private_with(ServerOptions::new())
+    }
+
+    /// A private throwaway server, as [`TestServer::start_private`], with
+    /// `options`: listening on a loopback TCP port, with TLS, with
+    /// `pg_hba.conf` lines or settings of the test's own.
+    ///
+    /// ```no_run
+    /// # fn example(cert_pem: String, key_pem: String) -> std::io::Result<()> {
+    /// use pgskein::testing::{ServerOptions, TestServer};
+    ///
+    /// let server = TestServer::start_private_with(ServerOptions::new().tls(cert_pem, key_pem))?;
+    /// let port = server.tcp_port().expect("TLS listens on loopback");
+    /// let url = format!("postgresql://postgres@localhost:{port}/postgres?sslmode=require");
+    /// # Ok(()) }
+    /// ```
+    pub fn start_private_with(options: ServerOptions) -> io::Result<TestServer> {
+        Ok(TestServer { inner: Arc::new(Inner::throwaway_with(&options)?) })
+    }
+
+    /// The loopback TCP port of a private server started with
+    /// [`ServerOptions::tcp`] (or [`ServerOptions::tls`]); `None` for a
+    /// server reached through its socket only, or not started here.
+    pub fn tcp_port(&self) -> Option<u16> {
+        match &self.inner.kind {
+            #[cfg(unix)]
+            Kind::Throwaway(instance) if instance.tcp => Some(instance.port),
+            _ => None,
+        }
     }
 
     /// Restarts a server from [`TestServer::start_private`] in immediate
@@ -184,19 +290,23 @@ impl TestServer {
 
     /// A connection config for database `dbname` on this server (user,
     /// password if the URL had one, host or socket directory, port).
+    ///
+    /// The config cannot carry `sslrootcert` and the other TLS files: the
+    /// helpers of this module that take a config ([`MigratedSchema::in_database`](super::MigratedSchema::in_database))
+    /// use the TLS options of the server it points to.
     pub fn config(&self, dbname: &str) -> Config {
         self.inner.config(dbname)
     }
 
-    /// A libpq-style connection URL for `dbname`, for `psql` and other
-    /// command-line tools.
+    /// A libpq-style connection URL for `dbname`, rebuilt from the parsed
+    /// connection: for the throwaway server
+    /// `postgresql://postgres@/DBNAME?host=SOCKET_DIR&port=PORT`, for
+    /// `DATABASE_URL` its user, hosts, ports and TLS options with the
+    /// database replaced.
     ///
-    /// For the throwaway server it is
-    /// `postgresql://postgres@/DBNAME?host=SOCKET_DIR&port=PORT`; for
-    /// `DATABASE_URL` it is that URL with the database replaced (or, when
-    /// `DATABASE_URL` is a `key=value` string, that string with `dbname`
-    /// replaced). It contains the password if `DATABASE_URL` does, so do not
-    /// log it.
+    /// It holds the password when `DATABASE_URL` has one: hand it to a
+    /// program through its environment (as `DATABASE_URL`), never on a
+    /// command line, which other users see, and do not log it.
     pub fn url(&self, dbname: &str) -> String {
         self.inner.url(dbname)
     }
@@ -226,8 +336,8 @@ impl fmt::Debug for TestServer {
                 .field("kind", &"throwaway")
                 .field("dir", &instance.dir)
                 .field("url", &self.inner.url(&self.inner.admin_db)),
-            Kind::External(conn) => {
-                s.field("kind", &"DATABASE_URL").field("url", &conn.redacted(&self.inner.admin_db))
+            Kind::External => {
+                s.field("kind", &"external").field("url", &self.inner.redacted_url(&self.inner.admin_db))
             }
         };
         s.finish()
@@ -257,7 +367,8 @@ impl TestDatabase {
     ///
     /// When called outside a tokio runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = self.config().connect(NoTls).await?;
+        let config = self.config();
+        let (client, connection) = config.connect(tls_for(&config)).await?;
         let name = self.name.clone();
         tokio::spawn(async move {
             // Ends with an error when the database is dropped under it, which
@@ -327,7 +438,7 @@ impl TestServer {
 
     /// Whether this is a throwaway server, removed (with its databases) at exit.
     pub(super) fn is_throwaway(&self) -> bool {
-        !matches!(self.inner.kind, Kind::External(_))
+        !matches!(self.inner.kind, Kind::External)
     }
 
     /// Another handle on the same server.
@@ -363,7 +474,7 @@ fn drop_database(server: &Inner, name: &str) -> Result<(), String> {
 /// Runs `sql` on a fresh connection that is driven here rather than spawned,
 /// so that it works on any runtime and leaves no task behind.
 pub(super) async fn execute_once(config: &Config, sql: &str) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, connection) = config.connect(tls_for(config)).await?;
     let mut connection = std::pin::pin!(connection);
     let mut connection_done = false;
     let result = {
@@ -391,32 +502,38 @@ pub(super) async fn execute_once(config: &Config, sql: &str) -> Result<(), tokio
 }
 
 impl Inner {
-    fn external(url: &str) -> io::Result<Inner> {
-        let config = Config::from_str(url).map_err(|e| {
+    /// `what` names the string in errors (`DATABASE_URL`).
+    fn external(url: &str, what: &str) -> io::Result<Inner> {
+        let invalid = |e: &dyn std::error::Error| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{DATABASE_URL} is not a valid PostgreSQL connection string: {e}"),
+                format!("{what} cannot be used: {}", super::error_chain(e)),
             )
-        })?;
-        let admin_db = config.get_dbname().unwrap_or("postgres").to_owned();
-        let conn = ConnString::parse(url);
-        tracing::debug!(
-            url = %conn.redacted(&admin_db),
-            "using the server of {DATABASE_URL} for tests"
-        );
-        Ok(Inner { config, admin_db, kind: Kind::External(conn) })
+        };
+        let conn = ConnStr::parse(url).map_err(|e| invalid(&e))?;
+        let tls = crate::connstr::tls::connector(conn.tls_options())
+            .map_err(|e| invalid(&crate::connstr::ConnStrError::Tls(e)))?;
+        let admin_db = conn.config().get_dbname().unwrap_or("postgres").to_owned();
+        register_tls(conn.config(), tls);
+        tracing::debug!(url = %conn.with_dbname(&admin_db).display(), "using an existing server for tests");
+        Ok(Inner { conn, admin_db, kind: Kind::External })
+    }
+
+    fn throwaway() -> io::Result<Inner> {
+        Self::throwaway_with(&ServerOptions::new())
     }
 
     #[cfg(unix)]
-    fn throwaway() -> io::Result<Inner> {
-        let instance = throwaway::Instance::start()?;
+    fn throwaway_with(options: &ServerOptions) -> io::Result<Inner> {
+        let instance = throwaway::Instance::start(options)?;
         let mut config = Config::new();
         config.user(throwaway::SUPERUSER).host_path(&instance.socket_dir).port(instance.port);
-        Ok(Inner { config, admin_db: "postgres".to_owned(), kind: Kind::Throwaway(instance) })
+        let conn = ConnStr::from_config(config);
+        Ok(Inner { conn, admin_db: "postgres".to_owned(), kind: Kind::Throwaway(instance) })
     }
 
     #[cfg(not(unix))]
-    fn throwaway() -> io::Result<Inner> {
+    fn throwaway_with(_: &ServerOptions) -> io::Result<Inner> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
@@ -427,9 +544,7 @@ impl Inner {
     }
 
     fn config(&self, dbname: &str) -> Config {
-        let mut config = self.config.clone();
-        config.dbname(dbname);
-        config
+        self.conn.with_dbname(dbname).config().clone()
     }
 
     fn admin_config(&self) -> Config {
@@ -437,26 +552,39 @@ impl Inner {
     }
 
     fn url(&self, dbname: &str) -> String {
-        match &self.kind {
-            #[cfg(unix)]
-            Kind::Throwaway(instance) => format!(
-                "postgresql://{}@/{}?host={}&port={}",
-                throwaway::SUPERUSER,
-                percent_encode(dbname.as_bytes(), false),
-                percent_encode(instance.socket_dir.as_os_str().as_encoded_bytes(), true),
-                instance.port
-            ),
-            Kind::External(conn) => conn.with_dbname(dbname),
-        }
+        self.conn.with_dbname(dbname).url_with_password()
     }
 
     fn redacted_url(&self, dbname: &str) -> String {
-        match &self.kind {
-            #[cfg(unix)]
-            Kind::Throwaway(_) => self.url(dbname),
-            Kind::External(conn) => conn.redacted(dbname),
-        }
+        self.conn.with_dbname(dbname).display()
     }
+}
+
+/// The TLS connectors of the servers given by a connection string, by
+/// address: a [`Config`] cannot carry `sslrootcert` and the other TLS files,
+/// so the helpers that connect with one find its server's here.
+static TLS: Mutex<Vec<(Config, MakeRustlsConnect)>> = Mutex::new(Vec::new());
+
+fn register_tls(config: &Config, tls: MakeRustlsConnect) {
+    let mut known = TLS.lock().unwrap_or_else(|e| e.into_inner());
+    known.retain(|(c, _)| !same_server(c, config));
+    known.push((config.clone(), tls));
+}
+
+fn same_server(a: &Config, b: &Config) -> bool {
+    a.get_hosts() == b.get_hosts() && a.get_ports() == b.get_ports() && a.get_hostaddrs() == b.get_hostaddrs()
+}
+
+/// The TLS connector for a connection with `config`: its server's, or one
+/// that checks no certificate (as libpq's `prefer` and `require`; a
+/// throwaway server is reached through its socket, without TLS).
+pub(crate) fn tls_for(config: &Config) -> MakeRustlsConnect {
+    let known = TLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, tls)) = known.iter().find(|(c, _)| same_server(c, config)) {
+        return tls.clone();
+    }
+    static UNCHECKED: OnceLock<MakeRustlsConnect> = OnceLock::new();
+    UNCHECKED.get_or_init(crate::connstr::tls::unchecked_connector).clone()
 }
 
 /// A private server (from [`TestServer::start_private`]) stops when its last
@@ -528,164 +656,6 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Percent-encodes everything but URL-unreserved characters (and `/` when
-/// `keep_slash`, which libpq accepts as is in a query value).
-fn percent_encode(bytes: &[u8], keep_slash: bool) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
-            b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// `DATABASE_URL`, split just enough to replace the database and to hide the
-/// password, in either of the two forms libpq (and tokio-postgres) accept.
-#[derive(Clone, PartialEq, Eq)]
-enum ConnString {
-    /// `postgres[ql]://[userinfo@][hosts][/dbname][?query]`.
-    Url {
-        /// Scheme and `://`.
-        scheme: String,
-        userinfo: Option<String>,
-        hosts: String,
-        /// Raw `key=value` parameters, in order.
-        query: Vec<String>,
-    },
-    /// `key=value key='quoted value' ...`, as raw keys and values.
-    KeyValue(Vec<(String, String)>),
-}
-
-impl ConnString {
-    fn parse(s: &str) -> ConnString {
-        let s = s.trim();
-        for scheme in ["postgresql://", "postgres://"] {
-            if let Some(rest) = s.strip_prefix(scheme) {
-                let (rest, query) = match rest.split_once('?') {
-                    Some((rest, query)) => {
-                        (rest, query.split('&').filter(|p| !p.is_empty()).map(str::to_owned).collect())
-                    }
-                    None => (rest, Vec::new()),
-                };
-                let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
-                let (userinfo, hosts) = match authority.rsplit_once('@') {
-                    Some((userinfo, hosts)) => (Some(userinfo.to_owned()), hosts.to_owned()),
-                    None => (None, authority.to_owned()),
-                };
-                return ConnString::Url { scheme: scheme.to_owned(), userinfo, hosts, query };
-            }
-        }
-        ConnString::KeyValue(parse_key_values(s))
-    }
-
-    fn with_dbname(&self, dbname: &str) -> String {
-        self.render(dbname, false)
-    }
-
-    fn redacted(&self, dbname: &str) -> String {
-        self.render(dbname, true)
-    }
-
-    fn render(&self, dbname: &str, redact: bool) -> String {
-        const HIDDEN: &str = "********";
-        match self {
-            ConnString::Url { scheme, userinfo, hosts, query } => {
-                let mut out = scheme.clone();
-                if let Some(userinfo) = userinfo {
-                    match userinfo.split_once(':') {
-                        Some((user, _)) if redact => {
-                            out.push_str(user);
-                            out.push(':');
-                            out.push_str(HIDDEN);
-                        }
-                        _ => out.push_str(userinfo),
-                    }
-                    out.push('@');
-                }
-                out.push_str(hosts);
-                out.push('/');
-                out.push_str(&percent_encode(dbname.as_bytes(), false));
-                // A `dbname` parameter would override the path.
-                let params: Vec<String> = query
-                    .iter()
-                    .filter(|p| !p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("dbname")))
-                    .map(|p| match p.split_once('=') {
-                        Some((key, _)) if redact && key == "password" => format!("{key}={HIDDEN}"),
-                        _ => p.clone(),
-                    })
-                    .collect();
-                if !params.is_empty() {
-                    out.push('?');
-                    out.push_str(&params.join("&"));
-                }
-                out
-            }
-            ConnString::KeyValue(pairs) => {
-                let mut parts: Vec<String> = pairs
-                    .iter()
-                    .filter(|(key, _)| key != "dbname")
-                    .map(|(key, value)| {
-                        if redact && key == "password" {
-                            format!("{key}={HIDDEN}")
-                        } else {
-                            format!("{key}={value}")
-                        }
-                    })
-                    .collect();
-                parts.push(format!("dbname='{}'", dbname.replace('\\', "\\\\").replace('\'', "\\'")));
-                parts.join(" ")
-            }
-        }
-    }
-}
-
-/// Splits a libpq `key=value` string into keys and raw (still quoted or
-/// escaped) values. Lenient: the string already passed tokio-postgres's
-/// stricter parser.
-fn parse_key_values(s: &str) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
-            key.push(c);
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        chars.next_if_eq(&'=');
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        let quoted = chars.next_if_eq(&'\'').is_some();
-        if quoted {
-            value.push('\'');
-        }
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    value.push(c);
-                    if let Some(escaped) = chars.next() {
-                        value.push(escaped);
-                    }
-                }
-                '\'' if quoted => {
-                    value.push(c);
-                    break;
-                }
-                c if c.is_whitespace() && !quoted => break,
-                c => value.push(c),
-            }
-        }
-        pairs.push((key, value));
-    }
-    pairs
-}
-
 /// The throwaway server: its binaries, directory, processes and clean-up.
 #[cfg(unix)]
 mod throwaway {
@@ -698,13 +668,16 @@ mod throwaway {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use super::{DATABASE_URL, nanos_since_epoch};
+    use super::{DATABASE_URL, ServerOptions, nanos_since_epoch};
 
     /// The superuser created by initdb, and the role tests connect as.
     pub(super) const SUPERUSER: &str = "postgres";
 
-    /// Any port will do: nobody else can reach the private socket directory.
+    /// Any port will do without TCP: nobody else can reach the private socket directory.
     const PORT: u16 = 5432;
+
+    /// Starts tried with a new free TCP port, when another process took the one picked.
+    const TCP_ATTEMPTS: usize = 5;
 
     /// sun_path is 108 bytes on Linux (104 on the BSDs), including the NUL.
     const MAX_SOCKET_PATH: usize = 100;
@@ -748,6 +721,8 @@ rm -rf "$dir"
         pub(super) dir: PathBuf,
         pub(super) socket_dir: PathBuf,
         pub(super) port: u16,
+        /// Whether it listens on `127.0.0.1:port` too.
+        pub(super) tcp: bool,
         data_dir: PathBuf,
         bin_dir: PathBuf,
         run_as: Option<User>,
@@ -765,7 +740,25 @@ rm -rf "$dir"
     }
 
     impl Instance {
-        pub(super) fn start() -> io::Result<Instance> {
+        pub(super) fn start(options: &ServerOptions) -> io::Result<Instance> {
+            if !options.tcp {
+                return Self::start_on(options, PORT);
+            }
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                // Free now; another process may take it before the server binds it.
+                let port = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+                match Self::start_on(options, port) {
+                    Err(e) if attempt < TCP_ATTEMPTS && e.to_string().contains("Address already in use") => {
+                        tracing::debug!(port, "the port was taken meanwhile; trying another");
+                    }
+                    other => return other,
+                }
+            }
+        }
+
+        fn start_on(options: &ServerOptions, port: u16) -> io::Result<Instance> {
             let bin_dir = find_bin_dir()?;
             let run_as = unprivileged_user()?;
             let dir = create_dir(run_as)?;
@@ -780,13 +773,14 @@ rm -rf "$dir"
                 socket_dir: dir.join("socket"),
                 data_dir: dir.join("data"),
                 dir,
-                port: PORT,
+                port,
+                tcp: options.tcp,
                 bin_dir,
                 run_as,
                 owner_pid: std::process::id(),
                 watchdog: Mutex::new(Some(watchdog)),
             };
-            match instance.init_and_start() {
+            match instance.init_and_start(options) {
                 Ok(()) => {
                     // Once per process, however many private servers start.
                     static AT_EXIT: std::sync::Once = std::sync::Once::new();
@@ -822,7 +816,7 @@ rm -rf "$dir"
             self.dir.join("server.log")
         }
 
-        fn init_and_start(&self) -> io::Result<()> {
+        fn init_and_start(&self, options: &ServerOptions) -> io::Result<()> {
             let log = self.log_path();
             File::create(&log)?;
             fs::DirBuilder::new().mode(0o700).create(&self.socket_dir)?;
@@ -844,6 +838,7 @@ rm -rf "$dir"
                 "--locale=C",
             ]);
             self.run(initdb)?;
+            self.configure(options)?;
 
             let options = [
                 "-k".to_owned(),
@@ -856,8 +851,8 @@ rm -rf "$dir"
             .into_iter()
             .chain(
                 [
-                    // No TCP at all: the socket directory is the only way in.
-                    "listen_addresses=",
+                    // No TCP unless asked for: the socket directory is the only way in.
+                    if self.tcp { "listen_addresses=127.0.0.1" } else { "listen_addresses=" },
                     // Durability is pointless for a server removed at exit.
                     "fsync=off",
                     "synchronous_commit=off",
@@ -868,7 +863,9 @@ rm -rf "$dir"
                     "log_statement=none",
                 ]
                 .into_iter()
-                .flat_map(|setting| ["-c".to_owned(), setting.to_owned()]),
+                .map(str::to_owned)
+                .chain(options.settings.iter().map(|(name, value)| format!("{name}={value}")))
+                .flat_map(|setting| ["-c".to_owned(), setting]),
             )
             // pg_ctl hands these to the server through `sh -c`.
             .map(|arg| shell_quote(&arg))
@@ -885,6 +882,33 @@ rm -rf "$dir"
                 .arg(&log)
                 .args(["-w", "-t", "120", "-s", "-o", &options, "start"]);
             self.run(pg_ctl)
+        }
+
+        /// Writes the TLS files and `pg_hba.conf` lines of `options` into
+        /// the data directory, owned by the server's user.
+        fn configure(&self, options: &ServerOptions) -> io::Result<()> {
+            let write = |name: &str, content: &[u8], mode: u32| -> io::Result<()> {
+                let path = self.data_dir.join(name);
+                fs::write(&path, content)?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                if let Some(user) = self.run_as {
+                    std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))?;
+                }
+                Ok(())
+            };
+            if let Some((cert, key)) = &options.tls {
+                write("server.crt", cert.as_bytes(), 0o644)?;
+                write("server.key", key.as_bytes(), 0o600)?;
+                let conf = "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+                let mut file = OpenOptions::new().append(true).open(self.data_dir.join("postgresql.conf"))?;
+                std::io::Write::write_all(&mut file, conf.as_bytes())?;
+            }
+            if !options.hba.is_empty() {
+                let path = self.data_dir.join("pg_hba.conf");
+                let old = fs::read_to_string(&path)?;
+                write("pg_hba.conf", format!("{}\n{old}", options.hba.join("\n")).as_bytes(), 0o600)?;
+            }
+            Ok(())
         }
 
         /// A command for one of the server binaries, as the unprivileged user
@@ -1201,7 +1225,8 @@ rm -rf "$dir"
 
 /// A pool of up to `max_size` connections with `config`; connections open on first use.
 pub(crate) fn pool(config: tokio_postgres::Config, max_size: usize) -> deadpool_postgres::Pool {
-    let manager = deadpool_postgres::Manager::new(config, NoTls);
+    let tls = tls_for(&config);
+    let manager = deadpool_postgres::Manager::new(config, tls);
     deadpool_postgres::Pool::builder(manager)
         .max_size(max_size)
         .build()
@@ -1217,12 +1242,12 @@ mod tests {
     }
 
     fn is_throwaway(server: &TestServer) -> bool {
-        !matches!(server.inner.kind, Kind::External(_))
+        !matches!(server.inner.kind, Kind::External)
     }
 
     async fn count_databases(name: &str) -> i64 {
         let admin = server().config("postgres");
-        let (client, connection) = admin.connect(NoTls).await.unwrap();
+        let (client, connection) = admin.connect(tls_for(&admin)).await.unwrap();
         tokio::spawn(connection);
         client
             .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
@@ -1397,38 +1422,36 @@ mod tests {
     }
 
     #[test]
-    fn urls_get_the_database_replaced() {
-        let url = ConnString::parse("postgres://u:p%40ss@db.example:5433/app?sslmode=disable&dbname=x");
-        assert_eq!(url.with_dbname("t_1"), "postgres://u:p%40ss@db.example:5433/t_1?sslmode=disable");
-        let url = ConnString::parse("postgresql://localhost");
-        assert_eq!(url.with_dbname("t_1"), "postgresql://localhost/t_1");
-        let url = ConnString::parse("postgresql:///app?host=/run/postgresql");
-        assert_eq!(url.with_dbname("t_1"), "postgresql:///t_1?host=/run/postgresql");
-        let kv = ConnString::parse("host=localhost dbname = app password='a b\\'c' user=me");
-        assert_eq!(kv.with_dbname("t_1"), "host=localhost password='a b\\'c' user=me dbname='t_1'");
-        for s in [&kv.with_dbname("t_1"), &url.with_dbname("t_1")] {
-            Config::from_str(s).unwrap();
+    fn urls_are_rebuilt_with_the_database_replaced() {
+        let inner =
+            Inner::external("postgres://u:p%40ss@db.example:5433/app?sslmode=disable&dbname=x", "url")
+                .unwrap();
+        assert_eq!(inner.admin_db, "x");
+        assert_eq!(inner.url("t_1"), "postgresql://u:p%40ss@db.example:5433/t_1?sslmode=disable");
+        assert_eq!(inner.redacted_url("t_1"), "postgresql://u:***@db.example:5433/t_1?sslmode=disable");
+        let inner = Inner::external("host=localhost dbname = app password='a b\\'c' user=me", "url").unwrap();
+        assert_eq!(inner.url("t_1"), "postgresql://me:a%20b%27c@localhost/t_1");
+        let inner = Inner::external("postgresql:///app?host=/run/postgresql", "url").unwrap();
+        assert_eq!(inner.url("t_1"), "postgresql:///t_1?host=/run/postgresql");
+        for url in [inner.url("t_1"), Inner::external("host=h password=x", "url").unwrap().url("t_1")] {
+            ConnStr::parse(&url).unwrap();
         }
     }
 
     #[test]
     fn passwords_are_redacted() {
-        let url = ConnString::parse("postgres://u:secret@h/app?password=secret2&sslmode=disable");
-        let redacted = url.redacted("t");
-        assert!(!redacted.contains("secret"), "{redacted}");
-        assert!(redacted.starts_with("postgres://u:"), "{redacted}");
-        let kv = ConnString::parse("host=h password='se cret' user=u");
-        let redacted = kv.redacted("t");
-        assert!(!redacted.contains("se") || !redacted.contains("cret"), "{redacted}");
-        assert!(redacted.contains("user=u"), "{redacted}");
-
-        let server =
-            TestServer { inner: Arc::new(Inner::external("postgres://u:hunter2@localhost/app").unwrap()) };
+        let server = TestServer {
+            inner: Arc::new(Inner::external("postgres://u:hunter2@localhost/app", "url").unwrap()),
+        };
         let db = TestDatabase { name: String::new(), server: Arc::clone(&server.inner) };
         let debug = format!("{server:?} {db:?} {:?}", server.config("x"));
         // The database is never created; keep Drop from trying to remove it.
         std::mem::forget(db);
         assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("postgresql://u:***@localhost:5432/app"), "{debug}");
         assert!(server.url("x").contains("hunter2"));
+        let err = TestServer::external("postgres://u@h/d?PASSWORD=hunter2").unwrap_err();
+        assert!(err.to_string().contains("`PASSWORD` must be written in lower case"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

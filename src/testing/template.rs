@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use crate::lock::{Acquired, Conn, LockGuard};
 use crate::migrator::Migrator;
@@ -521,7 +521,7 @@ async fn remove_older(admin: &Client, name: &str) {
 
 /// Connects, driving the connection on the current runtime.
 pub(super) async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, connection) = config.connect(super::server::tls_for(config)).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "test support connection ended");
