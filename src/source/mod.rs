@@ -1,8 +1,14 @@
-//! Where revisions come from: a directory bundled into the binary with
-//! include_dir, or the same directory read at run time. Both hand (path,
+//! Where revisions come from: a directory embedded at compile time by
+//! `embed_migrations!` (checked there by this same parser), one bundled with
+//! include_dir, or the same directory read at run time. All hand (path,
 //! bytes) pairs to the one parser in `parse`, then to the graph builder.
 
+#[cfg(feature = "macros")]
+mod embedded;
 pub(crate) mod parse;
+
+#[cfg(feature = "macros")]
+pub use embedded::{Embedded, EmbeddedFile};
 
 use std::path::Path;
 
@@ -14,19 +20,21 @@ use crate::migration::Revision;
 
 /// A validated set of revisions: the revision graph the migrator works from.
 ///
-/// Load it from a directory bundled at compile time:
+/// Embed the directory at compile time with
+/// [`embed_migrations!`](crate::embed_migrations), which checks every file
+/// while the crate compiles, and take the set from the [`Embedded`] value:
 ///
 /// ```
-/// use include_dir::{include_dir, Dir};
-/// static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+/// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 ///
-/// let set = pgskein::MigrationSet::from_embedded(&MIGRATIONS)?;
+/// let set = MIGRATIONS.set()?;
 /// assert_eq!(set.heads().len(), 1);
 /// # Ok::<(), pgskein::Error>(())
 /// ```
 ///
-/// or from disk at run time with [`MigrationSet::from_dir`]. Only the `*.sql`
-/// files at the top of the directory are read; other files are ignored.
+/// or read it from disk at run time with [`MigrationSet::from_dir`], or from
+/// an `include_dir` bundle with [`MigrationSet::from_embedded`]. Only the
+/// `*.sql` files at the top of the directory are read; other files are ignored.
 #[derive(Debug, Clone)]
 pub struct MigrationSet {
     pub(crate) graph: Graph,
@@ -38,8 +46,19 @@ pub struct MigrationSet {
 impl MigrationSet {
     /// Loads the `*.sql` files of a directory bundled with `include_dir!`.
     ///
-    /// Pair it with [`build::rerun_if_changed`](crate::build::rerun_if_changed) in
-    /// `build.rs`, so adding a file rebuilds the crate.
+    /// [`embed_migrations!`](crate::embed_migrations) is the simpler way: it
+    /// needs no `include_dir` dependency and checks the files at compile time.
+    /// With `include_dir`, add `println!("cargo:rerun-if-changed=migrations");`
+    /// to `build.rs`, so adding a file rebuilds the crate.
+    ///
+    /// ```
+    /// use include_dir::{include_dir, Dir};
+    /// static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+    ///
+    /// let set = pgskein::MigrationSet::from_embedded(&MIGRATIONS)?;
+    /// assert_eq!(set.heads().len(), 1);
+    /// # Ok::<(), pgskein::Error>(())
+    /// ```
     pub fn from_embedded(dir: &include_dir::Dir<'_>) -> Result<Self, Error> {
         Self::builder().embedded(dir).build()
     }
@@ -153,7 +172,8 @@ impl MigrationSet {
 #[derive(Debug, Default)]
 pub struct SetBuilder {
     revisions: Vec<Revision>,
-    error: Option<Error>,
+    /// Every file that did not load, in the order the sources were added.
+    errors: Vec<Error>,
     allow_multiple_heads: bool,
     backfills: Vec<Backfill>,
 }
@@ -245,10 +265,34 @@ impl SetBuilder {
 
     /// Validates the graph: duplicate ids, unknown parents, cycles, several
     /// heads; and the backfills: unique names, known revisions.
-    pub fn build(self) -> Result<MigrationSet, Error> {
-        if let Some(e) = self.error {
-            return Err(e);
+    pub fn build(mut self) -> Result<MigrationSet, Error> {
+        if !self.errors.is_empty() {
+            return Err(self.errors.swap_remove(0));
         }
+        self.build_graph()
+    }
+
+    /// [`build`](SetBuilder::build), but a set whose files do not all load
+    /// returns every file's error, not only the first: for a report of all
+    /// the mistakes at once (`pgskein check`). When every file loads, the
+    /// graph's first error is the only one.
+    ///
+    /// ```
+    /// let errors = pgskein::MigrationSet::builder()
+    ///     .file("0001_a.sql", b"-- pgskein: upp\n")
+    ///     .file("0002_b.sql", b"SELECT 1;\n")
+    ///     .build_reporting_all()
+    ///     .unwrap_err();
+    /// assert_eq!(errors.len(), 2);
+    /// ```
+    pub fn build_reporting_all(self) -> Result<MigrationSet, Vec<Error>> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        self.build_graph().map_err(|e| vec![e])
+    }
+
+    fn build_graph(self) -> Result<MigrationSet, Error> {
         let attached = crate::backfill::validate(&self.backfills, &self.revisions)?;
         let graph = Graph::build_with_backfills(self.revisions, self.allow_multiple_heads, &attached)?;
         let digest = graph.digest();
@@ -258,9 +302,7 @@ impl SetBuilder {
     fn push(&mut self, r: Result<Revision, Error>) {
         match r {
             Ok(r) => self.revisions.push(r),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
+            Err(e) => self.errors.push(e),
         }
     }
 }
@@ -270,6 +312,5 @@ fn io_error(path: &Path, source: std::io::Error) -> Error {
 }
 
 fn is_revision_file(p: &Path) -> bool {
-    let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-    !hidden && p.extension().is_some_and(|e| e == "sql")
+    p.file_name().and_then(|n| n.to_str()).is_some_and(parse::is_revision_file_name)
 }

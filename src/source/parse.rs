@@ -287,6 +287,12 @@ pub(crate) fn parse_duration(value: &str) -> Result<std::time::Duration, String>
     Ok(std::time::Duration::from_millis(ms))
 }
 
+/// Whether a directory entry named `name` is a revision file: `*.sql`, not hidden.
+/// Every source (include_dir, disk, `embed_migrations!`) picks files with it.
+pub(crate) fn is_revision_file_name(name: &str) -> bool {
+    !name.starts_with('.') && name.len() > ".sql".len() && name.ends_with(".sql")
+}
+
 /// The id is the file stem of `<id>.sql`.
 pub(crate) fn file_id(path: &str) -> Result<RevisionId, String> {
     let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
