@@ -24,6 +24,8 @@
 //!
 //! On top of the server:
 //!
+//! - [`#[pgskein::test]`](crate::test): an async test that receives a
+//!   database at head as a pool, a client or a [`MigratedDatabase`].
 //! - [`MigratedDatabase`]: a database at head of a migrator for each test,
 //!   cloned from a [`Template`] migrated once per migration set (and reused by
 //!   later runs while the set is unchanged); [`MigratedSchema`] when the role
@@ -46,6 +48,7 @@
 //! }
 //! ```
 
+mod attribute;
 mod error;
 mod ready;
 mod reversible;
@@ -63,3 +66,9 @@ pub use schema::MigratedSchema;
 pub use server::{TestDatabase, TestServer};
 pub use snapshot::{ItemDiff, ObjectChange, ObjectDiff, Snapshot, SnapshotDiff};
 pub use template::{MigratedDatabase, Template};
+
+/// What `#[pgskein::test]` expands to calls; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use super::attribute::{TestArgument, TestMigrations, TestOutcome, run_test};
+}
