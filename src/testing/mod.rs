@@ -11,7 +11,7 @@
 //!   privilege, and the server must be PostgreSQL 13 or newer;
 //! - otherwise a throwaway server, started from the machine's PostgreSQL
 //!   binaries (`PGSKEIN_PG_BIN` when set, else `initdb`/`pg_ctl`/`postgres`
-//!   on `PATH`, else `/usr/lib/postgresql/<newest>/bin`) on first use in a fresh temporary directory, reachable only
+//!   on `PATH`, else `/usr/lib/postgresql/<newest>/bin`) on first use in a fresh directory (in `/dev/shm` when it has room, else the temporary directory), reachable only
 //!   through a Unix socket in that directory, and removed (server and
 //!   directory) when the process exits, even when it is killed.
 //!
