@@ -18,11 +18,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use include_dir::{Dir, include_dir};
 use pgskein::testing::TestServer;
-use pgskein::{Config, MigrationSet, Migrator};
+use pgskein::{Config, Migrator};
 
-static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 
 #[derive(Parser)]
 #[command(name = "myservice", about = "A service that embeds its migrations")]
@@ -43,8 +42,8 @@ enum Command {
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     // The service's own migrator: its embedded set and its settings, which
     // the commands use too (bookkeeping schema, hooks, application name).
-    let migrator = MigrationSet::from_embedded(&MIGRATIONS)?
-        .with_config(Config::default().application_name("myservice-migrate"));
+    let migrator =
+        MIGRATIONS.builder().build()?.with_config(Config::default().application_name("myservice-migrate"));
 
     let db = TestServer::shared()?.create_database("embedded_cli").await?;
     let url = db.url();

@@ -27,6 +27,15 @@
 //! applies what is pending, the others wait, find nothing left, and return. A
 //! database already at head costs one query and no lock.
 //!
+//! ## Guide
+//!
+//! The [`guide`] module holds the user guide: [getting started](guide::getting_started),
+//! [the file format](guide::file_format), [the graph and targets](guide::graph),
+//! [running](guide::running), [locking](guide::locking),
+//! [Rust-coded revisions](guide::rust_migrations), [hooks](guide::hooks),
+//! [backfills](guide::backfills), [testing](guide::testing), [the command line](guide::cli)
+//! and [operations](guide::operations).
+//!
 //! ## Layout
 //!
 //! | module | owns |
@@ -99,6 +108,9 @@ pub mod cli;
 mod error;
 mod executor;
 mod graph;
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub mod guide;
 mod hooks;
 mod id;
 mod ledger;
@@ -192,7 +204,7 @@ pub use pgskein_macros::embed_migrations;
 /// `deadpool_postgres::Pool` or a `tokio_postgres::Client` connected to the
 /// database, or the [`MigratedDatabase`](crate::testing::MigratedDatabase)
 /// itself. The database is cloned from a template migrated once per set and
-/// process (see [`testing::Template`](crate::testing::Template)) on the
+/// process (see [`testing::Template`]) on the
 /// shared test server (`DATABASE_URL`, or a throwaway server), and dropped
 /// after the test; when the test panics or returns an `Err`, it is kept and
 /// its name printed, to look at.

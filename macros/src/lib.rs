@@ -19,6 +19,7 @@ use proc_macro::TokenStream;
 mod digest;
 mod embed;
 mod error;
+mod guide;
 // `Checksum::to_hex(&self)` is public API in pgskein, where clippy keeps it.
 #[allow(dead_code, unused_imports, clippy::wrong_self_convention)]
 mod id;
@@ -46,4 +47,11 @@ pub fn embed_migrations(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     test_attr::expand(args.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// A page of pgskein's guide, as a doc string for its `guide` module.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __guide_page(input: TokenStream) -> TokenStream {
+    guide::expand(input.into()).unwrap_or_else(syn::Error::into_compile_error).into()
 }
