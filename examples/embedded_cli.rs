@@ -50,7 +50,8 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     match Cli::parse().command {
         Some(Command::Migrate(args)) => {
-            Ok(pgskein::cli::execute(&migrator, args.with_database_url(url)).await)
+            let args = args.with_database_url(url).with_command_name("myservice migrate");
+            Ok(pgskein::cli::execute(&migrator, args).await)
         }
         Some(Command::Serve) => {
             let report = migrator.run(&db.pool(2)).await?;
@@ -69,7 +70,8 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
                 println!("\n$ myservice {line}");
                 let argv = std::iter::once("myservice").chain(line.split(' '));
                 let Some(Command::Migrate(args)) = Cli::parse_from(argv).command else { unreachable!() };
-                let code = pgskein::cli::execute(&migrator, args.with_database_url(url.clone())).await;
+                let args = args.with_database_url(url.clone()).with_command_name("myservice migrate");
+                let code = pgskein::cli::execute(&migrator, args).await;
                 if code != ExitCode::SUCCESS {
                     return Ok(code);
                 }

@@ -16,7 +16,7 @@ use crate::backfill::Backfill;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::id::RevisionId;
-use crate::migration::Revision;
+use crate::migration::{Body, Revision};
 
 /// A validated set of revisions: the revision graph the migrator works from.
 ///
@@ -152,9 +152,33 @@ impl MigrationSet {
         crate::plan::reconcile(&self.graph, &rows)
     }
 
+    /// The backfills revision `id` lists in `depends-on` (its graph edge goes
+    /// to each backfill's revision instead).
+    pub(crate) fn backfill_dependencies(&self, id: &str) -> &[String] {
+        self.graph.get(id).map_or(&[], |i| self.graph.backfill_deps[i].as_slice())
+    }
+
     /// The backfills declared with [`SetBuilder::backfill`], in declaration order.
     pub fn backfills(&self) -> &[Backfill] {
         &self.backfills
+    }
+
+    /// A builder holding what this set has besides its SQL files: its
+    /// Rust-coded revisions and its backfills. The CLI's `--dir` adds the
+    /// directory's files to it, so a service's commands over the source tree
+    /// keep the service's own revisions and backfills.
+    pub(crate) fn without_files(&self) -> SetBuilder {
+        SetBuilder {
+            revisions: self.revisions().filter(|r| matches!(r.up, Body::Rust(_))).cloned().collect(),
+            backfills: self.backfills.clone(),
+            ..SetBuilder::default()
+        }
+    }
+
+    /// Replaces each backfill with `f` of it; `f` must keep its name and
+    /// revision, which the graph refers to (the CLI adds a progress display).
+    pub(crate) fn map_backfills(&mut self, f: impl FnMut(&Backfill) -> Backfill) {
+        self.backfills = self.backfills.iter().map(f).collect();
     }
 
     /// The number of revisions.

@@ -7,6 +7,7 @@ mod bad_inputs;
 mod cancel;
 mod cli;
 mod cli_embedded;
+mod cli_operator;
 mod cli_ops;
 mod common;
 mod concurrency;
