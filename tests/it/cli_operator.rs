@@ -6,17 +6,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use pgskein::{Backfill, BackfillState, MigrationSet, Migrator};
 
 use crate::cli::{run, scratch_dir};
+use crate::cli_embedded::migrate_args;
+use crate::cli_ops::write;
 use crate::common::fresh_db;
-
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-}
 
 #[tokio::test]
 async fn check_reports_every_file_that_does_not_load() {
@@ -144,21 +139,8 @@ async fn a_blocked_run_hints_at_the_resolve_command_and_its_flags() {
 
 // ----- embedded in a service -----
 
-#[derive(Parser)]
-struct Service {
-    #[command(subcommand)]
-    command: ServiceCommand,
-}
-
-#[derive(Subcommand)]
-enum ServiceCommand {
-    Migrate(pgskein::cli::Args),
-}
-
 fn migrate(argv: &[&str], url: String) -> pgskein::cli::Args {
-    let argv = ["myservice", "migrate"].iter().chain(argv).copied();
-    let ServiceCommand::Migrate(args) = Service::parse_from(argv).command;
-    args.with_database_url(url).with_command_name("myservice migrate")
+    migrate_args(argv).with_database_url(url).with_command_name("myservice migrate")
 }
 
 /// Revision files whose second revision waits for a backfill of the first.
