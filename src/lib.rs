@@ -175,9 +175,10 @@ pub use source::{MigrationSet, SetBuilder};
 ///   file and line (every bad file, not only the first). The graph (parents,
 ///   cycles, heads) is checked when the set is built, since Rust-coded
 ///   revisions may join it.
-/// - **Nothing to parse at a start at head.** The value holds each file's
-///   bytes and checksum and the set's digest, computed at compile time;
-///   the files are parsed only when [`Embedded::set`] first needs them.
+/// - **Computed once, at compile time.** The value holds each file's bytes
+///   and checksum and the set's digest: [`Embedded::digest`] costs nothing at
+///   run time, and the files are parsed only when [`Embedded::set`] (or
+///   [`Embedded::run`]) first needs them.
 /// - **Rebuilt when a file changes.** Each file is embedded with
 ///   `include_bytes!`, so editing one rebuilds the crate. Cargo does not watch
 ///   the directory itself, so for a *new* file to rebuild the crate, add a
