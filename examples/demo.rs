@@ -9,17 +9,16 @@
 //! binaries; with it set, it creates (and afterwards drops) a fresh database on
 //! that server. Set `RUST_LOG=pgskein=debug` to see the library's tracing events.
 
-use include_dir::{Dir, include_dir};
 use pgskein::testing::TestServer;
-use pgskein::{MigrationSet, Migrator, Status, Target};
+use pgskein::{Migrator, Status, Target};
 
-static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
 
-    let set = MigrationSet::from_embedded(&MIGRATIONS)?;
+    let set = MIGRATIONS.set()?;
     println!("{} revisions, head {}", set.len(), set.heads()[0]);
 
     let server = TestServer::shared()?;

@@ -18,11 +18,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use include_dir::{Dir, include_dir};
 use pgskein::testing::TestServer;
-use pgskein::{Config, MigrationSet, Migrator};
+use pgskein::{Config, Migrator};
 
-static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 
 #[derive(Parser)]
 #[command(name = "myservice", about = "A service that embeds its migrations")]
@@ -43,15 +42,16 @@ enum Command {
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     // The service's own migrator: its embedded set and its settings, which
     // the commands use too (bookkeeping schema, hooks, application name).
-    let migrator = MigrationSet::from_embedded(&MIGRATIONS)?
-        .with_config(Config::default().application_name("myservice-migrate"));
+    let migrator =
+        MIGRATIONS.builder().build()?.with_config(Config::default().application_name("myservice-migrate"));
 
     let db = TestServer::shared()?.create_database("embedded_cli").await?;
     let url = db.url();
 
     match Cli::parse().command {
         Some(Command::Migrate(args)) => {
-            Ok(pgskein::cli::execute(&migrator, args.with_database_url(url)).await)
+            let args = args.with_database_url(url).with_command_name("myservice migrate");
+            Ok(pgskein::cli::execute(&migrator, args).await)
         }
         Some(Command::Serve) => {
             let report = migrator.run(&db.pool(2)).await?;
@@ -70,7 +70,8 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
                 println!("\n$ myservice {line}");
                 let argv = std::iter::once("myservice").chain(line.split(' '));
                 let Some(Command::Migrate(args)) = Cli::parse_from(argv).command else { unreachable!() };
-                let code = pgskein::cli::execute(&migrator, args.with_database_url(url.clone())).await;
+                let args = args.with_database_url(url.clone()).with_command_name("myservice migrate");
+                let code = pgskein::cli::execute(&migrator, args).await;
                 if code != ExitCode::SUCCESS {
                     return Ok(code);
                 }

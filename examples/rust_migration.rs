@@ -16,7 +16,7 @@ use pgskein::{
 /// Splits `people.name` into first and last names, in Rust.
 struct SplitNames;
 
-#[async_trait::async_trait]
+#[pgskein::async_trait]
 impl RustMigration for SplitNames {
     async fn up(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
         db.batch_execute("ALTER TABLE people ADD COLUMN first_name text, ADD COLUMN last_name text").await?;
@@ -42,7 +42,7 @@ impl RustMigration for SplitNames {
 /// Prints each step as it finishes (a real service would send a metric).
 struct Report;
 
-#[async_trait::async_trait]
+#[pgskein::async_trait]
 impl Hooks for Report {
     async fn after_step(&self, step: &Step, outcome: Result<&StepReport, &Error>) {
         match outcome {

@@ -7,8 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use sha2::{Digest, Sha256};
-
+pub(crate) use crate::digest::SetDigest;
 use crate::error::Error;
 use crate::id::RevisionId;
 use crate::migration::Revision;
@@ -268,37 +267,6 @@ fn find_cycle(revs: &[Revision], parents: &[Vec<usize>], indegree: &[usize]) -> 
         at[next] = path.len();
         path.push(next);
         i = next;
-    }
-}
-
-/// An order-independent digest of a set of (id, checksum) pairs that can be
-/// updated one revision at a time: the count and the XOR of each pair's hash.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct SetDigest {
-    count: i64,
-    acc: [u8; 32],
-}
-
-impl SetDigest {
-    pub(crate) fn add(&mut self, id: &str, checksum_hex: &str) {
-        self.count += 1;
-        self.toggle_hash(id, checksum_hex);
-    }
-
-    fn toggle_hash(&mut self, id: &str, checksum_hex: &str) {
-        let mut h = Sha256::new();
-        h.update(id.as_bytes());
-        h.update(b"\n");
-        h.update(checksum_hex.as_bytes());
-        for (a, b) in self.acc.iter_mut().zip(h.finalize()) {
-            *a ^= b;
-        }
-    }
-}
-
-impl std::fmt::Display for SetDigest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.count, crate::id::hex(&self.acc))
     }
 }
 

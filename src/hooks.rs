@@ -21,7 +21,7 @@ use crate::rust::BoxError;
 ///
 /// struct Backup { url: String }
 ///
-/// #[async_trait::async_trait]
+/// #[pgskein::async_trait]
 /// impl Hooks for Backup {
 ///     async fn before_run(&self, plan: &Plan) -> Result<(), BoxError> {
 ///         let file = format!("before-{}.dump", plan.steps[0].id);
@@ -44,7 +44,7 @@ use crate::rust::BoxError;
 ///
 /// struct Metrics;
 ///
-/// #[async_trait::async_trait]
+/// #[pgskein::async_trait]
 /// impl Hooks for Metrics {
 ///     async fn after_step(&self, step: &Step, outcome: Result<&StepReport, &Error>) {
 ///         match outcome {

@@ -111,6 +111,12 @@ impl Checksum {
         Self(hasher.finalize().into())
     }
 
+    /// A checksum from its raw digest, as `embed_migrations!` stores it.
+    #[allow(dead_code)] // unused without the `macros` feature
+    pub(crate) const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// Checksum of raw bytes, without normalisation.
     pub fn of_bytes(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())

@@ -8,35 +8,43 @@
 //! ## Quick start
 //!
 //! ```no_run
-//! use include_dir::{include_dir, Dir};
-//! use pgskein::{MigrationSet, Migrator};
-//!
-//! static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+//! static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 //!
 //! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
 //! let (client, connection) =
 //!     tokio_postgres::connect("host=localhost user=app dbname=app", tokio_postgres::NoTls).await?;
 //! tokio::spawn(connection);
-//! let report = MigrationSet::from_embedded(&MIGRATIONS)?.run(&client).await?;
+//! let report = MIGRATIONS.run(&client).await?;
 //! for step in &report.steps {
 //!     println!("{} {} in {:?}", step.direction, step.id, step.duration);
 //! }
 //! # Ok(()) }
 //! ```
 //!
-//! Fifty replicas may call `run` at once: one takes the lock and applies what is
-//! pending, the others wait, find nothing left, and return. A database already at
-//! head costs one query and no lock.
+//! [`embed_migrations!`] reads `migrations/` while the crate compiles, with the
+//! same parser as the runtime: a malformed file is a compile error naming the
+//! file and line. Fifty replicas may call `run` at once: one takes the lock and
+//! applies what is pending, the others wait, find nothing left, and return. A
+//! database already at head costs one query and no lock.
+//!
+//! ## Guide
+//!
+//! The [`guide`] module holds the user guide: [getting started](guide::getting_started),
+//! [the file format](guide::file_format), [the graph and targets](guide::graph),
+//! [running](guide::running), [locking](guide::locking),
+//! [Rust-coded revisions](guide::rust_migrations), [hooks](guide::hooks),
+//! [backfills](guide::backfills), [testing](guide::testing), [the command line](guide::cli)
+//! and [operations](guide::operations).
 //!
 //! ## Layout
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`embed_migrations!`], [`Embedded`] | revision files read and checked at compile time |
 //! | [`MigrationSet`] | loading revision files (embedded or from disk) and validating the graph |
 //! | [`Target`], [`Plan`] | targets and deterministic plans |
 //! | [`Migrator`], [`Config`] | running upgrades, downgrades, stamps; status |
 //! | [`Error`] | every failure, with the revision and file it concerns |
-//! | [`build`] | the build-script helper |
 //! | [`MigrationSet::lint`] | warnings about statements that hold heavy locks for long |
 //! | [`Backfill`], [`BackfillHandle`] | batched, resumable data backfills attached to revisions |
 //! | [`RustMigration`], [`RustRevision`] | Rust-coded revisions in the same graph as SQL files |
@@ -49,7 +57,8 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `testing` | `testing::TestServer` (a throwaway PostgreSQL), `MigratedDatabase` (a database at head per test), `assert_reversible` and catalog `Snapshot`s |
+//! | `macros` (default) | [`embed_migrations!`] and, with `testing`, `#[pgskein::test]` |
+//! | `testing` | `testing::TestServer` (a throwaway PostgreSQL), `MigratedDatabase` (a database at head per test), `#[pgskein::test]`, `assert_reversible` and catalog `Snapshot`s |
 //! | `fuzzing` | internal entry points for the fuzz targets in `fuzz/`; not a stable API |
 //! | `cli` | the `pgskein` binary and `cli::run_with`, to offer its commands from a service's own binary (see `docs/cli.md`) |
 //!
@@ -88,6 +97,9 @@
 //! ```
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// The examples of a `build.rs` show its whole `fn main`.
+#![allow(clippy::needless_doctest_main)]
 
 mod backfill;
 pub mod build;
@@ -98,9 +110,13 @@ mod config;
 // Each of the two features uses a part of it.
 #[cfg_attr(not(all(feature = "cli", feature = "testing")), allow(dead_code))]
 mod connstr;
+mod digest;
 mod error;
 mod executor;
 mod graph;
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub mod guide;
 mod hooks;
 mod id;
 mod ledger;
@@ -149,8 +165,90 @@ pub use plan::{Direction, DriftPolicy, Plan, Policy, Step, Target};
 pub use preflight::{Preflight, Problem, ProblemKind};
 pub use report::{Report, StepReport, Warning};
 pub use rust::{BoxError, MigrationDb, MigrationFuture, RustMigration, RustRevision};
+#[cfg(feature = "macros")]
+pub use source::{Embedded, EmbeddedFile};
 pub use source::{MigrationSet, SetBuilder};
 pub use state::{BlockedState, LockHolder};
 
-/// Re-exported so users can name the embedded directory type.
+/// Embeds a directory of revision files at compile time, checked by the
+/// runtime's own parser, as an [`Embedded`] value.
+///
+/// ```
+/// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
+/// # assert_eq!(MIGRATIONS.len(), 10);
+/// ```
+///
+/// The path is relative to the crate's directory (where its `Cargo.toml` is);
+/// `embed_migrations!()` means `embed_migrations!("migrations")`. Only the
+/// `*.sql` files at the top of the directory are embedded, as at run time.
+///
+/// - **Checked while compiling.** Every file is parsed as [`MigrationSet`]
+///   parses it at run time: a malformed file is a compile error that names the
+///   file and line (every bad file, not only the first). The graph (parents,
+///   cycles, heads) is checked when the set is built, since Rust-coded
+///   revisions may join it.
+/// - **Computed once, at compile time.** The value holds each file's bytes
+///   and checksum and the set's digest: [`Embedded::digest`] costs nothing at
+///   run time, and the files are parsed only when [`Embedded::set`] (or
+///   [`Embedded::run`]) first needs them.
+/// - **Rebuilt when a file changes.** Each file is embedded with
+///   `include_bytes!`, so editing one rebuilds the crate. Cargo does not watch
+///   the directory itself, so for a *new* file to rebuild the crate, add a
+///   `build.rs` (no dependency needed):
+///
+///   ```no_run
+///   fn main() {
+///       println!("cargo:rerun-if-changed=migrations");
+///   }
+///   ```
+///
+///   In debug builds, [`Embedded`] warns at run time when the files on disk
+///   differ from the embedded ones.
+///
+/// The expansion names `::pgskein`, so the dependency must keep that name.
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub use pgskein_macros::embed_migrations;
+
+/// Runs an async test against a fresh database at head of a migration set
+/// (features `testing` and `macros`).
+///
+/// The test takes one argument, chosen by its type: a
+/// `deadpool_postgres::Pool` or a `tokio_postgres::Client` connected to the
+/// database, or the [`MigratedDatabase`](crate::testing::MigratedDatabase)
+/// itself. The database is cloned from a template migrated once per set and
+/// process (see [`testing::Template`]) on the
+/// shared test server (`DATABASE_URL`, or a throwaway server), and dropped
+/// after the test; when the test panics or returns an `Err`, it is kept and
+/// its name printed, to look at.
+///
+/// ```no_run
+/// #[pgskein::test]
+/// async fn folders_start_empty(client: tokio_postgres::Client) {
+///     let n: i64 = client.query_one("SELECT count(*) FROM folders", &[]).await.unwrap().get(0);
+///     assert_eq!(n, 0);
+/// }
+/// ```
+///
+/// The migrations are `embed_migrations!("migrations")` unless the attribute
+/// says otherwise:
+///
+/// - `#[pgskein::test(migrations = "db/migrations")]`: another directory,
+///   embedded at compile time;
+/// - `#[pgskein::test(migrations = crate::MIGRATIONS)]`: a static
+///   [`Embedded`], a [`MigrationSet`] (e.g. in a `LazyLock`, written
+///   `*crate::SET`) or any other [`Migrator`], for sets with Rust-coded
+///   revisions, backfills or a [`Config`].
+///
+/// Each test runs on a current-thread tokio runtime of its own, as
+/// `#[tokio::test]` does; it may return `()` or a `Result`.
+#[cfg(all(feature = "testing", feature = "macros"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "testing", feature = "macros"))))]
+pub use pgskein_macros::test;
+
+/// Re-exported so Rust-coded revisions and backfill steps can use
+/// `#[pgskein::async_trait]` without a dependency of their own.
+pub use async_trait::async_trait;
+/// Re-exported so users of [`MigrationSet::from_embedded`] can name the
+/// directory type; `include_dir!` itself needs the `include_dir` dependency.
 pub use include_dir;

@@ -30,7 +30,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// struct SplitNames;
 ///
-/// #[async_trait::async_trait]
+/// #[pgskein::async_trait]
 /// impl RustMigration for SplitNames {
 ///     async fn up(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
 ///         db.batch_execute("ALTER TABLE people ADD COLUMN first text, ADD COLUMN last text").await?;

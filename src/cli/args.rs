@@ -78,6 +78,10 @@ pub struct Args {
     // Boxed, so that a service's own command enum stays small.
     #[command(subcommand)]
     pub(crate) command: Box<Command>,
+
+    /// How the operator invokes these commands, for hints (`myservice migrate`).
+    #[arg(skip)]
+    pub(crate) program: Option<String>,
 }
 
 impl Args {
@@ -96,6 +100,22 @@ impl Args {
     /// The database URL given, if any. It may contain a password: do not log it.
     pub fn database_url(&self) -> Option<&str> {
         self.database_url.as_deref()
+    }
+
+    /// Names the commands in hints as the operator invokes them, e.g.
+    /// `myservice migrate` when [`Args`] is mounted as the `migrate`
+    /// subcommand of `myservice` (default: the program's file name).
+    ///
+    /// ```
+    /// # use clap::Parser;
+    /// # #[derive(Parser)] struct Service { #[command(subcommand)] command: Command }
+    /// # #[derive(clap::Subcommand)] enum Command { Migrate(pgskein::cli::Args) }
+    /// # let Command::Migrate(args) = Service::parse_from(["myservice", "migrate", "status"]).command;
+    /// let args = args.with_command_name("myservice migrate");
+    /// ```
+    pub fn with_command_name(mut self, name: impl Into<String>) -> Self {
+        self.program = Some(name.into());
+        self
     }
 
     /// The name of the command, e.g. `status`.
@@ -148,6 +168,27 @@ pub(crate) enum Command {
     Merge(MergeArgs),
     /// Record the current checksums of applied revisions after an intentional edit (asks for confirmation).
     Repair,
+    /// Show, run, pause or resume the data backfills.
+    #[command(subcommand)]
+    Backfill(BackfillCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum BackfillCommand {
+    /// Every declared backfill: its revision, state and rows done.
+    Status,
+    /// Run the eligible backfills to completion, one after the other (progress bar on a terminal).
+    Run,
+    /// Pause a backfill: no process runs it until it is resumed.
+    Pause(BackfillName),
+    /// Resume a paused backfill; the next run (or `backfill run`) continues it.
+    Resume(BackfillName),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BackfillName {
+    /// The backfill's name.
+    pub(crate) name: String,
 }
 
 impl Command {
@@ -169,6 +210,7 @@ impl Command {
             Command::Resolve(_) => "resolve",
             Command::Merge(_) => "merge",
             Command::Repair => "repair",
+            Command::Backfill(_) => "backfill",
         }
     }
 }
@@ -289,15 +331,17 @@ pub(crate) struct PreflightArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ResolveArgs {
-    /// The failed or running revision.
+    /// The failed or running revision: its id or a prefix of it.
     pub(crate) revision: String,
     /// Resume at the statement that failed, after dropping an invalid index it left.
     #[arg(long)]
     pub(crate) retry: bool,
-    /// Its remaining statements were completed by hand: record it as applied.
+    /// Record it as applied: a failed up whose remaining statements were run by hand,
+    /// or a failed down whose statements were undone by hand.
     #[arg(long)]
     pub(crate) mark_applied: bool,
-    /// What it did was undone by hand: forget it, so the next run applies it again.
+    /// Record it as not applied: a failed up that was undone by hand (the next run
+    /// applies it again), or a failed down whose remaining statements were run by hand.
     #[arg(long)]
     pub(crate) mark_reverted: bool,
 }

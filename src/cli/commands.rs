@@ -4,24 +4,25 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 
 use super::args::{
-    CheckArgs, Command, DowngradeArgs, GraphArgs, GraphFormat, MergeArgs, NewArgs, PlanArgs, PreflightArgs,
-    ResolveArgs, RunOptions, StampArgs, StatusArgs, UpgradeArgs,
+    BackfillCommand, CheckArgs, Command, DowngradeArgs, GraphArgs, GraphFormat, MergeArgs, NewArgs, PlanArgs,
+    PreflightArgs, ResolveArgs, RunOptions, StampArgs, StatusArgs, UpgradeArgs,
 };
+use super::progress::{Bars, StepBar};
 use super::render;
 use super::scaffold;
-use super::ui::{Failure, Style, ms_text, report_json, warning_text};
-use super::{Backup, Ctx, Progress, Run, exit};
+use super::ui::{Failure, Style, list_lines, ms_text, report_json, warning_text};
+use super::{Backup, Ctx, Run, exit};
 use crate::connstr::{self, ConnStr};
 use crate::{
-    Config, Direction, Error, MigrationSet, Migrator, Preflight, ProblemKind, Report, Resolution, RevisionId,
-    SqlStyle, Target, TransactionMode, TxMode,
+    BackfillOutcome, BackfillState, BackfillStatus, Config, Direction, Error, MigrationSet, Migrator,
+    Preflight, ProblemKind, Report, Resolution, RevisionId, SqlStyle, Target, TransactionMode, TxMode,
 };
 
 pub(crate) async fn dispatch(ctx: &Ctx<'_>) -> Result<u8, Failure> {
@@ -42,6 +43,7 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>) -> Result<u8, Failure> {
         Command::Resolve(a) => resolve(ctx, a).await,
         Command::Merge(a) => merge(ctx, a),
         Command::Repair => repair(ctx).await,
+        Command::Backfill(c) => backfill(ctx, c).await,
     }
 }
 
@@ -61,13 +63,46 @@ impl Ctx<'_> {
         if let (Some(set), false) = (self.embedded, self.uses_files()) {
             return Ok(Cow::Borrowed(set));
         }
-        let dir = self.dir();
-        MigrationSet::builder().dir(&dir).allow_multiple_heads(true).build().map(Cow::Owned).map_err(|e| {
-            let not_found =
-                matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
-            let f = Failure::from(e);
-            if not_found { f.hint("run pgskein in the project directory, or pass --dir") } else { f }
-        })
+        self.files().build().map(Cow::Owned).map_err(|e| self.load_failure(e))
+    }
+
+    /// The directory's files, with the embedded set's Rust-coded revisions
+    /// and backfills when there is one (`myservice migrate --dir migrations`).
+    fn files(&self) -> crate::SetBuilder {
+        let builder = self.embedded.map(MigrationSet::without_files).unwrap_or_default();
+        builder.dir(self.dir()).allow_multiple_heads(true)
+    }
+
+    fn load_failure(&self, e: Error) -> Failure {
+        let not_found =
+            matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        let f = Failure::from(e);
+        if not_found {
+            f.hint(format!("run {} in the project directory, or pass --dir", self.ui.bin))
+        } else {
+            f
+        }
+    }
+
+    /// `set`, with progress bars for its backfills when they are drawn.
+    fn with_bars<'s>(
+        &self,
+        set: Cow<'s, MigrationSet>,
+        bars: &Option<std::sync::Arc<Bars>>,
+    ) -> Cow<'s, MigrationSet> {
+        match bars {
+            Some(bars) if !set.backfills().is_empty() => {
+                let mut set = set.into_owned();
+                bars.on_backfills(&mut set);
+                Cow::Owned(set)
+            }
+            _ => set,
+        }
+    }
+
+    /// The progress bars of a command that runs steps or backfills, on a terminal.
+    fn bars(&self) -> Option<std::sync::Arc<Bars>> {
+        self.ui.progress.then(Bars::new)
     }
 
     /// Refuses a directory with several heads for commands that write, as
@@ -77,7 +112,7 @@ impl Ctx<'_> {
         if self.uses_files() && !self.args.allow_multiple_heads && heads.len() > 1 {
             let heads = heads.into_iter().cloned().collect();
             return Err(Failure::from(Error::MultipleHeads { heads })
-                .hint("merge them with `pgskein merge`, or pass --allow-multiple-heads"));
+                .hint(format!("merge them with `{} merge`, or pass --allow-multiple-heads", self.ui.bin)));
         }
         Ok(())
     }
@@ -133,8 +168,12 @@ impl Ctx<'_> {
         Run { set, config: self.config.clone() }
     }
 
-    /// The migrator of a run, with the progress display and the backup hook.
-    fn run_config(&self, opts: &RunOptions) -> Result<(Config, Arc<AtomicBool>), Failure> {
+    /// The migrator of a run, with the progress bar and the backup hook.
+    fn run_config(
+        &self,
+        opts: &RunOptions,
+        bars: &Option<Arc<Bars>>,
+    ) -> Result<(Config, Arc<AtomicBool>), Failure> {
         let mut config = self.config.clone();
         if opts.single_transaction {
             config = config.transaction_mode(TransactionMode::Single);
@@ -147,8 +186,8 @@ impl Ctx<'_> {
                 taken: taken.clone(),
             });
         }
-        if self.ui.progress {
-            config = config.add_hooks(Progress { total: AtomicUsize::new(0), done: AtomicUsize::new(0) });
+        if let Some(bars) = bars {
+            config = config.add_hooks(StepBar(Arc::clone(bars)));
         }
         config = config.add_hooks(super::interrupt::StopOnInterrupt(self.interrupt.clone()));
         Ok((config, taken))
@@ -156,6 +195,18 @@ impl Ctx<'_> {
 
     fn key(&self, key: &str, value: impl AsRef<str>) {
         self.ui.line(format!("{} {}", self.ui.paint(Style::Bold, &format!("{key:<9}")), value.as_ref()));
+    }
+
+    /// `key` and a list of ids, wrapped, a long one summarised.
+    fn key_list(&self, key: &str, count: &str, items: &[&str], style: Style) {
+        for (i, line) in list_lines(items).into_iter().enumerate() {
+            let text = if i == 0 {
+                format!("{count}{line}")
+            } else {
+                format!("{:width$}{line}", "", width = count.len())
+            };
+            self.key(if i == 0 { key } else { "" }, self.ui.paint(style, &text));
+        }
     }
 }
 
@@ -251,18 +302,15 @@ fn graph(ctx: &Ctx<'_>, a: &GraphArgs) -> Result<u8, Failure> {
 }
 
 fn check(ctx: &Ctx<'_>, a: &CheckArgs) -> Result<u8, Failure> {
-    let set = match ctx.load() {
+    let loaded = if ctx.uses_files() {
+        let all = ctx.files().build_reporting_all();
+        all.map(Cow::Owned).map_err(|errors| errors.into_iter().map(|e| ctx.load_failure(e)).collect())
+    } else {
+        ctx.load().map_err(|f| vec![f])
+    };
+    let set = match loaded {
         Ok(set) => set,
-        Err(f) if ctx.ui.json => {
-            let mut message = f.message.clone();
-            for c in &f.causes {
-                message.push_str(": ");
-                message.push_str(c);
-            }
-            ctx.ui.json(json!({ "revisions": 0, "heads": [], "errors": [message], "warnings": [] }));
-            return Ok(f.code);
-        }
-        Err(f) => return Err(f),
+        Err(failures) => return Ok(load_errors(ctx, failures)),
     };
     let mut errors = Vec::new();
     let heads: Vec<&str> = set.heads().into_iter().map(|h| h.as_str()).collect();
@@ -312,6 +360,24 @@ fn check(ctx: &Ctx<'_>, a: &CheckArgs) -> Result<u8, Failure> {
     })
 }
 
+/// Prints every error of a set that did not load (all of them in the JSON
+/// document) and returns the first one's exit code.
+fn load_errors(ctx: &Ctx<'_>, failures: Vec<Failure>) -> u8 {
+    let messages: Vec<String> = failures
+        .iter()
+        .map(|f| f.causes.iter().fold(f.message.clone(), |m, c| format!("{m}: {c}")))
+        .collect();
+    ctx.ui.json(json!({ "revisions": 0, "heads": [], "errors": messages, "warnings": [] }));
+    if !ctx.ui.json {
+        for f in &failures {
+            ctx.ui.failure(f);
+        }
+        let n = failures.len();
+        ctx.ui.note(format!("{n} error{} loading the set", if n == 1 { "" } else { "s" }));
+    }
+    failures.first().map_or(exit::ERROR, |f| f.code)
+}
+
 // ----- writing revision files -----
 
 fn writable_dir(ctx: &Ctx<'_>, command: &str) -> Result<PathBuf, Failure> {
@@ -351,7 +417,7 @@ fn new(ctx: &Ctx<'_>, a: &NewArgs) -> Result<u8, Failure> {
                 "multiple_heads",
                 format!("there are several heads ({}): say which with --revises", heads.join(", ")),
             )
-            .hint("or merge them first with `pgskein merge`"));
+            .hint(format!("or merge them first with `{} merge`", ctx.ui.bin)));
         }
         [] => heads,
         given => {
@@ -469,6 +535,11 @@ async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
     let set = ctx.load()?;
     let client = ctx.connect().await?;
     let st = ctx.runner(&set).status(&client).await?;
+    let backfills = if set.backfills().is_empty() {
+        Vec::new()
+    } else {
+        ctx.runner(&set).backfill_status(&client).await?
+    };
     let release = st.release.clone();
     let has_releases = set.revisions().any(|r| r.release().is_some());
     let diverged = !st.unknown.is_empty() && !st.ahead;
@@ -499,6 +570,7 @@ async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
         "ahead": st.ahead,
         "at_head": st.pending.is_empty() && st.blocked.is_empty(),
         "needs_attention": attention,
+        "backfills": backfills.iter().map(backfill_json).collect::<Vec<_>>(),
     }));
     ctx.key("database", ctx.database());
     ctx.key("schema", ctx.config.schema_name());
@@ -511,8 +583,15 @@ async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
     if st.pending.is_empty() {
         ctx.key("pending", ctx.ui.paint(Style::Green, "none: at head"));
     } else {
-        let text = format!("{}: {}", st.pending.len(), ids(&st.pending).join(", "));
-        ctx.key("pending", ctx.ui.paint(Style::Yellow, &text));
+        ctx.key_list("pending", &format!("{}: ", st.pending.len()), &ids(&st.pending), Style::Yellow);
+    }
+    for b in &backfills {
+        let style = match b.state {
+            BackfillState::Done => Style::Green,
+            BackfillState::Failed => Style::Red,
+            _ => Style::Yellow,
+        };
+        ctx.key("backfill", ctx.ui.paint(style, &backfill_line(b)));
     }
     for b in &st.blocked {
         if let (true, Some(h)) = (b.is_running_now(), &b.holder) {
@@ -529,13 +608,13 @@ async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
         ctx.key("blocked", ctx.ui.paint(Style::Red, &format!("{} is {}{at}{error}", b.id, b.state)));
         ctx.key(
             "",
-            format!("settle it: pgskein resolve {} --retry | --mark-applied | --mark-reverted", b.id),
+            format!("settle it: {} resolve {} --retry | --mark-applied | --mark-reverted", ctx.ui.bin, b.id),
         );
     }
     if !st.changed.is_empty() {
         let text = format!("{} (edited since applied)", ids(&st.changed).join(", "));
         ctx.key("changed", ctx.ui.paint(Style::Red, &text));
-        ctx.key("", "restore the files, or record the new checksums with pgskein repair");
+        ctx.key("", format!("restore the files, or record the new checksums with {} repair", ctx.ui.bin));
     }
     if !st.unknown.is_empty() {
         let why = if st.ahead {
@@ -683,7 +762,13 @@ async fn preflight(ctx: &Ctx<'_>, a: &PreflightArgs) -> Result<u8, Failure> {
     ctx.key("database", ctx.database());
     ctx.key("server", &found.server_version);
     let steps: Vec<String> = found.plan.steps.iter().map(|s| format!("{} {}", s.direction, s.id)).collect();
-    ctx.key("plan", if steps.is_empty() { "nothing to do".to_owned() } else { steps.join(", ") });
+    if steps.is_empty() {
+        ctx.key("plan", "nothing to do");
+    } else {
+        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+        let count = format!("{} step{}: ", steps.len(), if steps.len() == 1 { "" } else { "s" });
+        ctx.key_list("plan", &count, &steps, Style::Bold);
+    }
     for p in &found.problems {
         let label = if blocking(p.kind) {
             ctx.ui.paint(Style::Red, "problem")
@@ -744,7 +829,8 @@ async fn preflight_gate(
 // ----- changing the database -----
 
 async fn upgrade(ctx: &Ctx<'_>, a: &UpgradeArgs) -> Result<u8, Failure> {
-    let set = ctx.load()?;
+    let bars = ctx.bars();
+    let set = ctx.with_bars(ctx.load()?, &bars);
     ctx.single_head(&set)?;
     let target = a.target.as_deref().map_or(Ok(Target::Heads), |t| parse_target(&set, t))?;
     let client = ctx.connect().await?;
@@ -752,13 +838,14 @@ async fn upgrade(ctx: &Ctx<'_>, a: &UpgradeArgs) -> Result<u8, Failure> {
         return print_sql(ctx, &ctx.runner(&set), &client, &target, a.run.single_transaction).await;
     }
     preflight_gate(ctx, &ctx.runner(&set), &client, &target, a.run.no_preflight).await?;
-    let (config, backup) = ctx.run_config(&a.run)?;
+    let (config, backup) = ctx.run_config(&a.run, &bars)?;
     let m = Run { set: &set, config };
     let report = m.upgrade(&client, &target).await?;
     finish(ctx, &m, &client, "upgrade", &target, &report, &a.run, &backup).await
 }
 
 async fn downgrade(ctx: &Ctx<'_>, a: &DowngradeArgs) -> Result<u8, Failure> {
+    let bars = ctx.bars();
     let set = ctx.load()?;
     ctx.single_head(&set)?;
     let target = parse_target(&set, &a.target)?;
@@ -786,7 +873,7 @@ async fn downgrade(ctx: &Ctx<'_>, a: &DowngradeArgs) -> Result<u8, Failure> {
         ctx.ui.confirm(ctx.args.yes, &question)?;
         preflight_gate(ctx, &plain, &client, &target, a.run.no_preflight).await?;
     }
-    let (config, backup) = ctx.run_config(&a.run)?;
+    let (config, backup) = ctx.run_config(&a.run, &bars)?;
     let m = Run { set: &set, config };
     let report = m.downgrade(&client, &target).await?;
     finish(ctx, &m, &client, "downgrade", &target, &report, &a.run, &backup).await
@@ -873,20 +960,45 @@ async fn resolve(ctx: &Ctx<'_>, a: &ResolveArgs) -> Result<u8, Failure> {
     let client = ctx.connect().await?;
     let m = ctx.runner(&set);
     let st = m.status(&client).await?;
-    let Some(row) = st.blocked.iter().find(|b| b.id == a.revision) else {
-        let id = RevisionId::new(a.revision.clone())
-            .map_err(|_| Failure::from(Error::UnknownTarget { target: a.revision.clone() }))?;
-        return Err(Failure::from(Error::NothingToResolve { id }));
-    };
-    let (how, question) = if a.retry {
-        ("retry", "Retry it from the statement that failed?")
-    } else if a.mark_applied {
-        ("mark_applied", "Record it as applied (its remaining statements were completed by hand)?")
-    } else {
-        ("mark_reverted", "Forget it, so the next run applies it again (what it did was undone by hand)?")
+    let row = blocked_row(&set, &st.blocked, &a.revision)?;
+    // Which way the failed step was going decides what each resolution means.
+    let down = row.direction == crate::Direction::Down;
+    let (how, question, done) = match (a.retry, a.mark_applied, down) {
+        (true, _, false) => {
+            ("retry", "Retry applying it from the statement that failed?", "applied after the retry")
+        }
+        (true, _, true) => {
+            ("retry", "Retry reverting it from the statement that failed?", "reverted after the retry")
+        }
+        (false, true, false) => (
+            "mark_applied",
+            "Record it as applied (its remaining statements were completed by hand)?",
+            "recorded as applied",
+        ),
+        (false, true, true) => (
+            "mark_applied",
+            "Record it as still applied (what its down section did was undone by hand)?",
+            "recorded as still applied: a later downgrade reverts it again",
+        ),
+        (false, false, false) => (
+            "mark_reverted",
+            "Forget it, so the next run applies it again (what it did was undone by hand)?",
+            "forgotten: the next upgrade applies it again",
+        ),
+        (false, false, true) => (
+            "mark_reverted",
+            "Record it as reverted (its down section's remaining statements were completed by hand)?",
+            "recorded as reverted",
+        ),
     };
     let at = row.statement.map(|s| format!(" at statement {s}")).unwrap_or_default();
-    let question = format!("{} is recorded as {}{at} in {}. {question}", row.id, row.state, ctx.database());
+    let step = if down { "revert" } else { "apply" };
+    let question = format!(
+        "{} is recorded as {}{at} (a failed {step}) in {}. {question}",
+        row.id,
+        row.state,
+        ctx.database()
+    );
     ctx.ui.confirm(ctx.args.yes, &question)?;
     let resolution = match how {
         "retry" => Resolution::Retry,
@@ -894,14 +1006,49 @@ async fn resolve(ctx: &Ctx<'_>, a: &ResolveArgs) -> Result<u8, Failure> {
         _ => Resolution::MarkReverted,
     };
     m.resolve(&client, &row.id, resolution).await?;
-    ctx.ui.json(json!({ "revision": row.id, "resolution": how }));
-    let done = match how {
-        "retry" => "applied after the retry",
-        "mark_applied" => "recorded as applied",
-        _ => "forgotten: the next upgrade applies it again",
-    };
+    ctx.ui.json(json!({
+        "revision": row.id,
+        "direction": if down { "down" } else { "up" },
+        "resolution": how,
+    }));
     ctx.ui.line(format!("{}: {done}", row.id));
     Ok(exit::OK)
+}
+
+/// The blocked revision `given` names: its id, or a prefix of one blocked
+/// revision's id (like targets). A revision that is not blocked, or a
+/// prefix of several, is an error naming them.
+fn blocked_row<'b>(
+    set: &MigrationSet,
+    blocked: &'b [crate::Blocked],
+    given: &str,
+) -> Result<&'b crate::Blocked, Failure> {
+    if let Some(row) = blocked.iter().find(|b| b.id == given) {
+        return Ok(row);
+    }
+    let matching: Vec<&crate::Blocked> = blocked.iter().filter(|b| b.id.starts_with(given)).collect();
+    match matching.as_slice() {
+        [row] => Ok(row),
+        [] => {
+            // Not blocked: say so about the revision it names, if it names one.
+            let ids: Vec<&RevisionId> = match set.get(given) {
+                Some(r) => vec![r.id()],
+                None => set.revisions().map(|r| r.id()).filter(|id| id.as_str().starts_with(given)).collect(),
+            };
+            Err(Failure::from(match ids.as_slice() {
+                [id] => Error::NothingToResolve { id: (*id).clone() },
+                [] => Error::UnknownTarget { target: given.to_owned() },
+                several => Error::AmbiguousPrefix {
+                    prefix: given.to_owned(),
+                    candidates: several.iter().map(|id| (*id).clone()).collect(),
+                },
+            }))
+        }
+        several => Err(Failure::from(Error::AmbiguousPrefix {
+            prefix: given.to_owned(),
+            candidates: several.iter().filter_map(|b| RevisionId::new(b.id.clone()).ok()).collect(),
+        })),
+    }
 }
 
 async fn repair(ctx: &Ctx<'_>) -> Result<u8, Failure> {
@@ -924,4 +1071,188 @@ async fn repair(ctx: &Ctx<'_>) -> Result<u8, Failure> {
     ctx.ui.json(json!({ "repaired": ids(&repaired) }));
     ctx.ui.line(format!("recorded new checksums: {}", ids(&repaired).join(", ")));
     Ok(exit::OK)
+}
+
+// ----- backfills -----
+
+fn backfill_json(b: &BackfillStatus) -> Value {
+    json!({
+        "name": b.name,
+        "revision": b.revision,
+        "eligible": b.eligible,
+        "state": b.state.as_str(),
+        "active": b.active,
+        "rows_done": b.rows_done,
+        "estimated_total": b.estimated_total,
+        "fraction": b.fraction,
+        "batches": b.batches,
+        "last_error": b.last_error,
+    })
+}
+
+/// `documents_sha256_fill (after 0003_enhance_documents): running, 12,000 of 50,000 rows (24%)`.
+fn backfill_line(b: &BackfillStatus) -> String {
+    let state = match (b.state, b.active, b.eligible) {
+        (BackfillState::Pending, _, false) => "waits for its revision".to_owned(),
+        (BackfillState::Running, false, _) => "interrupted (resumes on the next run)".to_owned(),
+        (state, _, _) => state.as_str().to_owned(),
+    };
+    let rows = match (b.estimated_total, b.fraction) {
+        (Some(total), Some(f)) => {
+            format!("{} of {} rows ({:.0}%)", thousands(b.rows_done), thousands(total), f * 100.0)
+        }
+        (Some(total), None) => format!("{} of {} rows", thousands(b.rows_done), thousands(total)),
+        (None, _) => format!("{} rows", thousands(b.rows_done)),
+    };
+    let error = b.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default();
+    format!("{} (after {}): {state}, {rows}{error}", b.name, b.revision)
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn known_backfill(set: &MigrationSet, name: &str) -> Result<(), Failure> {
+    if set.backfills().iter().any(|b| b.name() == name) {
+        return Ok(());
+    }
+    Err(Failure::from(Error::UnknownBackfill { name: name.to_owned() }))
+}
+
+async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
+    let bars = match c {
+        BackfillCommand::Run => ctx.bars(),
+        _ => None,
+    };
+    let set = ctx.with_bars(ctx.load()?, &bars);
+    let client = ctx.connect().await?;
+    let m = ctx.runner(&set);
+    match c {
+        BackfillCommand::Status => {
+            let all = m.backfill_status(&client).await?;
+            ctx.ui.json(json!({ "backfills": all.iter().map(backfill_json).collect::<Vec<_>>() }));
+            if all.is_empty() {
+                ctx.ui.line("no backfills are declared");
+            }
+            for b in &all {
+                ctx.ui.line(backfill_line(b));
+            }
+            let failed = all.iter().any(|b| b.state == BackfillState::Failed);
+            Ok(if failed { exit::ATTENTION } else { exit::OK })
+        }
+        BackfillCommand::Run => {
+            let report = m.run_backfills(&client).await?;
+            drop(bars);
+            ctx.ui.json(json!({
+                "backfills": report.backfills.iter().map(|b| json!({
+                    "name": b.name,
+                    "outcome": outcome_name(b.outcome),
+                    "rows": b.rows,
+                    "batches": b.batches,
+                    "duration_ms": super::ui::ms(b.duration),
+                })).collect::<Vec<_>>(),
+            }));
+            if report.backfills.is_empty() {
+                ctx.ui.line("no backfills are declared");
+            }
+            for b in &report.backfills {
+                let what = match b.outcome {
+                    BackfillOutcome::Done => {
+                        format!(
+                            "done: {} rows in {} batches, {}",
+                            thousands(b.rows),
+                            b.batches,
+                            ms_text(b.duration)
+                        )
+                    }
+                    other => outcome_name(other).replace('_', " "),
+                };
+                ctx.ui.line(format!("{}: {what}", b.name));
+            }
+            Ok(exit::OK)
+        }
+        BackfillCommand::Pause(n) | BackfillCommand::Resume(n) => {
+            known_backfill(&set, &n.name)?;
+            let pause = matches!(c, BackfillCommand::Pause(_));
+            let state = if pause {
+                m.pause_backfill(&client, &n.name).await?
+            } else {
+                m.resume_backfill(&client, &n.name).await?
+            };
+            ctx.ui.json(json!({ "name": n.name, "state": state.as_str() }));
+            let next = if pause {
+                format!("no process runs it until `{} backfill resume {}`", ctx.ui.bin, n.name)
+            } else {
+                format!("the next run, or `{} backfill run`, continues it", ctx.ui.bin)
+            };
+            ctx.ui.line(format!("{}: {}; {next}", n.name, state.as_str()));
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn outcome_name(o: BackfillOutcome) -> &'static str {
+    match o {
+        BackfillOutcome::Done => "done",
+        BackfillOutcome::AlreadyDone => "already_done",
+        BackfillOutcome::Paused => "paused",
+        BackfillOutcome::NotEligible => "not_eligible",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: BackfillState, rows_done: u64, total: Option<u64>) -> BackfillStatus {
+        BackfillStatus {
+            name: "documents_sha256_fill".into(),
+            revision: "0003_enhance_documents".into(),
+            eligible: true,
+            state,
+            active: false,
+            rows_done,
+            estimated_total: total,
+            fraction: total.map(|t| rows_done as f64 / t as f64),
+            key_range: None,
+            cursor: None,
+            batch_size: None,
+            batches: 3,
+            last_error: None,
+            started_at: None,
+            updated_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn backfill_lines_give_state_and_rows_with_thousands_separators() {
+        let b = status(BackfillState::Running, 12_000, Some(50_000));
+        assert_eq!(
+            backfill_line(&b),
+            "documents_sha256_fill (after 0003_enhance_documents): interrupted (resumes on the next run), \
+             12,000 of 50,000 rows (24%)"
+        );
+        let done = status(BackfillState::Done, 1_234_567, None);
+        assert_eq!(
+            backfill_line(&done),
+            "documents_sha256_fill (after 0003_enhance_documents): done, 1,234,567 rows"
+        );
+    }
+
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(16_618_000), "16,618,000");
+    }
 }

@@ -8,12 +8,10 @@
 //! and hooks):
 //!
 //! ```no_run
-//! use include_dir::{include_dir, Dir};
-//!
-//! static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+//! static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 //!
 //! fn main() -> std::process::ExitCode {
-//!     let set = pgskein::MigrationSet::from_embedded(&MIGRATIONS).expect("valid migrations");
+//!     let set = MIGRATIONS.builder().build().expect("valid migrations");
 //!     // `myservice status`, `myservice upgrade`, ...
 //!     pgskein::cli::run_with(set, std::env::args_os())
 //! }
@@ -21,12 +19,15 @@
 //!
 //! or mounts [`Args`] as a subcommand of its own clap parser
 //! (`myservice migrate status`) and calls [`execute`] from async code; see
-//! `examples/embedded_cli.rs`. Commands, output, JSON shapes and exit codes
+//! `examples/embedded_cli.rs`. With `--dir`, the embedded commands read the
+//! files of a directory (to write a revision with `new`, or to check the
+//! source tree) and keep the service's Rust-coded revisions and backfills. Commands, output, JSON shapes and exit codes
 //! are documented in `docs/cli.md`; the codes are also in [`exit`].
 
 mod args;
 mod commands;
 mod interrupt;
+mod progress;
 mod render;
 mod scaffold;
 mod ui;
@@ -34,7 +35,7 @@ mod ui;
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use clap::{FromArgMatches, Parser};
@@ -42,7 +43,7 @@ use clap::{FromArgMatches, Parser};
 pub use args::Args;
 
 use crate::connstr::{ConnStr, ConnStrError};
-use crate::{BoxError, Config, Error, Hooks, MigrationSet, Migrator, Plan, Report, Step, StepReport};
+use crate::{BoxError, Config, Hooks, MigrationSet, Migrator, Plan};
 use ui::Ui;
 
 /// The exit codes of every command.
@@ -70,7 +71,7 @@ pub fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => return clap_exit(&e),
     };
-    block_on(None, Config::default(), matches.args)
+    block_on(None, Config::default(), matches.args, "pgskein".to_owned())
 }
 
 /// Runs one command over `migrator`'s migrations and configuration, parsing
@@ -90,11 +91,12 @@ where
         .peek()
         .and_then(|a| std::path::Path::new(a).file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "migrate".to_owned());
+    let name_for_hints = name.clone();
     let command = <Args as clap::Args>::augment_args(clap::Command::new(name))
         .about("Database migrations: status, upgrade, downgrade, history and more (pgskein)");
     let parsed = command.try_get_matches_from(args).and_then(|m| Args::from_arg_matches(&m));
     match parsed {
-        Ok(args) => block_on(Some(migrator.migrations()), migrator.config(), args),
+        Ok(args) => block_on(Some(migrator.migrations()), migrator.config(), args, name_for_hints),
         Err(e) => clap_exit(&e),
     }
 }
@@ -103,13 +105,21 @@ where
 /// on the caller's runtime. Prints to standard output and error, and returns
 /// the exit code; never exits the process.
 ///
+/// Hints name the commands as the program's file name followed by the
+/// command (`myservice upgrade`); when [`Args`] is mounted under a
+/// subcommand, say so with [`Args::with_command_name`] (`myservice migrate`).
+///
 /// ```no_run
 /// # async fn run(set: pgskein::MigrationSet, args: pgskein::cli::Args) {
 /// let code = pgskein::cli::execute(&set, args).await;
 /// # }
 /// ```
 pub async fn execute<M: Migrator>(migrator: &M, args: Args) -> ExitCode {
-    ExitCode::from(run(Some(migrator.migrations()), migrator.config(), args).await)
+    let program = std::env::args_os()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "pgskein".to_owned());
+    ExitCode::from(run(Some(migrator.migrations()), migrator.config(), args, program).await)
 }
 
 #[derive(Parser)]
@@ -131,7 +141,7 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
     ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK })
 }
 
-fn block_on(set: Option<&MigrationSet>, config: Config, args: Args) -> ExitCode {
+fn block_on(set: Option<&MigrationSet>, config: Config, args: Args, program: String) -> ExitCode {
     init_logging(args.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -140,7 +150,7 @@ fn block_on(set: Option<&MigrationSet>, config: Config, args: Args) -> ExitCode 
             return ExitCode::from(exit::ERROR);
         }
     };
-    ExitCode::from(runtime.block_on(run(set, config, args)))
+    ExitCode::from(runtime.block_on(run(set, config, args, program)))
 }
 
 /// Library events on standard error: by default only the migration lock's
@@ -162,8 +172,10 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args) -> u8 {
-    let mut ui = Ui::new(args.json, args.color);
+/// `program` is how the commands are invoked, unless `args` says otherwise.
+async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args, program: String) -> u8 {
+    let bin = args.program.clone().unwrap_or(program);
+    let mut ui = Ui::new(args.json, args.color, bin);
     let conn = args.database_url.as_deref().map(ConnStr::parse);
     // Nothing shown is cut from the connection string, so this is a second
     // line of defence: against a password echoed by something else.
@@ -187,6 +199,7 @@ async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args) -> u8 
     match outcome {
         Ok(code) => code,
         Err(f) => {
+            let f = f.with_command_hint(&ctx.ui.bin);
             ctx.ui.failure(&f);
             f.code
         }
@@ -218,35 +231,6 @@ impl Migrator for Run<'_> {
     }
     fn config(&self) -> Config {
         self.config.clone()
-    }
-}
-
-/// The one-line progress display on a terminal: which step runs, out of how many.
-struct Progress {
-    total: AtomicUsize,
-    done: AtomicUsize,
-}
-
-const CLEAR_LINE: &str = "\r\x1b[2K";
-
-#[async_trait]
-impl Hooks for Progress {
-    async fn before_run(&self, plan: &Plan) -> Result<(), BoxError> {
-        self.total.store(plan.steps.len(), Ordering::Relaxed);
-        Ok(())
-    }
-    async fn before_step(&self, step: &Step) -> Result<(), BoxError> {
-        let n = self.done.load(Ordering::Relaxed) + 1;
-        let total = self.total.load(Ordering::Relaxed);
-        eprint!("{CLEAR_LINE}[{n}/{total}] {} {} ...", step.direction, step.id);
-        Ok(())
-    }
-    async fn after_step(&self, _step: &Step, _outcome: Result<&StepReport, &Error>) {
-        self.done.fetch_add(1, Ordering::Relaxed);
-        eprint!("{CLEAR_LINE}");
-    }
-    async fn after_run(&self, _outcome: Result<&Report, &Error>) {
-        eprint!("{CLEAR_LINE}");
     }
 }
 

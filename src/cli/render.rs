@@ -20,7 +20,7 @@ pub(crate) struct HistoryLine<'a> {
 }
 
 /// The labels of a revision in `history`: head, mergepoint, branchpoint, its
-/// branch label, release and dependencies.
+/// branch label, release and dependencies, and the backfills that run after it.
 pub(crate) fn tags(set: &MigrationSet, rev: &Revision, children: usize) -> Vec<String> {
     let mut tags = Vec::new();
     if set.heads().iter().any(|h| *h == rev.id()) {
@@ -41,9 +41,22 @@ pub(crate) fn tags(set: &MigrationSet, rev: &Revision, children: usize) -> Vec<S
     if let Some(r) = rev.release() {
         tags.push(format!("release {r}"));
     }
-    if !rev.depends_on().is_empty() {
-        let deps: Vec<&str> = rev.depends_on().iter().map(|d| d.as_str()).collect();
+    // A dependency on a backfill is an edge to the backfill's revision: name
+    // the backfill, which is what the file says and what the revision waits for.
+    let waits_for = set.backfill_dependencies(rev.id().as_str());
+    let through_backfill = |id: &str| {
+        set.backfills().iter().any(|b| b.after_revision() == id && waits_for.iter().any(|w| w == b.name()))
+    };
+    let deps: Vec<&str> =
+        rev.depends_on().iter().map(|d| d.as_str()).filter(|d| !through_backfill(d)).collect();
+    if !deps.is_empty() {
         tags.push(format!("depends on {}", deps.join(", ")));
+    }
+    if !waits_for.is_empty() {
+        tags.push(format!("waits for backfill {}", waits_for.join(", ")));
+    }
+    for b in set.backfills().iter().filter(|b| b.after_revision() == rev.id().as_str()) {
+        tags.push(format!("backfill {}", b.name()));
     }
     tags
 }

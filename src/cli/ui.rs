@@ -16,8 +16,10 @@ pub(crate) struct Ui {
     pub(crate) json: bool,
     color: bool,
     err_color: bool,
-    /// Whether to draw the progress line (standard error is a terminal, text mode).
+    /// Whether to draw progress bars (standard error is a terminal, text mode).
     pub(crate) progress: bool,
+    /// How the operator invokes the commands: `pgskein`, `myservice migrate`.
+    pub(crate) bin: String,
     secrets: Vec<String>,
 }
 
@@ -32,7 +34,7 @@ pub(crate) enum Style {
 }
 
 impl Ui {
-    pub(crate) fn new(json: bool, color: ColorChoice) -> Ui {
+    pub(crate) fn new(json: bool, color: ColorChoice, bin: String) -> Ui {
         let env_ok = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             && std::env::var("TERM").map_or(true, |t| t != "dumb");
         let decide = |tty: bool| match color {
@@ -46,6 +48,7 @@ impl Ui {
             color: !json && decide(std::io::stdout().is_terminal()),
             err_color: decide(err_tty),
             progress: !json && err_tty && color != ColorChoice::Never,
+            bin,
             secrets: Vec::new(),
         }
     }
@@ -167,6 +170,35 @@ fn paint(on: bool, style: Style, text: &str) -> String {
     if on { format!("\x1b[{}m{text}\x1b[0m", style as u8) } else { text.to_owned() }
 }
 
+/// The lines of a list of ids after `key`: wrapped to about 100 columns, and
+/// a long list summarised as its first and last items (`--json` has them all).
+pub(crate) fn list_lines(items: &[&str]) -> Vec<String> {
+    const WIDTH: usize = 90;
+    const SHOWN: usize = 12;
+    let count = items.len();
+    let mut shown: Vec<String> = items.iter().map(|s| (*s).to_owned()).collect();
+    if count > SHOWN {
+        let tail = shown.split_off(count - 3);
+        shown.truncate(SHOWN - 3);
+        shown.push(format!("... {} more ...", count - SHOWN));
+        shown.extend(tail);
+    }
+    let mut lines = vec![String::new()];
+    for (i, item) in shown.iter().enumerate() {
+        let last = lines.last_mut().expect("one line at least");
+        let piece = if i + 1 < shown.len() { format!("{item},") } else { item.clone() };
+        if !last.is_empty() && last.len() + 1 + piece.len() > WIDTH {
+            lines.push(piece);
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(&piece);
+        }
+    }
+    lines
+}
+
 /// Why a command did not succeed, and its exit code.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -177,11 +209,49 @@ pub(crate) struct Failure {
     pub(crate) hint: Option<String>,
     /// What a run did before it failed.
     pub(crate) report: Option<Box<Report>>,
+    /// The revision a blocked run stopped at, for the hint naming the command that settles it.
+    pub(crate) blocked: Option<Box<str>>,
 }
 
 impl Failure {
     pub(crate) fn new(code: u8, kind: &'static str, message: impl Into<String>) -> Failure {
-        Failure { code, kind, message: message.into(), causes: Vec::new(), hint: None, report: None }
+        Failure {
+            code,
+            kind,
+            message: message.into(),
+            causes: Vec::new(),
+            hint: None,
+            report: None,
+            blocked: None,
+        }
+    }
+
+    /// Adds the hint of a library error that names what to run next, with
+    /// the commands' flags and `bin`, how the operator invokes them.
+    pub(crate) fn with_command_hint(mut self, bin: &str) -> Failure {
+        if self.hint.is_some() {
+            return self;
+        }
+        self.hint = match (self.kind, &self.blocked) {
+            ("blocked", Some(id)) => Some(format!(
+                "fix the cause, then `{bin} resolve {id} --retry` resumes at the failed statement \
+                 (dropping an invalid index it left); or finish or undo its statements by hand and \
+                 record which with `{bin} resolve {id} --mark-applied` or `--mark-reverted`"
+            )),
+            ("checksum_mismatch", _) => Some(format!(
+                "restore the files; or, after an intentional edit, record the new checksums with `{bin} repair`"
+            )),
+            ("multiple_heads", _) => {
+                Some(format!("merge them with `{bin} merge --dir <dir>`, or pass --allow-multiple-heads"))
+            }
+            ("backfill_incomplete", _) => Some(format!(
+                "run it with `{bin} backfill run` (after `{bin} backfill resume <name>` if it is paused); \
+                 `{bin} backfill status` shows where it is"
+            )),
+            ("nothing_to_resolve", _) => Some(format!("`{bin} status` lists the blocked revisions")),
+            _ => None,
+        };
+        self
     }
 
     pub(crate) fn hint(mut self, hint: impl Into<String>) -> Failure {
@@ -206,7 +276,36 @@ impl Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let code = exit_code(&e);
-        let mut f = Failure::new(code, error_kind(&e), e.to_string());
+        let mut f = match &e {
+            // The library's message names its API; the hint names the command.
+            Error::Blocked { id, state, direction, statement, error, invalid_indexes } => {
+                let going = if *direction == crate::Direction::Down { " (going down)" } else { "" };
+                let at = statement.map(|s| format!("{going} at statement {s}")).unwrap_or(going.to_owned());
+                let error = error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+                let indexes = if invalid_indexes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; invalid indexes left behind: {}", invalid_indexes.join(", "))
+                };
+                let mut f = Failure::new(
+                    code,
+                    error_kind(&e),
+                    format!(
+                        "revision {id} is recorded as {state}{at}{error}{indexes}; no run goes past it until it is resolved"
+                    ),
+                );
+                f.blocked = Some(id.as_str().into());
+                f
+            }
+            Error::BackfillIncomplete { revision, backfill, .. } => Failure::new(
+                code,
+                error_kind(&e),
+                format!(
+                    "revision {revision} depends on backfill {backfill}, which is not complete; finish the backfill, then run again"
+                ),
+            ),
+            _ => Failure::new(code, error_kind(&e), e.to_string()),
+        };
         if let Some(source) = std::error::Error::source(&e) {
             f = f.caused_by(source);
         }
@@ -335,4 +434,57 @@ pub(crate) fn report_json(r: &Report) -> Value {
         "lock_wait_ms": ms(r.lock_wait),
         "duration_ms": ms(r.duration),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_list_stays_on_one_line() {
+        assert_eq!(list_lines(&["0001_a", "0002_b"]), ["0001_a, 0002_b"]);
+    }
+
+    #[test]
+    fn a_long_list_is_summarised_by_its_first_and_last_ids_and_wrapped() {
+        let ids: Vec<String> = (1..=346).map(|i| format!("{i:04}_a_revision_with_a_long_name")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let lines = list_lines(&ids);
+        let text = lines.join(" ");
+        assert!(text.starts_with("0001_a_revision_with_a_long_name, 0002_"), "{text}");
+        assert!(text.contains("0009_a_revision_with_a_long_name, ... 334 more ..., 0344_"), "{text}");
+        assert!(text.ends_with("0346_a_revision_with_a_long_name"), "{text}");
+        assert!(lines.iter().all(|l| l.len() <= 90), "{lines:#?}");
+        assert!(text.len() < 600, "{} characters", text.len());
+    }
+
+    #[test]
+    fn hints_name_the_command_as_the_operator_invokes_it_with_its_flags() {
+        let blocked = Failure::from(Error::Blocked {
+            id: crate::RevisionId::new("0004_index").unwrap(),
+            state: crate::BlockedState::Failed,
+            direction: crate::Direction::Up,
+            statement: Some(2),
+            error: Some("relation \"x\" does not exist".into()),
+            invalid_indexes: vec!["x_idx".into()],
+        })
+        .with_command_hint("myservice migrate");
+        assert_eq!(
+            blocked.message,
+            "revision 0004_index is recorded as failed at statement 2 (relation \"x\" does not exist); \
+             invalid indexes left behind: x_idx; no run goes past it until it is resolved"
+        );
+        let hint = blocked.hint.unwrap();
+        assert!(hint.contains("`myservice migrate resolve 0004_index --retry`"), "{hint}");
+        assert!(
+            hint.contains("`myservice migrate resolve 0004_index --mark-applied` or `--mark-reverted`"),
+            "{hint}"
+        );
+
+        let heads = Failure::from(Error::MultipleHeads { heads: Vec::new() }).with_command_hint("pgskein");
+        assert!(heads.hint.unwrap().contains("`pgskein merge --dir <dir>`"));
+        let given =
+            Failure::from(Error::MultipleHeads { heads: Vec::new() }).hint("kept").with_command_hint("x");
+        assert_eq!(given.hint.as_deref(), Some("kept"), "a command's own hint stays");
+    }
 }

@@ -1,8 +1,16 @@
-//! Where revisions come from: a directory bundled into the binary with
-//! include_dir, or the same directory read at run time. Both hand (path,
+//! Where revisions come from: a directory embedded at compile time by
+//! `embed_migrations!` (checked there by this same parser), one bundled with
+//! include_dir, or the same directory read at run time. All hand (path,
 //! bytes) pairs to the one parser in `parse`, then to the graph builder.
 
+#[cfg(feature = "macros")]
+mod embedded;
+pub(crate) mod fs;
 pub(crate) mod parse;
+pub(crate) mod parse_error;
+
+#[cfg(feature = "macros")]
+pub use embedded::{Embedded, EmbeddedFile};
 
 use std::path::Path;
 
@@ -10,23 +18,25 @@ use crate::backfill::Backfill;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::id::RevisionId;
-use crate::migration::Revision;
+use crate::migration::{Body, Revision};
 
 /// A validated set of revisions: the revision graph the migrator works from.
 ///
-/// Load it from a directory bundled at compile time:
+/// Embed the directory at compile time with
+/// [`embed_migrations!`](crate::embed_migrations), which checks every file
+/// while the crate compiles, and take the set from the [`Embedded`] value:
 ///
 /// ```
-/// use include_dir::{include_dir, Dir};
-/// static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+/// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 ///
-/// let set = pgskein::MigrationSet::from_embedded(&MIGRATIONS)?;
+/// let set = MIGRATIONS.set()?;
 /// assert_eq!(set.heads().len(), 1);
 /// # Ok::<(), pgskein::Error>(())
 /// ```
 ///
-/// or from disk at run time with [`MigrationSet::from_dir`]. Only the `*.sql`
-/// files at the top of the directory are read; other files are ignored.
+/// or read it from disk at run time with [`MigrationSet::from_dir`], or from
+/// an `include_dir` bundle with [`MigrationSet::from_embedded`]. Only the
+/// `*.sql` files at the top of the directory are read; other files are ignored.
 #[derive(Debug, Clone)]
 pub struct MigrationSet {
     pub(crate) graph: Graph,
@@ -38,8 +48,19 @@ pub struct MigrationSet {
 impl MigrationSet {
     /// Loads the `*.sql` files of a directory bundled with `include_dir!`.
     ///
-    /// Pair it with [`build::rerun_if_changed`](crate::build::rerun_if_changed) in
-    /// `build.rs`, so adding a file rebuilds the crate.
+    /// [`embed_migrations!`](crate::embed_migrations) is the simpler way: it
+    /// needs no `include_dir` dependency and checks the files at compile time.
+    /// With `include_dir`, add `println!("cargo:rerun-if-changed=migrations");`
+    /// to `build.rs`, so adding a file rebuilds the crate.
+    ///
+    /// ```
+    /// use include_dir::{include_dir, Dir};
+    /// static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+    ///
+    /// let set = pgskein::MigrationSet::from_embedded(&MIGRATIONS)?;
+    /// assert_eq!(set.heads().len(), 1);
+    /// # Ok::<(), pgskein::Error>(())
+    /// ```
     pub fn from_embedded(dir: &include_dir::Dir<'_>) -> Result<Self, Error> {
         Self::builder().embedded(dir).build()
     }
@@ -133,9 +154,33 @@ impl MigrationSet {
         crate::plan::reconcile(&self.graph, &rows)
     }
 
+    /// The backfills revision `id` lists in `depends-on` (its graph edge goes
+    /// to each backfill's revision instead).
+    pub(crate) fn backfill_dependencies(&self, id: &str) -> &[String] {
+        self.graph.get(id).map_or(&[], |i| self.graph.backfill_deps[i].as_slice())
+    }
+
     /// The backfills declared with [`SetBuilder::backfill`], in declaration order.
     pub fn backfills(&self) -> &[Backfill] {
         &self.backfills
+    }
+
+    /// A builder holding what this set has besides its SQL files: its
+    /// Rust-coded revisions and its backfills. The CLI's `--dir` adds the
+    /// directory's files to it, so a service's commands over the source tree
+    /// keep the service's own revisions and backfills.
+    pub(crate) fn without_files(&self) -> SetBuilder {
+        SetBuilder {
+            revisions: self.revisions().filter(|r| matches!(r.up, Body::Rust(_))).cloned().collect(),
+            backfills: self.backfills.clone(),
+            ..SetBuilder::default()
+        }
+    }
+
+    /// Replaces each backfill with `f` of it; `f` must keep its name and
+    /// revision, which the graph refers to (the CLI adds a progress display).
+    pub(crate) fn map_backfills(&mut self, f: impl FnMut(&Backfill) -> Backfill) {
+        self.backfills = self.backfills.iter().map(f).collect();
     }
 
     /// The number of revisions.
@@ -153,29 +198,26 @@ impl MigrationSet {
 #[derive(Debug, Default)]
 pub struct SetBuilder {
     revisions: Vec<Revision>,
-    error: Option<Error>,
+    /// Every file that did not load, in the order the sources were added.
+    errors: Vec<Error>,
     allow_multiple_heads: bool,
     backfills: Vec<Backfill>,
 }
 
 impl SetBuilder {
-    /// Adds the `*.sql` files of an embedded directory.
+    /// Adds the `*.sql` files of an embedded directory. As for [`dir`](SetBuilder::dir),
+    /// an entry named like a revision file that is not one is an error.
     pub fn embedded(mut self, dir: &include_dir::Dir<'_>) -> Self {
-        for sub in dir.dirs() {
-            if let Some(kind) = looks_like_revision(sub.path()) {
-                let problem = match kind {
-                    Looks::Revision => "a directory named like a revision file; rename or remove it",
-                    Looks::UpperCase => UPPER_CASE,
-                };
-                self.push(Err(not_a_file(sub.path(), problem)));
-            }
+        let looks = |p: &Path| p.file_name().and_then(|n| fs::looks_like_revision(n.as_encoded_bytes()));
+        for sub in dir.dirs().filter(|d| looks(d.path()).is_some()) {
+            self.push(Err(not_a_file(sub.path(), fs::Unreadable::Directory.problem())));
         }
-        let mut files: Vec<_> = dir.files().filter(|f| looks_like_revision(f.path()).is_some()).collect();
-        files.sort_by_key(|f| f.path());
-        for f in files {
-            let parsed = match looks_like_revision(f.path()) {
-                Some(Looks::UpperCase) => Err(not_a_file(f.path(), UPPER_CASE)),
-                _ => parse::parse(&f.path().to_string_lossy(), f.contents()),
+        let mut files: Vec<_> = dir.files().filter_map(|f| looks(f.path()).map(|l| (f, l))).collect();
+        files.sort_by_key(|(f, _)| f.path());
+        for (f, looks) in files {
+            let parsed = match looks {
+                fs::Looks::UpperCase => Err(not_a_file(f.path(), fs::Unreadable::UpperCase.problem())),
+                fs::Looks::Revision => parse::parse(&f.path().to_string_lossy(), f.contents()),
             };
             self.push(parsed);
         }
@@ -188,37 +230,18 @@ impl SetBuilder {
     /// never skipped. Hidden entries (names starting with `.`) are ignored.
     pub fn dir(mut self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
-        let entries = match std::fs::read_dir(path).and_then(|rd| rd.collect::<Result<Vec<_>, _>>()) {
+        let entries = match fs::read_revisions(path) {
             Ok(e) => e,
             Err(e) => {
                 self.push(Err(io_error(path, e)));
                 return self;
             }
         };
-        let mut files: Vec<_> = entries
-            .into_iter()
-            .map(|e| e.path())
-            .filter_map(|p| looks_like_revision(&p).map(|kind| (p, kind)))
-            .collect();
-        files.sort();
-        for (f, kind) in files {
-            // Anything named like a revision is read or reported: never skipped in silence.
-            let parsed = match (kind, std::fs::metadata(&f)) {
-                (Looks::UpperCase, _) => Err(not_a_file(&f, UPPER_CASE)),
-                // A dangling symlink, a symlink loop, a file we may not read.
-                (_, Err(e)) => Err(io_error(&f, e)),
-                (_, Ok(m)) if m.is_dir() => {
-                    Err(not_a_file(&f, "a directory named like a revision file; rename or remove it"))
-                }
-                (_, Ok(m)) if !m.is_file() => {
-                    Err(not_a_file(&f, "not a regular file (a socket, a FIFO or a device); remove it"))
-                }
-                (_, Ok(_)) => match f.to_str() {
-                    None => Err(not_a_file(&f, "the file name is not valid UTF-8; rename it")),
-                    Some(name) => {
-                        std::fs::read(&f).map_err(|e| io_error(&f, e)).and_then(|b| parse::parse(name, &b))
-                    }
-                },
+        for (f, read) in entries {
+            let parsed = match read {
+                Ok(bytes) => parse::parse(&f.to_string_lossy(), &bytes),
+                Err(fs::Unreadable::Io(e)) => Err(io_error(&f, e)),
+                Err(other) => Err(not_a_file(&f, other.problem())),
             };
             self.push(parsed);
         }
@@ -279,10 +302,34 @@ impl SetBuilder {
 
     /// Validates the graph: duplicate ids, unknown parents, cycles, several
     /// heads; and the backfills: unique names, known revisions.
-    pub fn build(self) -> Result<MigrationSet, Error> {
-        if let Some(e) = self.error {
-            return Err(e);
+    pub fn build(mut self) -> Result<MigrationSet, Error> {
+        if !self.errors.is_empty() {
+            return Err(self.errors.swap_remove(0));
         }
+        self.build_graph()
+    }
+
+    /// [`build`](SetBuilder::build), but a set whose files do not all load
+    /// returns every file's error, not only the first: for a report of all
+    /// the mistakes at once (`pgskein check`). When every file loads, the
+    /// graph's first error is the only one.
+    ///
+    /// ```
+    /// let errors = pgskein::MigrationSet::builder()
+    ///     .file("0001_a.sql", b"-- pgskein: upp\n")
+    ///     .file("0002_b.sql", b"SELECT 1;\n")
+    ///     .build_reporting_all()
+    ///     .unwrap_err();
+    /// assert_eq!(errors.len(), 2);
+    /// ```
+    pub fn build_reporting_all(self) -> Result<MigrationSet, Vec<Error>> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        self.build_graph().map_err(|e| vec![e])
+    }
+
+    fn build_graph(self) -> Result<MigrationSet, Error> {
         let attached = crate::backfill::validate(&self.backfills, &self.revisions)?;
         let graph = Graph::build_with_backfills(self.revisions, self.allow_multiple_heads, &attached)?;
         let digest = graph.digest();
@@ -292,43 +339,13 @@ impl SetBuilder {
     fn push(&mut self, r: Result<Revision, Error>) {
         match r {
             Ok(r) => self.revisions.push(r),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
+            Err(e) => self.errors.push(e),
         }
     }
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source }
-}
-
-/// How a directory entry looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Looks {
-    /// `<id>.sql`: a revision file.
-    Revision,
-    /// `<id>.SQL` or another case of it: meant as one, but not loaded the same on every file system.
-    UpperCase,
-}
-
-const UPPER_CASE: &str = "revision files end in lower-case `.sql`; rename it";
-
-/// Whether an entry is named like a revision file. Hidden entries (editor
-/// backups, lock files) are not; names that are not UTF-8 are judged by their bytes.
-fn looks_like_revision(p: &Path) -> Option<Looks> {
-    let name = p.file_name()?.as_encoded_bytes();
-    if name.starts_with(b".") || name.len() <= 4 {
-        return None;
-    }
-    let ext = &name[name.len() - 4..];
-    if ext == b".sql" {
-        Some(Looks::Revision)
-    } else if ext.eq_ignore_ascii_case(b".sql") {
-        Some(Looks::UpperCase)
-    } else {
-        None
-    }
 }
 
 fn not_a_file(path: &Path, problem: &'static str) -> Error {

@@ -11,7 +11,7 @@
 //!   privilege, and the server must be PostgreSQL 13 or newer;
 //! - otherwise a throwaway server, started from the machine's PostgreSQL
 //!   binaries (`PGSKEIN_PG_BIN` when set, else `initdb`/`pg_ctl`/`postgres`
-//!   on `PATH`, else `/usr/lib/postgresql/<newest>/bin`) on first use in a fresh temporary directory, reachable only
+//!   on `PATH`, else `/usr/lib/postgresql/<newest>/bin`) on first use in a fresh directory (in `/dev/shm` when it has room, else the temporary directory), reachable only
 //!   through a Unix socket in that directory, and removed (server and
 //!   directory) when the process exits, even when it is killed.
 //!
@@ -27,6 +27,8 @@
 //!
 //! On top of the server:
 //!
+//! - [`#[pgskein::test]`](crate::test): an async test that receives a
+//!   database at head as a pool, a client or a [`MigratedDatabase`].
 //! - [`MigratedDatabase`]: a database at head of a migrator for each test,
 //!   cloned from a [`Template`] migrated once per migration set (and reused by
 //!   later runs while the set is unchanged); [`MigratedSchema`] when the role
@@ -49,6 +51,7 @@
 //! }
 //! ```
 
+mod attribute;
 mod error;
 mod ready;
 mod reversible;
@@ -66,3 +69,9 @@ pub use schema::MigratedSchema;
 pub use server::{ServerOptions, TestDatabase, TestServer};
 pub use snapshot::{ItemDiff, ObjectChange, ObjectDiff, Snapshot, SnapshotDiff};
 pub use template::{MigratedDatabase, Template};
+
+/// What `#[pgskein::test]` expands to calls; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use super::attribute::{TestArgument, TestMigrations, TestOutcome, run_test};
+}

@@ -6,6 +6,9 @@
 //! schema difference; each `assert_*` panics with that message. The schema is
 //! compared with [`Snapshot`]s, leaving out the migrator's bookkeeping schema.
 
+use std::future::Future;
+use std::panic::Location;
+
 use tokio_postgres::Client;
 
 use crate::error::Error;
@@ -102,9 +105,20 @@ pub async fn check_reversible<'a, M: Migrator>(
 /// assert_reversible(&set, &db.connect().await.unwrap()).await;
 /// # }
 /// ```
-pub async fn assert_reversible<'a, M: Migrator>(migrator: &M, db: impl Into<Db<'a>> + Send + 'a) {
-    if let Err(e) = check_reversible(migrator, db).await {
-        panic!("{}", error_chain(&e));
+///
+/// The message starts with the caller's file and line: a panic in a future
+/// is reported where it is polled, inside pgskein, so the call site is named
+/// in the message.
+#[track_caller]
+pub fn assert_reversible<'a, M: Migrator>(
+    migrator: &M,
+    db: impl Into<Db<'a>> + Send + 'a,
+) -> impl Future<Output = ()> {
+    let at = Location::caller();
+    async move {
+        if let Err(e) = check_reversible(migrator, db).await {
+            panic!("assert_reversible failed at {at}: {}", error_chain(&e));
+        }
     }
 }
 
@@ -144,10 +158,18 @@ pub async fn check_up_down_up<'a, M: Migrator>(
     Ok(())
 }
 
-/// [`check_up_down_up`], panicking with its error.
-pub async fn assert_up_down_up<'a, M: Migrator>(migrator: &M, db: impl Into<Db<'a>> + Send + 'a) {
-    if let Err(e) = check_up_down_up(migrator, db).await {
-        panic!("{}", error_chain(&e));
+/// [`check_up_down_up`], panicking with its error; the message starts with
+/// the caller's file and line, as [`assert_reversible`]'s does.
+#[track_caller]
+pub fn assert_up_down_up<'a, M: Migrator>(
+    migrator: &M,
+    db: impl Into<Db<'a>> + Send + 'a,
+) -> impl Future<Output = ()> {
+    let at = Location::caller();
+    async move {
+        if let Err(e) = check_up_down_up(migrator, db).await {
+            panic!("assert_up_down_up failed at {at}: {}", error_chain(&e));
+        }
     }
 }
 
@@ -183,6 +205,7 @@ pub fn check_single_head(set: &MigrationSet) -> Result<(), Error> {
 /// pgskein::testing::assert_single_head(&set);
 /// # Ok::<(), pgskein::Error>(())
 /// ```
+#[track_caller]
 pub fn assert_single_head(set: &MigrationSet) {
     if let Err(e) = check_single_head(set) {
         panic!("{e}");

@@ -1114,10 +1114,16 @@ rm -rf "$dir"
                 && !socket.as_os_str().as_encoded_bytes().contains(&b',')
                 && run_as.is_none_or(|user| traversable(base, user))
         };
-        // A long or private TMPDIR would make the socket path too long or
-        // the directory unreachable for the server's user; a comma would make
-        // libpq (psql) read the socket directory as a list of hosts.
-        let base = if usable(&temp) { temp } else { PathBuf::from("/tmp") };
+        // Memory first: cloning a template copies its files, and on a slow
+        // disk that is most of a test's setup. A long or private TMPDIR would
+        // make the socket path too long or the directory unreachable for the
+        // server's user; a comma would make libpq (psql) read the socket
+        // directory as a list of hosts.
+        let base = match memory_dir() {
+            Some(shm) if usable(&shm) => shm,
+            _ if usable(&temp) => temp,
+            _ => PathBuf::from("/tmp"),
+        };
         let dir = base.join(&name);
         fs::DirBuilder::new()
             .mode(0o700)
@@ -1139,6 +1145,23 @@ rm -rf "$dir"
             }
         }
         Ok(dir)
+    }
+
+    /// `/dev/shm` when it is a tmpfs with room for a server and its
+    /// databases (a container's default 64 MiB is not).
+    #[allow(clippy::useless_conversion)] // the field types differ between targets
+    fn memory_dir() -> Option<PathBuf> {
+        const ROOM: u64 = 1 << 30;
+        let path = c"/dev/shm";
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a NUL-terminated path and a buffer statvfs fills on success.
+        if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it filled the buffer.
+        let stat = unsafe { stat.assume_init() };
+        let free = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
+        (free >= ROOM).then(|| PathBuf::from("/dev/shm"))
     }
 
     /// Whether `user` can reach into `dir` (supplementary groups ignored).

@@ -21,7 +21,8 @@ enum ServiceCommand {
     Migrate(pgskein::cli::Args),
 }
 
-fn migrate_args(argv: &[&str]) -> pgskein::cli::Args {
+/// The `pgskein::cli::Args` of `myservice migrate <argv>`.
+pub fn migrate_args(argv: &[&str]) -> pgskein::cli::Args {
     let argv = ["myservice", "migrate"].iter().chain(argv).copied();
     match Service::parse_from(argv).command {
         ServiceCommand::Migrate(args) => args,

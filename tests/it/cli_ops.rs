@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::cli::{run, scratch_dir};
 use crate::common::{fixture_dir, fresh_db, ledger};
 
-fn write(dir: &Path, files: &[(&str, &str)]) {
+/// Writes revision files into `dir`.
+pub fn write(dir: &Path, files: &[(&str, &str)]) {
     for (name, text) in files {
         std::fs::write(dir.join(name), text).unwrap();
     }

@@ -105,20 +105,24 @@ async fn the_check_stops_after_the_faulty_down() {
 }
 
 #[tokio::test]
-async fn assert_reversible_panics_with_the_same_message() {
+async fn assert_reversible_panics_with_the_same_message_after_the_line_that_called_it() {
     let db = fresh_db("rev_panics").await;
     let url = db.config();
+    let line = line!() + 5;
     let panic = tokio::spawn(async move {
         let (client, connection) = url.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
+        // A panic inside the future is reported where it is polled; the message names this line.
         assert_reversible(&fixture("down_misses_default"), &client).await;
     })
     .await
     .unwrap_err()
     .into_panic();
     let message = panic.downcast_ref::<String>().expect("a formatted panic message");
+    let caller = format!("assert_reversible failed at {}:{line}:9: ", file!());
     assert!(
-        message.starts_with("revision 0002_item_currency: its down section does not restore"),
+        message
+            .starts_with(&format!("{caller}revision 0002_item_currency: its down section does not restore")),
         "{message}"
     );
     assert!(message.contains("+ numeric(10,2) not null default 0"), "{message}");

@@ -185,3 +185,25 @@ mod random_graphs {
         }
     }
 }
+
+#[test]
+fn history_names_the_backfills_that_run_after_a_revision() {
+    let set = MigrationSet::builder()
+        .file("0001_docs.sql", b"-- pgskein: up\nCREATE TABLE docs (id int, sha text);\n")
+        .file(
+            "0002_required.sql",
+            b"-- pgskein: revises 0001_docs\n-- pgskein: depends-on docs_sha_fill\n-- pgskein: up\nSELECT 1;\n",
+        )
+        .backfill(crate::Backfill::sql(
+            "docs_sha_fill",
+            "0001_docs",
+            "docs",
+            "id",
+            "UPDATE docs SET sha = md5(id::text) WHERE id >= $1 AND id < $2",
+        ))
+        .build()
+        .unwrap();
+    let text = history_text(&set).join("\n");
+    assert!(text.contains("0001_docs (backfill docs_sha_fill)"), "{text}");
+    assert!(text.contains("0002_required (head, waits for backfill docs_sha_fill)"), "{text}");
+}

@@ -1,0 +1,1 @@
+../../src/digest.rs

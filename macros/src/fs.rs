@@ -1,0 +1,1 @@
+../../src/source/fs.rs

@@ -1,0 +1,1 @@
+../../src/source/parse.rs
