@@ -557,7 +557,12 @@ impl<'s> Executor<'s> {
         let client = self.client;
         let started = Instant::now();
         let (lock, statement) = self.timeouts.transactional(rev);
-        let open = format!("BEGIN; {}{}{MARK}", self.restore(), Timeouts::sql(lock, statement, true));
+        let open = format!(
+            "{} {}{}{MARK}",
+            self.baseline.begin(),
+            self.restore(),
+            Timeouts::sql(lock, statement, true)
+        );
         self.prepared = may_prepare(rev, dir);
         let verify = if dir == Direction::Up { rev.verify.as_deref() } else { None };
         let body = body_text(rev, dir);
@@ -619,7 +624,7 @@ impl<'s> Executor<'s> {
         } else {
             Timeouts::sql(self.timeouts.lock, self.timeouts.statement, true)
         };
-        let open = format!("BEGIN;{timeouts}");
+        let open = format!("{}{timeouts}", self.baseline.begin());
         // Each step's texts live as long as the pipeline that sends them.
         let mut texts = Vec::with_capacity(steps.len());
         for &(i, dir) in steps {
@@ -717,6 +722,27 @@ impl<'s> Executor<'s> {
         }
         tracing::warn!(revision = %rev.id, direction = %dir, error = %msg, "revision failed");
         self.error(fault, rev, rolled_back)
+    }
+
+    /// A ledger write in a transaction of its own, as the baseline user and
+    /// role whatever the session is set to: between the statements of a
+    /// `transaction none` body, which may have changed role, `search_path` or
+    /// `default_transaction_read_only` for its own later statements.
+    async fn write_as_baseline(&self, w: Write) -> Result<Option<Row>, Fault> {
+        let open = format!("{} {}", self.baseline.begin(), self.baseline.for_record());
+        let mut pipe = Pipeline::new(self.client);
+        pipe.simple(Part::Open, &open).await;
+        pipe.write(w).await;
+        pipe.simple(Part::Commit, "COMMIT").await;
+        let stopped = pipe.stopped;
+        let outcome = pipe.outcome().await;
+        if stopped {
+            let _ = self.client.simple_query("ROLLBACK").await;
+        }
+        match outcome.fault {
+            Some((_, fault)) => Err(fault),
+            None => Ok(None),
+        }
     }
 
     /// A ledger write on its own, outside any pipeline.
@@ -828,7 +854,7 @@ impl<'s> Executor<'s> {
             Direction::Up => {
                 let prelude = self.baseline.for_record();
                 let mut pipe = Pipeline::new(client);
-                pipe.simple(Part::Open, "BEGIN").await;
+                pipe.simple(Part::Open, self.baseline.begin()).await;
                 if let Some(sql) = rev.verify.as_deref() {
                     pipe.simple(Part::Verify { sql }, sql).await;
                 }
@@ -879,11 +905,11 @@ impl<'s> Executor<'s> {
         let mut attempts = Attempts::new(&self.timeouts);
         while let Some(stmt) = stmts.get(n - 1) {
             if block.is_none() {
-                match self.write_now(self.ledger.progress(rev.id.as_str(), n)).await {
+                match self.write_as_baseline(self.ledger.progress(rev.id.as_str(), n)).await {
                     Ok(_) => {}
                     // Cancelled (an operator's interrupt) before statement n ran:
                     // record it as failed there, so a retry starts at it.
-                    Err(Fault::Record(error))
+                    Err(Fault::Record(error) | Fault::Db { error, .. })
                         if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
                     {
                         let line = Some(body_line + stmt.line - 1);
@@ -910,21 +936,28 @@ impl<'s> Executor<'s> {
                         // the cleanup and the failure record run outside it.
                         let _ = client.simple_query("ROLLBACK").await;
                     }
-                    let cleaned = self.drop_left_invalid(invalid_before).await;
-                    let code = error.code().map(|c| c.code().to_owned());
-                    let retry = if cleaned.is_ok() { attempts.retry_after(code.as_deref()) } else { None };
-                    match retry {
-                        Some(wait) => {
-                            tracing::warn!(revision = %rev.id, statement = n, attempt = attempts.attempt, ?wait, "lock timeout; retrying");
-                            tokio::time::sleep(wait).await;
-                            n = block.take().unwrap_or(n);
+                    let line = Some(body_line + stmt.line - 1);
+                    let failed = |error, attempts: &Attempts| {
+                        (Fault::Sql { error, statement: Some(n), line }, attempts.attempt)
+                    };
+                    let Some(wait) = attempts.retry_after(error.code().map(|c| c.code())) else {
+                        // Best effort: a drop that cannot get its locks now is done by the retry.
+                        if let Err(e) = self.drop_left_invalid(invalid_before).await {
+                            tracing::warn!(revision = %rev.id, error = %e, "could not drop the invalid index left");
                         }
-                        None => {
-                            let line = body_line + stmt.line - 1;
-                            let fault = Fault::Sql { error, statement: Some(n), line: Some(line) };
-                            return Err((fault, attempts.attempt));
-                        }
+                        return Err(failed(error, &attempts));
+                    };
+                    tracing::warn!(revision = %rev.id, statement = n, attempt = attempts.attempt, ?wait, "lock timeout; retrying");
+                    tokio::time::sleep(wait).await;
+                    // The failed attempt may have left an invalid index: drop
+                    // it before the next, waiting (and retrying) as the attempt did.
+                    while let Err(e) = self.drop_left_invalid(invalid_before).await {
+                        let Some(wait) = attempts.retry_after(e.code().map(|c| c.code())) else {
+                            return Err(failed(e, &attempts));
+                        };
+                        tokio::time::sleep(wait).await;
                     }
+                    n = block.take().unwrap_or(n);
                 }
             }
         }

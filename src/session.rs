@@ -28,6 +28,9 @@ use crate::state::{LedgerState, Meta, RowState};
 pub(crate) struct Baseline {
     user: String,
     role: String,
+    /// `BEGIN` with the baseline's transaction characteristics, so that a
+    /// revision's `SET default_transaction_...` cannot shape the next one's.
+    begin: String,
     /// Settings made with `SET` (source `session`), as `pg_settings` shows them.
     settings: Vec<(String, String)>,
     /// When the baseline was read, in microseconds since the epoch.
@@ -36,7 +39,10 @@ pub(crate) struct Baseline {
 
 /// Reads the baseline: two statements, so two groups of rows.
 const BASELINE_SQL: &str = "SELECT session_user, pg_catalog.current_setting('role'), \
-        (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text; \
+        (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text, \
+        pg_catalog.current_setting('default_transaction_isolation'), \
+        pg_catalog.current_setting('default_transaction_read_only'), \
+        pg_catalog.current_setting('default_transaction_deferrable'); \
     SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
         AND name NOT IN ('role', 'session_authorization', 'transaction_isolation', 'transaction_read_only', \
                          'transaction_deferrable') \
@@ -50,9 +56,18 @@ impl Baseline {
     fn parse(groups: &[Vec<SimpleQueryRow>]) -> Baseline {
         let first = groups.first().and_then(|g| g.first());
         let field = |i| first.and_then(|r| r.get(i)).unwrap_or_default().to_owned();
+        let isolation = match field(3).as_str() {
+            "serializable" => "SERIALIZABLE",
+            "repeatable read" => "REPEATABLE READ",
+            "read uncommitted" => "READ UNCOMMITTED",
+            _ => "READ COMMITTED",
+        };
+        let access = if field(4) == "on" { "READ ONLY" } else { "READ WRITE" };
+        let deferrable = if field(5) == "on" { "DEFERRABLE" } else { "NOT DEFERRABLE" };
         Baseline {
             user: field(0),
             role: field(1),
+            begin: format!("BEGIN ISOLATION LEVEL {isolation} {access} {deferrable};"),
             at_us: field(2).parse().unwrap_or_default(),
             settings: groups
                 .get(1)
@@ -63,13 +78,9 @@ impl Baseline {
         }
     }
 
-    /// The user and role of the baseline (`SET SESSION AUTHORIZATION` also resets the role).
-    fn identity(&self) -> String {
-        let mut sql = format!("SET SESSION AUTHORIZATION {};", quote_ident(&self.user));
-        if self.role != "none" {
-            sql.push_str(&format!(" SET ROLE {};", quote_ident(&self.role)));
-        }
-        sql
+    /// `BEGIN` with the transaction characteristics the run found.
+    pub(crate) fn begin(&self) -> &str {
+        if self.begin.is_empty() { "BEGIN;" } else { &self.begin }
     }
 
     /// Statements that bring the session back to the baseline: user and role,
@@ -103,16 +114,17 @@ impl Baseline {
         sql
     }
 
-    /// Statements run inside a revision's transaction, after its body and
-    /// before its ledger write: the baseline's user and role, and, for this
-    /// transaction, settings under which pgskein's statements mean what they
-    /// say whatever the body set (they name every table with its schema, and
-    /// bind text as UTF-8).
+    /// Statements run inside a transaction, before a ledger write: the
+    /// baseline's user and role and settings under which pgskein's statements
+    /// mean what they say whatever a revision set (they name every table with
+    /// its schema, and bind text as UTF-8). All `LOCAL`: the session keeps
+    /// what the revision set for its own later statements.
     pub(crate) fn for_record(&self) -> String {
+        let role = if self.role == "none" { "NONE".to_owned() } else { quote_ident(&self.role) };
         format!(
-            "{} SET LOCAL search_path = pg_catalog; SET LOCAL statement_timeout = 0; \
-             SET LOCAL lock_timeout = 0; SET LOCAL client_encoding = 'UTF8';",
-            self.identity()
+            "SET LOCAL SESSION AUTHORIZATION {}; SET LOCAL ROLE {role}; SET LOCAL search_path = pg_catalog; \
+             SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0; SET LOCAL client_encoding = 'UTF8';",
+            quote_ident(&self.user)
         )
     }
 }

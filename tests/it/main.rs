@@ -17,6 +17,7 @@ mod embed;
 mod example;
 mod failures;
 mod hooks;
+mod hostile;
 mod lock_timeouts;
 mod locking;
 mod offline;
