@@ -11,7 +11,7 @@ use pgskein::{
     MigrationSet, Migrator,
 };
 
-use crate::common::{chain, fresh_db, ledger};
+use crate::common::{CancelAfter, chain, fresh_db, ledger};
 
 const TOUCH: &str = "UPDATE items SET touched = touched + 1 WHERE id >= $1 AND id < $2";
 
@@ -649,32 +649,6 @@ async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
     assert!(exists);
 }
 
-/// Runs a future until it has returned `Pending` `limit` times, then drops it.
-struct CancelAfter<F> {
-    fut: std::pin::Pin<Box<F>>,
-    limit: usize,
-    pendings: usize,
-}
-
-impl<F: std::future::Future> std::future::Future for CancelAfter<F> {
-    type Output = Option<F::Output>;
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        match self.fut.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
-            std::task::Poll::Pending => {
-                self.pendings += 1;
-                if self.pendings >= self.limit {
-                    std::task::Poll::Ready(None)
-                } else {
-                    std::task::Poll::Pending
-                }
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn dropping_run_backfills_at_every_await_point_keeps_checkpoint_and_rows_in_step() {
@@ -689,7 +663,7 @@ async fn dropping_run_backfills_at_every_await_point_keeps_checkpoint_and_rows_i
     set.run(&client).await.unwrap();
     let mut limit = 1;
     loop {
-        let outcome = CancelAfter { fut: Box::pin(set.run_backfills(&client)), limit, pendings: 0 }.await;
+        let outcome = CancelAfter::new(set.run_backfills(&client), limit).await;
         // Requests queued by the dropped future (ROLLBACK, unlock) are answered before this one.
         client.simple_query("SELECT 1").await.unwrap();
         let r = observer

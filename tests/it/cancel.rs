@@ -1,31 +1,9 @@
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use pgskein::{Migrator, Target};
 
-use crate::common::{fresh_db, ledger, lock_held, temp_set};
+use crate::common::{CancelAfter, fresh_db, ledger, lock_held, temp_set};
 
-/// Runs a future until it has returned `Pending` `limit` times, then drops it.
-struct CancelAfter<F> {
-    fut: Pin<Box<F>>,
-    limit: usize,
-    pendings: usize,
-}
-
-impl<F: Future> Future for CancelAfter<F> {
-    type Output = Option<F::Output>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.fut.as_mut().poll(cx) {
-            Poll::Ready(v) => Poll::Ready(Some(v)),
-            Poll::Pending => {
-                self.pendings += 1;
-                if self.pendings >= self.limit { Poll::Ready(None) } else { Poll::Pending }
-            }
-        }
-    }
-}
 
 fn three_tables() -> pgskein::MigrationSet {
     temp_set(&[
@@ -79,7 +57,7 @@ async fn dropping_run_at_every_await_point_leaves_the_lock_free_and_the_ledger_c
     let observer = db.connect().await.unwrap();
     let mut limit = 1;
     loop {
-        let outcome = CancelAfter { fut: Box::pin(set.run(&client)), limit, pendings: 0 }.await;
+        let outcome = CancelAfter::new(set.run(&client), limit).await;
         // Requests queued by the dropped future are answered before this one.
         client.simple_query("SELECT 1").await.unwrap();
         assert!(!lock_held(&observer).await, "lock held after cancelling at await point {limit}");
@@ -106,7 +84,7 @@ async fn dropping_run_on_a_pool_connection_discards_the_connection_and_frees_the
     let observer = db.connect().await.unwrap();
     let mut limit = 1;
     loop {
-        let outcome = CancelAfter { fut: Box::pin(set.run(&pool)), limit, pendings: 0 }.await;
+        let outcome = CancelAfter::new(set.run(&pool), limit).await;
         assert!(lock_freed(&observer).await, "lock still held after cancelling at await point {limit}");
         assert_consistent(&observer, &format!("cancelled at await point {limit}")).await;
         set.run(&pool).await.expect("the next run converges");

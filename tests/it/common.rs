@@ -119,3 +119,34 @@ pub fn ids(list: &[pgskein::RevisionId]) -> Vec<&str> {
 }
 
 pub use pgskein::testing::error_chain as chain;
+
+/// Runs a future until it has returned `Pending` `limit` times, then drops it:
+/// a caller that gives up (a timeout, a cancelled task) at an await point.
+pub struct CancelAfter<F> {
+    fut: std::pin::Pin<Box<F>>,
+    limit: usize,
+    pendings: usize,
+}
+
+impl<F> CancelAfter<F> {
+    pub fn new(fut: F, limit: usize) -> Self {
+        CancelAfter { fut: Box::pin(fut), limit, pendings: 0 }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CancelAfter<F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending => {
+                self.pendings += 1;
+                if self.pendings >= self.limit {
+                    std::task::Poll::Ready(None)
+                } else {
+                    std::task::Poll::Pending
+                }
+            }
+        }
+    }
+}

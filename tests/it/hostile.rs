@@ -1032,3 +1032,188 @@ async fn a_newer_format_that_this_version_may_read_is_used_as_it_is() {
     let err = example.status(&client).await.unwrap_err();
     assert!(matches!(err, Error::FormatTooNew { found: 9, .. }), "{err:?}");
 }
+
+// ----- the property: whatever the revisions do, the ledger tells the truth -----
+
+/// Something a revision does to its session or to the lock.
+#[derive(Debug, Clone, Copy)]
+enum Hostile {
+    SearchPath,
+    Role,
+    StatementTimeout,
+    ReadOnlyDefault,
+    Prepare,
+    UnlockAll,
+    /// `DISCARD ALL`; in a transactional revision (where it cannot run), `pg_advisory_unlock_all()`.
+    DiscardAll,
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    none: bool,
+    hostile: Vec<Hostile>,
+}
+
+/// How a run is cut short.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Not,
+    /// The caller drops the run after this many pending polls.
+    Dropped(usize),
+    /// Another session terminates the run's backend after this many milliseconds.
+    Terminated(u64),
+}
+
+fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
+    use proptest::prelude::*;
+    let hostile = prop_oneof![
+        Just(Hostile::SearchPath),
+        Just(Hostile::Role),
+        Just(Hostile::StatementTimeout),
+        Just(Hostile::ReadOnlyDefault),
+        Just(Hostile::Prepare),
+        Just(Hostile::UnlockAll),
+        Just(Hostile::DiscardAll),
+    ];
+    (prop::bool::weighted(0.3), prop::collection::vec(hostile, 0..3)).prop_map(|(none, hostile)| Spec { none, hostile })
+}
+
+fn cut() -> impl proptest::strategy::Strategy<Value = Cut> {
+    use proptest::prelude::*;
+    prop_oneof![Just(Cut::Not), (1usize..60).prop_map(Cut::Dropped), (0u64..400).prop_map(Cut::Terminated)]
+}
+
+/// The revisions of a spec list: each creates its table, waits a little
+/// (longer than a leaked statement timeout), then does its hostile things.
+fn hostile_set(specs: &[Spec], role: &str) -> MigrationSet {
+    let mut b = MigrationSet::builder();
+    for (i, spec) in specs.iter().enumerate() {
+        let mut up = format!("CREATE TABLE t_{i} (id int);\nSELECT pg_sleep(0.06);\n");
+        for h in &spec.hostile {
+            up.push_str(match h {
+                Hostile::SearchPath => "SET search_path = elsewhere;\n",
+                Hostile::Role => "",
+                Hostile::StatementTimeout => "SET statement_timeout = '40ms';\n",
+                Hostile::ReadOnlyDefault => "SET default_transaction_read_only = on;\n",
+                Hostile::Prepare => "PREPARE leak AS SELECT 1;\n",
+                Hostile::UnlockAll => "SELECT pg_advisory_unlock_all();\n",
+                Hostile::DiscardAll if spec.none => "DISCARD ALL;\n",
+                Hostile::DiscardAll => "SELECT pg_advisory_unlock_all();\n",
+            });
+            if let Hostile::Role = h {
+                up.push_str(&format!("SET ROLE \"{role}\";\n"));
+            }
+        }
+        let revises = if i > 0 { format!("-- pgskein: revises {:04}_r\n", i - 1) } else { String::new() };
+        let none = if spec.none { "-- pgskein: transaction none\n" } else { "" };
+        b = b.file(&format!("{i:04}_r.sql"), format!("{revises}{none}-- pgskein: up\n{up}").as_bytes());
+    }
+    b.build().unwrap()
+}
+
+/// The invariant: applied revisions form a prefix and each has its table in
+/// `public`; a revision with no row has no table; at most one `transaction
+/// none` revision after the prefix is running or failed (its table may or may
+/// not exist); the digest follows the rows; the lock is free.
+async fn ledger_equals_catalog(client: &Client, specs: &[Spec], when: &str) {
+    assert!(lock_free(client).await, "{when}: the lock is held");
+    let idle = eventually(Duration::from_secs(30), || async { crate::crash::other_sessions(client).await == 0 }).await;
+    assert!(idle, "{when}: an interrupted session never ended");
+    let mut seen_gap = false;
+    for (i, spec) in specs.iter().enumerate() {
+        let id = format!("{i:04}_r");
+        let table: Option<String> = client
+            .query_one(
+                "SELECT (SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relname = $1 AND c.relkind = 'r')",
+                &[&format!("t_{i}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        match row(client, &id).await.map(|r| r.0) {
+            Some(state) if state == "applied" => {
+                assert!(!seen_gap, "{when}: {id} is applied after a gap");
+                assert_eq!(table.as_deref(), Some("public"), "{when}: {id} is applied");
+                let releases =
+                    spec.hostile.iter().any(|h| matches!(h, Hostile::UnlockAll | Hostile::DiscardAll));
+                assert!(!releases, "{when}: {id} released the lock, yet it is recorded applied");
+            }
+            Some(state) => {
+                assert!(spec.none && !seen_gap, "{when}: {id} is {state}");
+                seen_gap = true;
+            }
+            None => {
+                assert_eq!(table, None, "{when}: {id} has no row but its table exists");
+                seen_gap = true;
+            }
+        }
+    }
+    if client.query_one("SELECT to_regclass('pgskein.meta') IS NOT NULL", &[]).await.unwrap().get::<_, bool>(0) {
+        assert!(digest_follows_rows(client).await, "{when}: the digest does not follow the rows");
+    }
+}
+
+async fn cut_run(db: &pgskein::testing::TestDatabase, set: &MigrationSet, cut: Cut) {
+    let client = db.connect().await.unwrap();
+    let m = set.clone().with_config(Config::default().application_name("hostile-prop"));
+    match cut {
+        Cut::Not => drop(m.run(&client).await),
+        Cut::Dropped(polls) => drop(crate::common::CancelAfter::new(m.run(&client), polls).await),
+        Cut::Terminated(ms) => {
+            let killer = db.connect().await.unwrap();
+            let kill = async {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                killer
+                    .batch_execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hostile-prop'",
+                    )
+                    .await
+                    .unwrap();
+            };
+            let _ = tokio::join!(m.run(&client), kill);
+        }
+    }
+}
+
+fn prop_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 12,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Random plans of revisions that change their session and release the
+    /// lock, cut short at random: after each run (and after a second, uncut
+    /// one), the ledger says exactly what the catalog holds.
+    #[test]
+    fn random_hostile_plans_cut_short_keep_the_ledger_equal_to_the_catalog(
+        specs in proptest::collection::vec(spec(), 2..7),
+        cut in cut(),
+    ) {
+        prop_runtime().block_on(async {
+            let db = fresh_db("hostile_prop").await;
+            let admin = db.connect().await.unwrap();
+            let role = low_role(&admin, db.name()).await;
+            admin.batch_execute("CREATE SCHEMA elsewhere").await.unwrap();
+            let set = hostile_set(&specs, &role);
+            cut_run(&db, &set, cut).await;
+            ledger_equals_catalog(&admin, &specs, &format!("{specs:?} cut {cut:?}")).await;
+            cut_run(&db, &set, Cut::Not).await;
+            ledger_equals_catalog(&admin, &specs, &format!("{specs:?} cut {cut:?}, then run again")).await;
+            drop(admin);
+            drop(db);
+            let server = pgskein::testing::TestServer::shared().unwrap();
+            let (cleanup, conn) = server.config("postgres").connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            cleanup.batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\"")).await.unwrap();
+        });
+    }
+}

@@ -27,6 +27,7 @@ mod preflight;
 mod props;
 mod repeatable;
 mod restart;
+mod round_trips;
 mod rust_revisions;
 mod secrets;
 mod test_attribute;
