@@ -649,7 +649,6 @@ async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
     assert!(exists);
 }
 
-
 #[tokio::test]
 async fn dropping_run_backfills_at_every_await_point_keeps_checkpoint_and_rows_in_step() {
     let rows = 2_000;

@@ -4,7 +4,6 @@ use pgskein::{Migrator, Target};
 
 use crate::common::{CancelAfter, fresh_db, ledger, lock_held, temp_set};
 
-
 fn three_tables() -> pgskein::MigrationSet {
     temp_set(&[
         ("0001_a.sql", "-- pgskein: up\nCREATE TABLE a (id int);\n-- pgskein: down\nDROP TABLE a;\n"),

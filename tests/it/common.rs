@@ -136,7 +136,10 @@ impl<F> CancelAfter<F> {
 
 impl<F: std::future::Future> std::future::Future for CancelAfter<F> {
     type Output = Option<F::Output>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         match self.fut.as_mut().poll(cx) {
             std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
             std::task::Poll::Pending => {

@@ -1075,7 +1075,8 @@ fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
         Just(Hostile::UnlockAll),
         Just(Hostile::DiscardAll),
     ];
-    (prop::bool::weighted(0.3), prop::collection::vec(hostile, 0..3)).prop_map(|(none, hostile)| Spec { none, hostile })
+    (prop::bool::weighted(0.3), prop::collection::vec(hostile, 0..3))
+        .prop_map(|(none, hostile)| Spec { none, hostile })
 }
 
 fn cut() -> impl proptest::strategy::Strategy<Value = Cut> {
@@ -1117,7 +1118,9 @@ fn hostile_set(specs: &[Spec], role: &str) -> MigrationSet {
 /// not exist); the digest follows the rows; the lock is free.
 async fn ledger_equals_catalog(client: &Client, specs: &[Spec], when: &str) {
     assert!(lock_free(client).await, "{when}: the lock is held");
-    let idle = eventually(Duration::from_secs(30), || async { crate::crash::other_sessions(client).await == 0 }).await;
+    let idle =
+        eventually(Duration::from_secs(30), || async { crate::crash::other_sessions(client).await == 0 })
+            .await;
     assert!(idle, "{when}: an interrupted session never ended");
     let mut seen_gap = false;
     for (i, spec) in specs.iter().enumerate() {
@@ -1149,7 +1152,12 @@ async fn ledger_equals_catalog(client: &Client, specs: &[Spec], when: &str) {
             }
         }
     }
-    if client.query_one("SELECT to_regclass('pgskein.meta') IS NOT NULL", &[]).await.unwrap().get::<_, bool>(0) {
+    if client
+        .query_one("SELECT to_regclass('pgskein.meta') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    {
         assert!(digest_follows_rows(client).await, "{when}: the digest does not follow the rows");
     }
 }
