@@ -31,6 +31,7 @@ impl Graph {
     /// Validates `revs` and orders them. Duplicate ids are reported by the caller,
     /// which knows both files; here they are an error too, naming one file twice.
     #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn build(revs: Vec<Revision>, allow_multiple_heads: bool) -> Result<Self, Error> {
         Self::build_with_backfills(revs, allow_multiple_heads, &HashMap::new())
     }

@@ -1,6 +1,7 @@
 //! The revision model: what one migration is, independent of where it came
 //! from. SQL files become `Revision`s through `source::parse`; Rust-coded
-//! revisions will arrive as another `Body` kind with the same metadata.
+//! revisions (`rust::RustRevision`) are the other `Body` kind, with the same
+//! metadata.
 
 use std::fmt;
 use std::sync::Arc;

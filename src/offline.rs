@@ -88,50 +88,32 @@ pub(crate) fn render(
         }
         let id = quote_literal(rev.id.as_str());
         let checksum = rev.checksum.to_hex();
-        match dir {
-            Direction::Up if rev.repeatable => {
-                let _ = writeln!(out, "DELETE FROM {s}.\"applied\" WHERE id = {id};");
-                let _ = writeln!(
-                    out,
-                    "INSERT INTO {s}.\"applied\" (id, checksum, checksum_version, kind, state, app_version)\n    \
-                     VALUES ({id}, {}, {}, {}, 'applied', 'offline');",
-                    quote_literal(&checksum),
-                    Checksum::VERSION,
-                    quote_literal(rev.kind()),
-                );
-                let _ = writeln!(
-                    out,
-                    "INSERT INTO {s}.\"events\" (kind, revision, detail) VALUES ('apply', {id}, '{{\"offline\": true}}');"
-                );
-            }
-            Direction::Up => {
-                let list = |ids: &[crate::RevisionId]| {
-                    let items: Vec<String> = ids.iter().map(|i| quote_literal(i.as_str())).collect();
-                    format!("ARRAY[{}]::text[]", items.join(", "))
-                };
-                let _ = writeln!(
-                    out,
-                    "INSERT INTO {s}.\"applied\" (id, revises, depends_on, checksum, checksum_version, kind, state, app_version)\n    \
-                     VALUES ({id}, {}, {}, {}, {}, {}, 'applied', 'offline');",
-                    list(&rev.revises),
-                    list(&rev.depends_on),
-                    quote_literal(&checksum),
-                    Checksum::VERSION,
-                    quote_literal(rev.kind()),
-                );
-                let _ = writeln!(
-                    out,
-                    "INSERT INTO {s}.\"events\" (kind, revision, detail) VALUES ('apply', {id}, '{{\"offline\": true}}');"
-                );
-            }
-            Direction::Down => {
-                let _ = writeln!(out, "DELETE FROM {s}.\"applied\" WHERE id = {id};");
-                let _ = writeln!(
-                    out,
-                    "INSERT INTO {s}.\"events\" (kind, revision, detail) VALUES ('revert', {id}, '{{\"offline\": true}}');"
-                );
-            }
+        // A repeatable revision applied again replaces its row; a versioned
+        // one is inserted (a duplicate is then an error, as in a live run).
+        if dir == Direction::Down || rev.repeatable {
+            let _ = writeln!(out, "DELETE FROM {s}.\"applied\" WHERE id = {id};");
         }
+        if dir == Direction::Up {
+            let list = |ids: &[crate::RevisionId]| {
+                let items: Vec<String> = ids.iter().map(|i| quote_literal(i.as_str())).collect();
+                format!("ARRAY[{}]::text[]", items.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "INSERT INTO {s}.\"applied\" (id, revises, depends_on, checksum, checksum_version, kind, state, app_version)\n    \
+                 VALUES ({id}, {}, {}, {}, {}, {}, 'applied', 'offline');",
+                list(&rev.revises),
+                list(&rev.depends_on),
+                quote_literal(&checksum),
+                Checksum::VERSION,
+                quote_literal(rev.kind()),
+            );
+        }
+        let event = if dir == Direction::Up { "apply" } else { "revert" };
+        let _ = writeln!(
+            out,
+            "INSERT INTO {s}.\"events\" (kind, revision, detail) VALUES ('{event}', {id}, '{{\"offline\": true}}');"
+        );
         if wrap {
             out.push_str("COMMIT;\n");
         }

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Config;
 
-use crate::quote::quote_ident;
-
 use super::server::{execute_once, unique_name};
 use super::template::clone_sql;
 
@@ -177,7 +175,7 @@ impl ReadyPool {
 
     async fn drop_all(&self, names: &[String]) {
         for name in names {
-            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+            let sql = super::server::drop_database_sql(name);
             match tokio::time::timeout(STATEMENT_TIMEOUT, execute_once(&self.admin, &sql)).await {
                 Ok(Ok(())) => tracing::debug!(database = %name, "dropped an unused prepared test database"),
                 Ok(Err(error)) => {

@@ -1,3 +1,9 @@
+//! The server tests run against: `DATABASE_URL`'s, or a throwaway one this
+//! process starts (see `supervisor`), and the databases created on it for
+//! tests. Invariant: a throwaway server is removed when the process exits,
+//! however it exits, and a test database is dropped when its handle is
+//! (unless kept for a failed test).
+
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +14,7 @@ use tokio_postgres::Config;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::connstr::ConnStr;
+use crate::quote::quote_ident;
 
 /// The environment variable naming an existing server to use instead of a
 /// throwaway one.
@@ -462,13 +469,18 @@ impl TestDatabase {
 fn drop_database(server: &Inner, name: &str) -> Result<(), String> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+    let sql = drop_database_sql(name);
     runtime.block_on(async {
         match tokio::time::timeout(DROP_TIMEOUT, execute_once(&server.admin_config(), &sql)).await {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err(format!("timed out after {DROP_TIMEOUT:?}")),
         }
     })
+}
+
+/// Drops a test database even while sessions are connected to it.
+pub(super) fn drop_database_sql(name: &str) -> String {
+    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))
 }
 
 /// Runs `sql` on a fresh connection that is driven here rather than spawned,
@@ -650,10 +662,6 @@ fn random_u32() -> u32 {
 
 fn nanos_since_epoch() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The throwaway server: its binaries, directory, processes and clean-up.

@@ -355,11 +355,11 @@ pub(super) fn template_name<M: Migrator>(migrator: &M) -> String {
             version.update(b"\0");
         }
     }
-    format!("pgskein_t_{}_{}", hex(&history.finalize()[..4]), hex(&version.finalize()[..8]))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!(
+        "pgskein_t_{}_{}",
+        crate::id::hex(&history.finalize()[..4]),
+        crate::id::hex(&version.finalize()[..8])
+    )
 }
 
 pub(super) fn clone_sql(clone: &str, template: &str, strategy: &str) -> String {
@@ -491,7 +491,7 @@ async fn drop_database(admin: &Client, name: &str) -> Result<(), SetupError> {
         let sql = format!("ALTER DATABASE {} IS_TEMPLATE false", quote_ident(name));
         admin.batch_execute(&sql).await.map_err(SetupError::db("unmark template", name))?;
     }
-    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+    let sql = super::server::drop_database_sql(name);
     admin.batch_execute(&sql).await.map_err(SetupError::db("drop database", name))
 }
 
