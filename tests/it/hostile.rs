@@ -640,7 +640,8 @@ async fn a_revision_that_drops_the_bookkeeping_schema_is_named_in_the_error() {
 fn everything_named_like_a_revision_is_loaded_or_reported() {
     use std::os::unix::ffi::OsStrExt;
     let good = "-- pgskein: up\nCREATE TABLE a (id int);\n";
-    let cases: Vec<(&str, Box<dyn Fn(&std::path::Path) -> std::path::PathBuf>)> = vec![
+    type Make = Box<dyn Fn(&std::path::Path) -> std::path::PathBuf>;
+    let cases: Vec<(&str, Make)> = vec![
         (
             "UTF-8",
             Box::new(|d| {
