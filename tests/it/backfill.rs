@@ -11,7 +11,7 @@ use pgskein::{
     MigrationSet, Migrator,
 };
 
-use crate::common::{CancelAfter, chain, fresh_db, ledger};
+use crate::common::{CancelAfter, Rng, chain, fresh_db, ledger};
 
 const TOUCH: &str = "UPDATE items SET touched = touched + 1 WHERE id >= $1 AND id < $2";
 
@@ -44,24 +44,6 @@ async fn touched(client: &tokio_postgres::Client) -> (i64, i64) {
 
 async fn events(client: &tokio_postgres::Client, kind: &str) -> i64 {
     client.query_one("SELECT count(*) FROM pgskein.events WHERE kind = $1", &[&kind]).await.unwrap().get(0)
-}
-
-/// A small deterministic generator, seeded from the clock (the seed is printed).
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Self {
-        let seed =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-        eprintln!("rng seed {seed}");
-        Rng(seed)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }
 
 /// Waits until `counter` has moved `by` past `from`, or `stop` says the work ended.

@@ -1,8 +1,8 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgskein::{Migrator, Target};
 
-use crate::common::{CancelAfter, fresh_db, ledger, lock_held, temp_set};
+use crate::common::{CancelAfter, eventually, fresh_db, ledger, lock_held, temp_set};
 
 fn three_tables() -> pgskein::MigrationSet {
     temp_set(&[
@@ -38,14 +38,7 @@ async fn assert_consistent(client: &tokio_postgres::Client, when: &str) {
 
 async fn lock_freed(client: &tokio_postgres::Client) -> bool {
     // A closed pooled connection releases its lock when its backend exits: wait for that, bounded.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lock_held(client).await {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    true
+    eventually(Duration::from_secs(10), || async { !lock_held(client).await }).await
 }
 
 #[tokio::test]

@@ -153,3 +153,49 @@ impl<F: std::future::Future> std::future::Future for CancelAfter<F> {
         }
     }
 }
+
+/// Polls `cond` until it holds, or `limit` passes: waiting for a condition
+/// another session or process brings about, never for a fixed time.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so a failing sequence can
+/// be replayed from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from the clock; the seed is printed.
+    pub fn new() -> Self {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        eprintln!("rng seed {seed}");
+        Rng::from_seed(seed)
+    }
+    pub fn from_seed(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}

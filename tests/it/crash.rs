@@ -14,7 +14,7 @@ use pgskein::{Error, MigrationSet, Migrator, Resolution, Target};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::Client;
 
-use crate::common::{fresh_db, lock_held};
+use crate::common::{Rng, eventually, fresh_db, lock_held};
 
 /// The child's environment variable: the URL of the database to migrate.
 const CHILD_URL: &str = "PGSKEIN_CRASH_URL";
@@ -100,22 +100,6 @@ fn crash_child_applies_the_plan_until_killed() {
     });
 }
 
-/// A small deterministic generator (xorshift64*), so a failing sequence of
-/// kill moments can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
-
 enum ChildEnd {
     /// The run finished before the kill.
     Finished,
@@ -186,23 +170,6 @@ async fn run_child(url: &str, kill_after: Option<Duration>) -> (ChildEnd, Durati
 }
 
 /// Polls `cond` until it holds or `limit` passes.
-pub(crate) async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 pub(crate) async fn other_sessions(client: &Client) -> i64 {
     client
         .query_one(
@@ -341,7 +308,7 @@ async fn kill_9_at_random_moments_never_leaves_an_inconsistent_state() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     }) | 1;
     println!("crash trials: {trials}, PGSKEIN_CRASH_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_seed(seed);
     let db = fresh_db("crash").await;
     let url = db.url();
     let client = db.connect().await.unwrap();
@@ -434,7 +401,7 @@ async fn sigint_and_sigterm_at_random_moments_leave_what_the_ledger_says() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     }) | 1;
     println!("signal trials: {trials}, PGSKEIN_CRASH_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_seed(seed);
     let db = fresh_db("crash_signals").await;
     let client = db.connect().await.unwrap();
     let set = crash_plan();

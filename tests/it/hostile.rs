@@ -8,8 +8,7 @@ use std::time::Duration;
 use pgskein::{BlockedState, Config, Error, MigrationSet, Migrator, Resolution, Target};
 use tokio_postgres::Client;
 
-use crate::common::{chain, fresh_db};
-use crate::crash::eventually;
+use crate::common::{chain, eventually, fresh_db};
 
 /// A set from (file name, content) pairs, loaded from memory.
 fn set(files: &[(&str, &str)]) -> MigrationSet {

@@ -12,15 +12,11 @@ fn quick(lock_timeout_ms: u64, attempts: u32) -> Config {
 
 /// Polls `sql` (a count) until it is positive, or fails after 10 s.
 async fn until(client: &tokio_postgres::Client, sql: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
-        if n > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let positive = crate::common::eventually(Duration::from_secs(10), || async {
+        client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) > 0
+    })
+    .await;
+    assert!(positive, "timed out waiting for: {sql}");
 }
 
 const WAITING_FOR_ITEMS: &str =

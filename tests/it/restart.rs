@@ -12,8 +12,9 @@ use pgskein::testing::{TestDatabase, TestServer};
 use pgskein::{Error, MigrationSet, Migrator, Resolution, TransactionMode};
 use tokio_postgres::Client;
 
+use crate::common::eventually;
 use crate::common::{catalog, chain, fresh_db, ledger, lock_held};
-use crate::crash::{eventually, other_sessions};
+use crate::crash::other_sessions;
 
 /// The advisory-lock key of the gate; pgskein's own key is a SHA-256 prefix.
 const GATE: i64 = 4242;

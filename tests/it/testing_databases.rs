@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgskein::testing::{MigratedDatabase, MigratedSchema, SetupError, Template, TestDatabase, TestServer};
 use pgskein::{MigrationSet, Migrator};
@@ -282,11 +282,9 @@ async fn databases_prepared_ahead_are_handed_out_at_once_and_dropped_with_their_
     };
     assert_eq!(prepared(&client).await, 2);
     drop(template);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while prepared(&client).await != 0 {
-        assert!(Instant::now() < deadline, "the prepared databases were not dropped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let dropped =
+        crate::common::eventually(Duration::from_secs(10), || async { prepared(&client).await == 0 }).await;
+    assert!(dropped, "the prepared databases were not dropped");
     // The handed-out database is the test's own until it drops it.
     assert_eq!(existing(&client, &[db.name().to_owned()]).await.len(), 1);
 }
@@ -336,11 +334,10 @@ async fn prepared_databases_nobody_took_are_dropped_at_exit() {
 }
 
 async fn wait_for(mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), || std::future::ready(done())).await,
+        "timed out"
+    );
 }
 
 #[tokio::test]
