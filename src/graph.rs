@@ -30,7 +30,6 @@ pub(crate) struct Graph {
 impl Graph {
     /// Validates `revs` and orders them. Duplicate ids are reported by the caller,
     /// which knows both files; here they are an error too, naming one file twice.
-    #[cfg_attr(not(test), allow(dead_code))]
     #[cfg(test)]
     pub(crate) fn build(revs: Vec<Revision>, allow_multiple_heads: bool) -> Result<Self, Error> {
         Self::build_with_backfills(revs, allow_multiple_heads, &HashMap::new())
@@ -46,26 +45,7 @@ impl Graph {
         allow_multiple_heads: bool,
         backfills: &HashMap<RevisionId, RevisionId>,
     ) -> Result<Self, Error> {
-        let mut backfill_deps: Vec<Vec<String>> = vec![Vec::new(); revs.len()];
-        if !backfills.is_empty() {
-            let known: std::collections::HashSet<RevisionId> = revs.iter().map(|r| r.id.clone()).collect();
-            for (r, deps) in revs.iter_mut().zip(&mut backfill_deps) {
-                let mut depends_on = Vec::with_capacity(r.depends_on.len());
-                for d in std::mem::take(&mut r.depends_on) {
-                    match backfills.get(&d) {
-                        Some(after) if !known.contains(&d) => {
-                            deps.push(d.as_str().to_owned());
-                            if !depends_on.contains(after) {
-                                depends_on.push(after.clone());
-                            }
-                        }
-                        _ if !depends_on.contains(&d) => depends_on.push(d),
-                        _ => {}
-                    }
-                }
-                r.depends_on = depends_on;
-            }
-        }
+        let mut backfill_deps = split_backfill_deps(&mut revs, backfills);
         let mut by_id: HashMap<RevisionId, usize> = HashMap::with_capacity(revs.len());
         for (i, r) in revs.iter().enumerate() {
             if let Some(&j) = by_id.get(&r.id) {
@@ -77,50 +57,16 @@ impl Graph {
             }
             by_id.insert(r.id.clone(), i);
         }
-        let n = revs.len();
-        let mut parents = vec![Vec::new(); n];
-        let mut revised = vec![false; n];
-        for (i, r) in revs.iter().enumerate() {
-            for (relation, list) in [("revises", &r.revises), ("depends on", &r.depends_on)] {
-                for p in list {
-                    let Some(&j) = by_id.get(p) else {
-                        return Err(Error::UnknownParent {
-                            id: r.id.clone(),
-                            path: r.origin.clone(),
-                            relation,
-                            parent: p.clone(),
-                        });
-                    };
-                    if revs[j].repeatable {
-                        return Err(Error::RevisesRepeatable {
-                            id: r.id.clone(),
-                            path: r.origin.clone(),
-                            parent: p.clone(),
-                        });
-                    }
-                    if j == i {
-                        return Err(Error::Cycle {
-                            ids: vec![r.id.clone(), r.id.clone()],
-                            files: vec![r.origin.clone(), r.origin.clone()],
-                        });
-                    }
-                    if !parents[i].contains(&j) {
-                        parents[i].push(j);
-                    }
-                    if relation == "revises" {
-                        revised[j] = true;
-                    }
-                }
-            }
-        }
+        let (parents, revised) = edges(&revs, &by_id)?;
         let order = topo_order(&revs, &parents)?;
         // Renumber nodes into canonical order so plans are plain filters over `revs`.
+        let n = revs.len();
         let mut pos = vec![0; n];
         for (new, &old) in order.iter().enumerate() {
             pos[old] = new;
         }
         let mut slots: Vec<Option<Revision>> = revs.into_iter().map(Some).collect();
-        let revs: Vec<Revision> = order.iter().map(|&old| slots[old].take().expect("each once")).collect();
+        let revs: Vec<Revision> = order.iter().filter_map(|&old| slots[old].take()).collect();
         let mut new_parents = vec![Vec::new(); n];
         let mut children = vec![Vec::new(); n];
         for old in 0..n {
@@ -204,6 +150,82 @@ impl Graph {
         }
         d.to_string()
     }
+}
+
+/// Takes the backfill names out of each revision's `depends_on` (`backfills`
+/// maps a backfill's name to the revision it runs after): each becomes an
+/// ordering edge to that revision, and the names are returned per revision.
+fn split_backfill_deps(
+    revs: &mut [Revision],
+    backfills: &HashMap<RevisionId, RevisionId>,
+) -> Vec<Vec<String>> {
+    let mut backfill_deps: Vec<Vec<String>> = vec![Vec::new(); revs.len()];
+    if backfills.is_empty() {
+        return backfill_deps;
+    }
+    let known: std::collections::HashSet<RevisionId> = revs.iter().map(|r| r.id.clone()).collect();
+    for (r, deps) in revs.iter_mut().zip(&mut backfill_deps) {
+        let mut depends_on = Vec::with_capacity(r.depends_on.len());
+        for d in std::mem::take(&mut r.depends_on) {
+            match backfills.get(&d) {
+                Some(after) if !known.contains(&d) => {
+                    deps.push(d.as_str().to_owned());
+                    if !depends_on.contains(after) {
+                        depends_on.push(after.clone());
+                    }
+                }
+                _ if !depends_on.contains(&d) => depends_on.push(d),
+                _ => {}
+            }
+        }
+        r.depends_on = depends_on;
+    }
+    backfill_deps
+}
+
+/// Each revision's parents (`revises` and `depends_on`), and which revisions
+/// are revised by another (so are no heads); refuses unknown, repeatable and
+/// self-referencing parents.
+fn edges(
+    revs: &[Revision],
+    by_id: &HashMap<RevisionId, usize>,
+) -> Result<(Vec<Vec<usize>>, Vec<bool>), Error> {
+    let mut parents = vec![Vec::new(); revs.len()];
+    let mut revised = vec![false; revs.len()];
+    for (i, r) in revs.iter().enumerate() {
+        for (relation, list) in [("revises", &r.revises), ("depends on", &r.depends_on)] {
+            for p in list {
+                let Some(&j) = by_id.get(p) else {
+                    return Err(Error::UnknownParent {
+                        id: r.id.clone(),
+                        path: r.origin.clone(),
+                        relation,
+                        parent: p.clone(),
+                    });
+                };
+                if revs[j].repeatable {
+                    return Err(Error::RevisesRepeatable {
+                        id: r.id.clone(),
+                        path: r.origin.clone(),
+                        parent: p.clone(),
+                    });
+                }
+                if j == i {
+                    return Err(Error::Cycle {
+                        ids: vec![r.id.clone(), r.id.clone()],
+                        files: vec![r.origin.clone(), r.origin.clone()],
+                    });
+                }
+                if !parents[i].contains(&j) {
+                    parents[i].push(j);
+                }
+                if relation == "revises" {
+                    revised[j] = true;
+                }
+            }
+        }
+    }
+    Ok((parents, revised))
 }
 
 /// Kahn's algorithm with a min-heap on id: the canonical order.

@@ -163,35 +163,41 @@ pub(crate) fn plan(
     target: &Target,
     mode: Mode,
 ) -> Result<Vec<(usize, Direction)>, Error> {
+    let mut target_set = target_set(graph, applied, target, mode)?;
+    place_repeatables(graph, applied, &mut target_set, mode);
+    let steps = steps_between(graph, applied, &target_set, mode);
+    if mode == Mode::Downgrade {
+        let irreversible = |i: usize| graph.revs[i].down.is_none() && !graph.revs[i].repeatable;
+        if let Some(&(i, _)) = steps.iter().find(|(i, _)| irreversible(*i)) {
+            return Err(Error::Irreversible {
+                id: graph.revs[i].id.clone(),
+                path: graph.revs[i].origin.clone(),
+            });
+        }
+    }
+    Ok(steps)
+}
+
+/// The versioned revisions `target` asks to be applied, as a set over the graph's nodes.
+fn target_set(graph: &Graph, applied: &[bool], target: &Target, mode: Mode) -> Result<Vec<bool>, Error> {
     let wrong_way = || Error::UnknownTarget { target: format!("{target} (not {} target)", mode_word(mode)) };
-    let target_set: Vec<bool> = match (target, mode) {
-        (Target::Relative(n), Mode::Upgrade) if *n > 0 => {
-            let mut set = applied.to_vec();
-            (0..graph.len())
-                .filter(|&i| !applied[i] && !graph.revs[i].repeatable)
-                .take(*n as usize)
-                .for_each(|i| set[i] = true);
-            set
+    // `n` more (or fewer) versioned revisions, in canonical order.
+    let moved = |n: usize, up: bool| {
+        let mut set = applied.to_vec();
+        let candidates = (0..graph.len()).filter(|&i| applied[i] != up && !graph.revs[i].repeatable);
+        let chosen: Vec<usize> =
+            if up { candidates.take(n).collect() } else { candidates.rev().take(n).collect() };
+        for i in chosen {
+            set[i] = up;
         }
+        set
+    };
+    Ok(match (target, mode) {
+        (Target::Relative(n), Mode::Upgrade | Mode::Stamp) if *n > 0 => moved(*n as usize, true),
         (Target::Relative(n), Mode::Downgrade | Mode::Stamp) if *n < 0 => {
-            let mut set = applied.to_vec();
-            let k = n.unsigned_abs() as usize;
-            // Steps count versioned revisions; repeatable ones follow the rule below.
-            (0..graph.len())
-                .rev()
-                .filter(|&i| applied[i] && !graph.revs[i].repeatable)
-                .take(k)
-                .for_each(|i| set[i] = false);
-            set
+            moved(n.unsigned_abs() as usize, false)
         }
-        (Target::Relative(n), Mode::Stamp) => {
-            let mut set = applied.to_vec();
-            (0..graph.len())
-                .filter(|&i| !applied[i] && !graph.revs[i].repeatable)
-                .take(*n as usize)
-                .for_each(|i| set[i] = true);
-            set
-        }
+        (Target::Relative(0), Mode::Stamp) => applied.to_vec(),
         (Target::Relative(_), _) => return Err(wrong_way()),
         (Target::Base, _) => vec![false; graph.len()],
         (Target::Release(v), _) => {
@@ -210,17 +216,7 @@ pub(crate) fn plan(
         (Target::Heads, Mode::Downgrade) => applied.to_vec(),
         (Target::Heads, _) => graph.closure(&graph.heads),
         (Target::Head | Target::BranchHead(_) | Target::Revision(_), _) => {
-            let node = match target {
-                Target::Head => single(graph, &graph.heads, target)?,
-                Target::BranchHead(b) => {
-                    let heads = graph
-                        .branch_heads(b)
-                        .ok_or_else(|| Error::UnknownTarget { target: target.to_string() })?;
-                    single(graph, &heads, target)?
-                }
-                Target::Revision(r) => resolve(graph, r)?,
-                _ => unreachable!("matched above"),
-            };
+            let node = target_node(graph, target)?;
             if mode != Mode::Downgrade {
                 graph.closure(&[node])
             } else if !applied[node] {
@@ -232,42 +228,54 @@ pub(crate) fn plan(
                 applied.iter().zip(remove).map(|(&a, r)| a && !r).collect()
             }
         }
-    };
-    let mut target_set = target_set;
+    })
+}
+
+/// The one node `head`, `<branch>@head` or a revision id names.
+fn target_node(graph: &Graph, target: &Target) -> Result<usize, Error> {
+    match target {
+        Target::Head => single(graph, &graph.heads, target),
+        Target::BranchHead(b) => {
+            let heads =
+                graph.branch_heads(b).ok_or_else(|| Error::UnknownTarget { target: target.to_string() })?;
+            single(graph, &heads, target)
+        }
+        Target::Revision(r) => resolve(graph, r),
+        _ => Err(Error::UnknownTarget { target: target.to_string() }),
+    }
+}
+
+/// Repeatable revisions come with a complete upgrade, and make way for any downgrade.
+fn place_repeatables(graph: &Graph, applied: &[bool], target_set: &mut [bool], mode: Mode) {
     let versioned = |i: &usize| !graph.revs[*i].repeatable;
     let all_versioned = (0..graph.len()).filter(versioned).all(|i| target_set[i]);
     let removes_versioned = (0..graph.len()).filter(versioned).any(|i| applied[i] && !target_set[i]);
     for i in (0..graph.len()).filter(|i| !versioned(i)) {
-        // Repeatable revisions come with a complete upgrade, and make way for any downgrade.
         target_set[i] = match mode {
             Mode::Downgrade => applied[i] && !removes_versioned,
             _ => all_versioned,
         };
     }
-    let keep_applied = mode == Mode::Upgrade;
-    let add_new = mode != Mode::Downgrade;
+}
+
+/// The steps from `applied` to `target_set`: removals children first, then
+/// additions parents first, as the mode allows.
+fn steps_between(
+    graph: &Graph,
+    applied: &[bool],
+    target_set: &[bool],
+    mode: Mode,
+) -> Vec<(usize, Direction)> {
     let mut steps = Vec::new();
-    for i in (0..graph.len()).rev() {
-        if applied[i] && !target_set[i] && !keep_applied {
-            steps.push((i, Direction::Down));
-        }
+    if mode != Mode::Upgrade {
+        steps.extend(
+            (0..graph.len()).rev().filter(|&i| applied[i] && !target_set[i]).map(|i| (i, Direction::Down)),
+        );
     }
-    for i in 0..graph.len() {
-        if !applied[i] && target_set[i] && add_new {
-            steps.push((i, Direction::Up));
-        }
+    if mode != Mode::Downgrade {
+        steps.extend((0..graph.len()).filter(|&i| !applied[i] && target_set[i]).map(|i| (i, Direction::Up)));
     }
-    if mode == Mode::Downgrade {
-        if let Some(&(i, _)) =
-            steps.iter().find(|(i, _)| graph.revs[*i].down.is_none() && !graph.revs[*i].repeatable)
-        {
-            return Err(Error::Irreversible {
-                id: graph.revs[i].id.clone(),
-                path: graph.revs[i].origin.clone(),
-            });
-        }
-    }
-    Ok(steps)
+    steps
 }
 
 fn mode_word(mode: Mode) -> &'static str {

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::error::Error;
 use crate::id::RevisionId;
@@ -161,16 +162,26 @@ fn scan(set: &MigrationSet, plan: &Plan) -> Needs {
     needs
 }
 
+/// Who runs the checks, as the server sees it.
+struct Role {
+    name: String,
+    current_schema: Option<String>,
+    /// CREATE on the database.
+    db_create: bool,
+    superuser: bool,
+}
+
 /// Runs the checks for `plan`. `ledger_missing`: the bookkeeping schema will be created.
+/// Every query is an unnamed statement, so the checks also run through a
+/// transaction-pooling proxy.
 pub(crate) async fn check(
     set: &MigrationSet,
     client: &Client,
     plan: Plan,
     ledger_missing: bool,
 ) -> Result<Preflight, Error> {
-    let db = |e| Error::Db { context: "running pre-flight checks", source: e };
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT current_setting('server_version'), current_schema()::text, \
                     has_database_privilege(current_database(), 'CREATE'), \
                     (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text",
@@ -178,116 +189,145 @@ pub(crate) async fn check(
         )
         .await
         .map_err(db)?;
-    let (server_version, current_schema, db_create, superuser, role): (
-        String,
-        Option<String>,
-        bool,
-        bool,
-        String,
-    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let server_version: String = row.get(0);
+    let role =
+        Role { current_schema: row.get(1), db_create: row.get(2), superuser: row.get(3), name: row.get(4) };
     let needs = scan(set, &plan);
     let mut problems = Vec::new();
-    let mut push = |kind, revision: Option<RevisionId>, message: String| {
-        problems.push(Problem { kind, revision, message })
-    };
-
-    if !db_create && (ledger_missing || needs.creates_schema.is_some()) {
+    if !role.db_create && (ledger_missing || needs.creates_schema.is_some()) {
         let why = if ledger_missing { "the bookkeeping schema" } else { "a schema the plan creates" };
-        push(
-            ProblemKind::MissingPrivilege,
-            needs.creates_schema.clone(),
-            format!(
-                "role {role} lacks CREATE on the database, needed for {why}: GRANT CREATE ON DATABASE ... TO {role}"
+        problems.push(Problem {
+            kind: ProblemKind::MissingPrivilege,
+            revision: needs.creates_schema.clone(),
+            message: format!(
+                "role {} lacks CREATE on the database, needed for {why}: GRANT CREATE ON DATABASE ... TO {}",
+                role.name, role.name
             ),
-        );
+        });
     }
+    problems.extend(schema_problems(client, &role, &needs).await?);
+    problems.extend(extension_problems(client, &role, &needs).await?);
+    problems.extend(lock_problems(client, &needs).await?);
+    problems.extend(long_transactions(client).await?);
+    Ok(Preflight { server_version, plan, problems })
+}
+
+fn db(e: tokio_postgres::Error) -> Error {
+    Error::Db { context: "running pre-flight checks", source: e }
+}
+
+/// CREATE on each existing schema the plan creates objects in.
+async fn schema_problems(client: &Client, role: &Role, needs: &Needs) -> Result<Vec<Problem>, Error> {
+    let mut problems = Vec::new();
     let mut seen = BTreeSet::new();
     for (schema, rev) in &needs.schemas {
-        let Some(schema) = schema.clone().or_else(|| current_schema.clone()) else { continue };
+        let Some(schema) = schema.clone().or_else(|| role.current_schema.clone()) else { continue };
         if !seen.insert(schema.clone()) {
             continue;
         }
         let row = client
-            .query_one(
+            .query_typed_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
                         has_schema_privilege((SELECT oid FROM pg_namespace WHERE nspname = $1), 'CREATE')",
-                &[&schema],
+                &[(&schema, Type::TEXT)],
             )
             .await
             .map_err(db)?;
         let (exists, can): (bool, Option<bool>) = (row.get(0), row.get(1));
         if exists && can != Some(true) {
-            push(
-                ProblemKind::MissingPrivilege,
-                Some(rev.clone()),
-                format!(
-                    "role {role} lacks CREATE on schema {schema:?}, needed by {rev}: GRANT CREATE ON SCHEMA ... TO {role}"
+            let name = &role.name;
+            problems.push(Problem {
+                kind: ProblemKind::MissingPrivilege,
+                revision: Some(rev.clone()),
+                message: format!(
+                    "role {name} lacks CREATE on schema {schema:?}, needed by {rev}: GRANT CREATE ON SCHEMA ... TO {name}"
                 ),
-            );
+            });
         }
     }
+    Ok(problems)
+}
+
+/// Each extension the plan creates: available, and creatable by this role.
+async fn extension_problems(client: &Client, role: &Role, needs: &Needs) -> Result<Vec<Problem>, Error> {
+    let mut problems = Vec::new();
     for (ext, rev) in &needs.extensions {
         let row = client
-            .query_opt(
+            .query_typed_opt(
                 "SELECT e.installed_version IS NOT NULL, \
                         coalesce((SELECT bool_or(v.trusted) FROM pg_available_extension_versions v WHERE v.name = e.name), false) \
                  FROM pg_available_extensions e WHERE e.name = $1",
-                &[ext],
+                &[(ext, Type::TEXT)],
             )
             .await
             .map_err(db)?;
-        match row {
-            None => push(
+        let name = &role.name;
+        let problem = match row {
+            None => Some((
                 ProblemKind::MissingExtension,
-                Some(rev.clone()),
                 format!(
                     "extension {ext:?}, created by {rev}, is not available on this server: install its package (e.g. postgresql-contrib) first"
                 ),
-            ),
+            )),
             Some(r) => {
                 let (installed, trusted): (bool, bool) = (r.get(0), r.get(1));
-                let creatable = installed || superuser || (trusted && db_create);
-                if !creatable {
-                    push(
+                let creatable = installed || role.superuser || (trusted && role.db_create);
+                (!creatable).then(|| {
+                    (
                         ProblemKind::ExtensionNotCreatable,
-                        Some(rev.clone()),
                         format!(
-                            "role {role} cannot create extension {ext:?} (needed by {rev}): it is not trusted, or the role lacks CREATE on the database; have a superuser create it first"
+                            "role {name} cannot create extension {ext:?} (needed by {rev}): it is not trusted, or the role lacks CREATE on the database; have a superuser create it first"
                         ),
-                    );
-                }
+                    )
+                })
             }
+        };
+        if let Some((kind, message)) = problem {
+            problems.push(Problem { kind, revision: Some(rev.clone()), message });
         }
     }
-    if !needs.tables.is_empty() {
-        let tables: Vec<String> = needs.tables.iter().cloned().collect();
-        let rows = client
-            .query(
-                "SELECT DISTINCT l.pid, coalesce(a.application_name, ''), c.relname::text, l.mode, coalesce(a.state, ''), \
-                        coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0) \
-                 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.pid <> pg_backend_pid() AND c.relname = ANY($1) \
-                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                 ORDER BY 3, 1",
-                &[&tables],
-            )
-            .await
-            .map_err(db)?;
-        for r in rows {
+    Ok(problems)
+}
+
+/// Sessions holding locks on the tables the plan alters.
+async fn lock_problems(client: &Client, needs: &Needs) -> Result<Vec<Problem>, Error> {
+    if needs.tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tables: Vec<String> = needs.tables.iter().cloned().collect();
+    let rows = client
+        .query_typed(
+            "SELECT DISTINCT l.pid, coalesce(a.application_name, ''), c.relname::text, l.mode, coalesce(a.state, ''), \
+                    coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0) \
+             FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.pid <> pg_backend_pid() AND c.relname = ANY($1) \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY 3, 1",
+            &[(&tables, Type::TEXT_ARRAY)],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
             let (pid, app, table, mode, state, secs): (i32, String, String, String, String, i64) =
                 (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-            push(
-                ProblemKind::LockHeld,
-                None,
-                format!(
+            Problem {
+                kind: ProblemKind::LockHeld,
+                revision: None,
+                message: format!(
                     "pid {pid} ({app:?}, {state}, transaction open {secs}s) holds {mode} on {table}, which the plan alters: the migration would wait for it, and the application's queries behind the migration"
                 ),
-            );
-        }
-    }
+            }
+        })
+        .collect())
+}
+
+/// Transactions open for more than a minute: DDL would queue behind them.
+async fn long_transactions(client: &Client) -> Result<Vec<Problem>, Error> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT pid, coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::bigint \
              FROM pg_stat_activity \
              WHERE pid <> pg_backend_pid() AND datname = current_database() \
@@ -296,13 +336,17 @@ pub(crate) async fn check(
         )
         .await
         .map_err(db)?;
-    for r in rows {
-        let (pid, app, secs): (i32, String, i64) = (r.get(0), r.get(1), r.get(2));
-        push(
-            ProblemKind::LongTransaction,
-            None,
-            format!("pid {pid} ({app:?}) has had a transaction open for {secs}s: DDL may queue behind it"),
-        );
-    }
-    Ok(Preflight { server_version, plan, problems })
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (pid, app, secs): (i32, String, i64) = (r.get(0), r.get(1), r.get(2));
+            Problem {
+                kind: ProblemKind::LongTransaction,
+                revision: None,
+                message: format!(
+                    "pid {pid} ({app:?}) has had a transaction open for {secs}s: DDL may queue behind it"
+                ),
+            }
+        })
+        .collect())
 }
