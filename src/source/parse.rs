@@ -18,6 +18,104 @@ enum Section {
     Verify,
 }
 
+/// The header's directives, as they are read.
+#[derive(Default)]
+struct Header {
+    revises: Option<Vec<RevisionId>>,
+    depends_on: Option<Vec<RevisionId>>,
+    branch: Option<String>,
+    message: Option<String>,
+    release: Option<semver::Version>,
+    tx: Option<TxMode>,
+    lock_timeout: Option<std::time::Duration>,
+    statement_timeout: Option<std::time::Duration>,
+    repeatable: bool,
+}
+
+/// The directives a header may hold (the section markers aside).
+const DIRECTIVES: [&str; 9] = [
+    "revises",
+    "depends-on",
+    "branch",
+    "transaction",
+    "message",
+    "release",
+    "lock-timeout",
+    "statement-timeout",
+    "repeatable",
+];
+
+impl Header {
+    /// Records directive `name` (one of [`DIRECTIVES`]) of the revision `id`.
+    fn set(&mut self, name: &'static str, value: &str, id: &RevisionId) -> Result<(), ParseErrorKind> {
+        let bad = |reason: String| ParseErrorKind::BadValue { directive: name, reason };
+        let fresh = match name {
+            "revises" | "depends-on" => {
+                let ids = id_list(value).map_err(bad)?;
+                if ids.contains(id) {
+                    return Err(ParseErrorKind::SelfReference(name));
+                }
+                let slot = if name == "revises" { &mut self.revises } else { &mut self.depends_on };
+                slot.replace(ids).is_none()
+            }
+            "branch" => {
+                let label = RevisionId::new(value).map_err(|_| {
+                    bad(format!(
+                        "branch label {value:?} must be ASCII letters, digits, '_', '.' or '-', \
+                         start with a letter or digit, and not be head, heads or base; rename the label"
+                    ))
+                })?;
+                self.branch.replace(label.as_str().to_owned()).is_none()
+            }
+            "transaction" => {
+                if value != "none" {
+                    return Err(bad(format!(
+                        "expected `none` (revisions are transactional unless declared otherwise), found {value:?}"
+                    )));
+                }
+                self.tx.replace(TxMode::None).is_none()
+            }
+            "message" => self.message.replace(value.to_owned()).is_none(),
+            "repeatable" => {
+                if !value.is_empty() {
+                    return Err(bad(format!("takes no value, found {value:?}")));
+                }
+                !std::mem::replace(&mut self.repeatable, true)
+            }
+            "lock-timeout" | "statement-timeout" => {
+                let d = parse_duration(value).map_err(bad)?;
+                let slot =
+                    if name == "lock-timeout" { &mut self.lock_timeout } else { &mut self.statement_timeout };
+                slot.replace(d).is_none()
+            }
+            _ => {
+                let v = semver::Version::parse(value)
+                    .map_err(|e| bad(format!("{value:?} is not a semantic version ({e})")))?;
+                self.release.replace(v).is_none()
+            }
+        };
+        if fresh { Ok(()) } else { Err(ParseErrorKind::DuplicateDirective(name.to_owned())) }
+    }
+
+    /// A repeatable revision is re-run whenever it changes, so it stands
+    /// outside the graph and inside a transaction: the directive that says
+    /// otherwise, if any.
+    fn repeatable_conflict(&self) -> Option<&'static str> {
+        if !self.repeatable {
+            return None;
+        }
+        [
+            ("revises", self.revises.is_some()),
+            ("depends-on", self.depends_on.is_some()),
+            ("branch", self.branch.is_some()),
+            ("release", self.release.is_some()),
+            ("transaction", self.tx == Some(TxMode::None)),
+        ]
+        .into_iter()
+        .find_map(|(directive, set)| set.then_some(directive))
+    }
+}
+
 /// Parses one revision file. `path` names the file in errors; its stem is the id.
 pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     let err = |line: Option<usize>, kind| Error::Parse { path: path.to_owned(), line, kind };
@@ -34,42 +132,23 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
         return Err(err(None, ParseErrorKind::Empty));
     }
     let id = file_id(path).map_err(|m| err(None, ParseErrorKind::BadFileName(m)))?;
-
-    let mut revises = None;
-    let mut depends_on = None;
-    let mut branch = None;
-    let mut message = None;
-    let mut release = None;
-    let mut tx = None;
-    let mut lock_timeout = None;
-    let mut repeatable = false;
-    let mut statement_timeout = None;
+    let mut header = Header::default();
     let mut bodies: [Option<(usize, String)>; 3] = [None, None, None];
     let mut section = Section::Header;
-
     for (idx, raw) in text.split('\n').enumerate() {
         let lineno = idx + 1;
+        let at = |kind| err(Some(lineno), kind);
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         let Some((name, value)) = directive(line) else {
-            match section {
-                Section::Header => {
-                    let t = line.trim();
-                    if t.trim_start_matches('-').trim_start().starts_with("pgskein") && t.starts_with("--") {
-                        return Err(err(Some(lineno), ParseErrorKind::MalformedDirective));
-                    }
-                    if !(t.is_empty() || t.starts_with("--")) {
-                        return Err(err(Some(lineno), ParseErrorKind::SqlBeforeUp));
-                    }
-                }
-                s => {
-                    let body = &mut bodies[s as usize - 1].as_mut().expect("section opened").1;
+            match bodies.get_mut((section as usize).wrapping_sub(1)).and_then(Option::as_mut) {
+                Some((_, body)) => {
                     body.push_str(line);
                     body.push('\n');
                 }
+                None => header_line(line).map_err(at)?,
             }
             continue;
         };
-        let at = |kind| err(Some(lineno), kind);
         let next = match name {
             "up" => Some(Section::Up),
             "down" => Some(Section::Down),
@@ -94,145 +173,43 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
             section = next;
             continue;
         }
-        let known = [
-            "revises",
-            "depends-on",
-            "branch",
-            "transaction",
-            "message",
-            "release",
-            "lock-timeout",
-            "statement-timeout",
-            "repeatable",
-        ];
-        let Some(&name) = known.iter().find(|k| **k == name) else {
+        let Some(&name) = DIRECTIVES.iter().find(|k| **k == name) else {
             return Err(at(ParseErrorKind::UnknownDirective(name.to_owned())));
         };
         if section != Section::Header {
             return Err(at(ParseErrorKind::DirectiveAfterUp(name.to_owned())));
         }
-        let dup = || at(ParseErrorKind::DuplicateDirective(name.to_owned()));
-        let bad = |reason: String| at(ParseErrorKind::BadValue { directive: name, reason });
-        match name {
-            "revises" | "depends-on" => {
-                let ids = id_list(value).map_err(bad)?;
-                if ids.contains(&id) {
-                    return Err(at(ParseErrorKind::SelfReference(name)));
-                }
-                let slot = if name == "revises" { &mut revises } else { &mut depends_on };
-                if slot.replace(ids).is_some() {
-                    return Err(dup());
-                }
-            }
-            "branch" => {
-                let label = RevisionId::new(value).map_err(|_| {
-                    bad(format!(
-                        "branch label {value:?} must be ASCII letters, digits, '_', '.' or '-', \
-                         start with a letter or digit, and not be head, heads or base; rename the label"
-                    ))
-                })?;
-                if branch.replace(label.as_str().to_owned()).is_some() {
-                    return Err(dup());
-                }
-            }
-            "transaction" => {
-                if value != "none" {
-                    return Err(bad(format!(
-                        "expected `none` (revisions are transactional unless declared otherwise), found {value:?}"
-                    )));
-                }
-                if tx.replace(TxMode::None).is_some() {
-                    return Err(dup());
-                }
-            }
-            "message" => {
-                if message.replace(value.to_owned()).is_some() {
-                    return Err(dup());
-                }
-            }
-            "repeatable" => {
-                if !value.is_empty() {
-                    return Err(bad(format!("takes no value, found {value:?}")));
-                }
-                if std::mem::replace(&mut repeatable, true) {
-                    return Err(dup());
-                }
-            }
-            "lock-timeout" | "statement-timeout" => {
-                let d = parse_duration(value).map_err(bad)?;
-                let slot = if name == "lock-timeout" { &mut lock_timeout } else { &mut statement_timeout };
-                if slot.replace(d).is_some() {
-                    return Err(dup());
-                }
-            }
-            "release" => {
-                let v = semver::Version::parse(value)
-                    .map_err(|e| bad(format!("{value:?} is not a semantic version ({e})")))?;
-                if release.replace(v).is_some() {
-                    return Err(dup());
-                }
-            }
-            _ => unreachable!("filtered by `known`"),
-        }
+        header.set(name, value, &id).map_err(at)?;
     }
-
     let [up, down, verify] = bodies;
     let Some((up_line, up)) = up else {
         return Err(err(None, ParseErrorKind::MissingUp));
     };
-    let tx = tx.unwrap_or_default();
-    if repeatable {
-        // A repeatable revision is re-run whenever it changes, so it stands
-        // outside the graph and inside a transaction.
-        let conflict = [
-            ("revises", revises.is_some()),
-            ("depends-on", depends_on.is_some()),
-            ("branch", branch.is_some()),
-            ("release", release.is_some()),
-            ("transaction", tx == TxMode::None),
-        ]
-        .into_iter()
-        .find(|(_, set)| *set);
-        if let Some((directive, _)) = conflict {
-            return Err(err(
-                None,
-                ParseErrorKind::BadValue {
-                    directive: "repeatable",
-                    reason: format!("a repeatable revision cannot also declare `{directive}`"),
-                },
-            ));
-        }
+    if let Some(directive) = header.repeatable_conflict() {
+        let reason = format!("a repeatable revision cannot also declare `{directive}`");
+        return Err(err(None, ParseErrorKind::BadValue { directive: "repeatable", reason }));
     }
-    let (down_line, down) = match down {
-        Some((line, body)) => (line, Some(body)),
-        None => (0, None),
-    };
-    if tx == TxMode::Transactional {
-        check_transactional(path, up_line, &up)?;
-        if let Some(down) = &down {
-            check_transactional(path, down_line, down)?;
-        }
-    } else {
-        check_transactions_end(path, up_line, &up)?;
-        if let Some(down) = &down {
-            check_transactions_end(path, down_line, down)?;
+    let tx = header.tx.unwrap_or_default();
+    let (down_line, down) = down.map_or((0, None), |(line, body)| (line, Some(body)));
+    for (line, body) in std::iter::once((up_line, &up)).chain(down.as_ref().map(|d| (down_line, d))) {
+        match tx {
+            TxMode::Transactional => check_transactional(path, line, body)?,
+            TxMode::None => check_transactions_end(path, line, body)?,
         }
     }
     if let Some((line, verify)) = &verify {
         check_transactional(path, *line, verify)?;
     }
-    let revises = revises.unwrap_or_default();
-    let depends_on: Vec<RevisionId> = depends_on.unwrap_or_default();
     Ok(Revision {
-        lock_timeout,
-        statement_timeout,
-        repeatable,
+        lock_timeout: header.lock_timeout,
+        statement_timeout: header.statement_timeout,
+        repeatable: header.repeatable,
         id,
-        revises,
-        depends_on,
-        branch,
-        message,
-        release,
+        revises: header.revises.unwrap_or_default(),
+        depends_on: header.depends_on.unwrap_or_default(),
+        branch: header.branch,
+        message: header.message,
+        release: header.release,
         tx,
         up: Body::Sql(up),
         up_line,
@@ -242,6 +219,19 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
         checksum,
         origin: path.to_owned(),
     })
+}
+
+/// A header line that is not a directive: blank or a comment, and not a
+/// comment that looks like a directive without its colon.
+fn header_line(line: &str) -> Result<(), ParseErrorKind> {
+    let t = line.trim();
+    if t.trim_start_matches('-').trim_start().starts_with("pgskein") && t.starts_with("--") {
+        return Err(ParseErrorKind::MalformedDirective);
+    }
+    if !(t.is_empty() || t.starts_with("--")) {
+        return Err(ParseErrorKind::SqlBeforeUp);
+    }
+    Ok(())
 }
 
 fn section_name(s: Section) -> &'static str {
