@@ -316,6 +316,7 @@ fn allowances(body_lines: &[&str], first_line: usize, text: &str) -> (HashSet<Li
 fn lint_revision(rev: &Revision, out: &mut Vec<LintWarning>) {
     let Some(body) = rev.up().sql() else { return };
     let body_lines: Vec<&str> = body.split('\n').collect();
+    // Tables this revision creates: changing them blocks no one.
     let mut created: HashSet<String> = HashSet::new();
     for stmt in split::split(body) {
         let toks = split::tokens_at(stmt.text);
@@ -336,73 +337,90 @@ fn lint_revision(rev: &Revision, out: &mut Vec<LintWarning>) {
                 suggestion: rule.suggestion(),
             });
         };
-        let at = |i: usize| toks.get(i).map_or(0, |t| t.0);
         if kw(&toks, 0, "CREATE") {
-            let index = if kw(&toks, 1, "UNIQUE") { 2 } else { 1 };
-            if kw(&toks, index, "INDEX") {
-                let concurrently = kw(&toks, index + 1, "CONCURRENTLY");
-                let Some(on) = (index + 1..toks.len()).find(|&i| kw(&toks, i, "ON")) else { continue };
-                let from = if kw(&toks, on + 1, "ONLY") { on + 2 } else { on + 1 };
-                let Some((table, _)) = name_at(&toks, from) else { continue };
-                if !concurrently && !created.contains(&table) {
-                    let message = format!(
-                        "CREATE INDEX on existing table {table} blocks writes to it until the index is built"
-                    );
-                    warn(LintRule::CreateIndex, at(0), &table, message);
-                }
-                continue;
-            }
-            let mut i = 1;
-            while ["GLOBAL", "LOCAL", "TEMP", "TEMPORARY", "UNLOGGED"].iter().any(|k| kw(&toks, i, k)) {
-                i += 1;
-            }
-            if kw(&toks, i, "TABLE") {
-                i += 1;
-                if kw(&toks, i, "IF") {
-                    i += 3;
-                }
-                if let Some((table, _)) = name_at(&toks, i) {
-                    created.insert(table);
-                }
-            }
+            create(&toks, &mut created, &mut warn);
         } else if kw(&toks, 0, "DROP") && kw(&toks, 1, "TABLE") {
-            let mut i = if kw(&toks, 2, "IF") { 4 } else { 2 };
-            while let Some((table, next)) = name_at(&toks, i) {
-                if matches!(table.as_str(), "cascade" | "restrict") {
-                    break;
-                }
-                if !created.remove(&table) {
-                    let message =
-                        format!("DROP TABLE {table} breaks the code still running that uses the table");
-                    warn(LintRule::DropTable, at(i), &table, message);
-                }
-                if !kw(&toks, next, ",") {
-                    break;
-                }
-                i = next + 1;
-            }
+            drop_table(&toks, &mut created, &mut warn);
         } else if kw(&toks, 0, "ALTER") && kw(&toks, 1, "TABLE") {
-            let mut i = 2;
-            if kw(&toks, i, "IF") {
-                i += 2;
-            }
-            if kw(&toks, i, "ONLY") {
-                i += 1;
-            }
-            if kw(&toks, i, "ALL") {
-                continue;
-            }
-            let Some((table, mut next)) = name_at(&toks, i) else { continue };
-            if kw(&toks, next, "*") {
-                next += 1;
-            }
-            let existing = !created.contains(&table);
-            for action in actions(&toks[next..]) {
-                if let Some(renamed) = alter_action(action, &table, existing, &mut warn) {
-                    if !existing {
-                        created.insert(renamed);
-                    }
-                }
+            alter_table(&toks, &mut created, &mut warn);
+        }
+    }
+}
+
+/// The signature of the callback a statement's checks report through.
+trait Warn: FnMut(LintRule, usize, &str, String) {}
+impl<F: FnMut(LintRule, usize, &str, String)> Warn for F {}
+
+/// `CREATE INDEX` without `CONCURRENTLY` on an existing table; `CREATE TABLE` is remembered.
+fn create(toks: &[Tok<'_>], created: &mut HashSet<String>, warn: &mut impl Warn) {
+    let index = if kw(toks, 1, "UNIQUE") { 2 } else { 1 };
+    if kw(toks, index, "INDEX") {
+        let concurrently = kw(toks, index + 1, "CONCURRENTLY");
+        let Some(on) = (index + 1..toks.len()).find(|&i| kw(toks, i, "ON")) else { return };
+        let from = if kw(toks, on + 1, "ONLY") { on + 2 } else { on + 1 };
+        let Some((table, _)) = name_at(toks, from) else { return };
+        if !concurrently && !created.contains(&table) {
+            let message = format!(
+                "CREATE INDEX on existing table {table} blocks writes to it until the index is built"
+            );
+            warn(LintRule::CreateIndex, toks.first().map_or(0, |t| t.0), &table, message);
+        }
+        return;
+    }
+    let mut i = 1;
+    while ["GLOBAL", "LOCAL", "TEMP", "TEMPORARY", "UNLOGGED"].iter().any(|k| kw(toks, i, k)) {
+        i += 1;
+    }
+    if kw(toks, i, "TABLE") {
+        i += 1;
+        if kw(toks, i, "IF") {
+            i += 3;
+        }
+        if let Some((table, _)) = name_at(toks, i) {
+            created.insert(table);
+        }
+    }
+}
+
+/// `DROP TABLE` of a table the revision did not create.
+fn drop_table(toks: &[Tok<'_>], created: &mut HashSet<String>, warn: &mut impl Warn) {
+    let mut i = if kw(toks, 2, "IF") { 4 } else { 2 };
+    while let Some((table, next)) = name_at(toks, i) {
+        if matches!(table.as_str(), "cascade" | "restrict") {
+            break;
+        }
+        if !created.remove(&table) {
+            let message = format!("DROP TABLE {table} breaks the code still running that uses the table");
+            warn(LintRule::DropTable, toks.get(i).map_or(0, |t| t.0), &table, message);
+        }
+        if !kw(toks, next, ",") {
+            break;
+        }
+        i = next + 1;
+    }
+}
+
+/// Each action of `ALTER TABLE`, through [`alter_action`].
+fn alter_table(toks: &[Tok<'_>], created: &mut HashSet<String>, warn: &mut impl Warn) {
+    let mut i = 2;
+    if kw(toks, i, "IF") {
+        i += 2;
+    }
+    if kw(toks, i, "ONLY") {
+        i += 1;
+    }
+    if kw(toks, i, "ALL") {
+        return;
+    }
+    let Some((table, mut next)) = name_at(toks, i) else { return };
+    if kw(toks, next, "*") {
+        next += 1;
+    }
+    let existing = !created.contains(&table);
+    for action in actions(&toks[next..]) {
+        if let Some(renamed) = alter_action(action, &table, existing, warn) {
+            if !existing {
+                created.insert(renamed);
             }
         }
     }
