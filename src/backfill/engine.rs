@@ -216,9 +216,12 @@ impl<'a> Runner<'a> {
         Ok(row.get::<_, i64>(0) > 0)
     }
 
-    /// The batch loop.
-    async fn walk(&mut self, bf: &Backfill, row: Row) -> Result<Outcome, Error> {
-        let o = &bf.opts;
+    /// Prepares the checkpoint and the work; `Err(outcome)` when preparing
+    /// the work failed for good (the backfill is then recorded as failed).
+    async fn prepare(
+        &mut self,
+        bf: &Backfill,
+    ) -> Result<Result<(tokio_postgres::Statement, Work), Outcome>, Error> {
         let client = self.client();
         let checkpoint = client
             .prepare(&self.ledger.sql(CHECKPOINT))
@@ -240,7 +243,7 @@ impl<'a> Runner<'a> {
                 }
                 Err(e) if !e.is_closed() => {
                     let source: BoxError = Box::new(e);
-                    return self.fail(bf, 1, source).await;
+                    return self.fail(bf, 1, source).await.map(Err);
                 }
                 Err(e) => {
                     self.lost = true;
@@ -248,141 +251,98 @@ impl<'a> Runner<'a> {
                 }
             },
         };
-        let begin = begin_sql(o);
-        let mut cursor = row.cursor.clone();
-        let mut rows_done = row.rows_done.max(0) as u64;
-        let mut batches = row.batches.max(0) as u64;
-        let mut sizer = Sizer::new(o, row.batch_size);
-        let run_start = Instant::now();
-        let (mut run_rows, mut run_units) = (0u64, 0u64);
-        let mut failures = 0u32;
-        let mut last_event = Instant::now();
-        let mut last_check: Option<Instant> = None;
-        let mut progress = Progress {
-            name: bf.name.clone(),
-            rows_done,
-            estimated_total: row.estimated_total.map(|t| t.max(0) as u64),
-            fraction: fraction(&row, cursor.as_deref(), row.rows_done),
-            rows_per_second: 0.0,
-            eta: None,
-            batches,
-            batch_size: 0,
-            batch_rows: 0,
-            batch_duration: Duration::ZERO,
-            next_batch_size: sizer.size,
-            waiting: None,
+        Ok(Ok((checkpoint, work)))
+    }
+
+    /// The batch loop.
+    async fn walk(&mut self, bf: &Backfill, row: Row) -> Result<Outcome, Error> {
+        let o = &bf.opts;
+        let (checkpoint, work) = match self.prepare(bf).await? {
+            Ok(prepared) => prepared,
+            Err(outcome) => return Ok(outcome),
         };
+        let begin = begin_sql(o);
+        let mut walk = Walk::new(bf, &row);
         loop {
-            if last_check.is_none_or(|t| t.elapsed() >= o.health_interval) {
-                if self.wait_healthy(bf, &mut progress).await? {
+            if walk.last_check.is_none_or(|t| t.elapsed() >= o.health_interval) {
+                if self.wait_healthy(bf, &mut walk.progress).await? {
                     tracing::info!(backfill = %bf.name, "backfill paused");
                     return Ok(Outcome::Paused);
                 }
-                last_check = Some(Instant::now());
+                walk.last_check = Some(Instant::now());
             }
-            if let Some(limit) = o.rows_per_second {
-                let due = run_start + Duration::from_secs_f64(run_rows as f64 / limit as f64);
-                tokio::time::sleep_until(due.into()).await;
-            }
-            if !o.pause.is_zero() && run_rows + run_units > 0 {
-                tokio::time::sleep(o.pause).await;
-            }
-            let size = sizer.size;
-            let event_due = last_event.elapsed() >= o.progress_interval;
+            walk.throttle(o).await;
+            let size = walk.sizer.size;
+            let event_due = walk.last_event.elapsed() >= o.progress_interval;
             let started = Instant::now();
             let step = self
-                .batch(bf, &work, &checkpoint, &begin, &cursor, size, row.key_end, event_due, &progress)
+                .batch(
+                    bf,
+                    &work,
+                    &checkpoint,
+                    &begin,
+                    &walk.cursor,
+                    size,
+                    row.key_end,
+                    event_due,
+                    &walk.progress,
+                )
                 .await;
             let took = started.elapsed();
             match step {
                 Ok(Step::Committed { rows, units, next, done }) => {
-                    failures = 0;
                     self.rows += rows;
                     self.batches += 1;
-                    rows_done += rows;
-                    batches += 1;
-                    run_rows += rows;
-                    run_units += units;
-                    cursor = next;
-                    if event_due {
-                        last_event = Instant::now();
-                    }
-                    sizer.observe(units, took);
-                    let elapsed = run_start.elapsed().as_secs_f64().max(1e-6);
-                    progress.rows_done = rows_done;
-                    progress.batches = batches;
-                    progress.fraction =
-                        if done { Some(1.0) } else { fraction(&row, cursor.as_deref(), rows_done as i64) };
-                    progress.rows_per_second = run_rows as f64 / elapsed;
-                    progress.eta = if done {
-                        Some(Duration::ZERO)
-                    } else {
-                        eta(&row, cursor.as_deref(), rows_done, run_rows, run_units, elapsed)
-                    };
-                    progress.batch_size = size;
-                    progress.batch_rows = rows;
-                    progress.batch_duration = took;
-                    progress.next_batch_size = sizer.size;
-                    progress.waiting = None;
-                    if let Some(f) = &o.progress {
-                        f(&progress);
-                    }
-                    tracing::debug!(backfill = %bf.name, rows, size, took = ?took, next_size = sizer.size, "backfill batch");
-                    if event_due {
-                        tracing::info!(
-                            backfill = %bf.name,
-                            rows_done,
-                            estimated_total = ?progress.estimated_total,
-                            rows_per_second = progress.rows_per_second as u64,
-                            eta = ?progress.eta,
-                            "backfill progress"
-                        );
-                    }
+                    walk.committed(bf, &row, BatchDone { rows, units, size, took, event_due }, next, done);
                     if done {
-                        tracing::info!(backfill = %bf.name, rows_done, batches, elapsed = ?run_start.elapsed(), "backfill done");
                         return Ok(Outcome::Done);
                     }
                 }
-                Ok(Step::Moved) => {
-                    let now = read_rows(self.client(), &self.ledger, std::slice::from_ref(&bf.name)).await?;
-                    return match now.get(&bf.name).map(|r| r.state) {
-                        Some(BackfillState::Paused) => {
-                            tracing::info!(backfill = %bf.name, rows_done, "backfill paused");
-                            Ok(Outcome::Paused)
-                        }
-                        Some(BackfillState::Done) => Ok(Outcome::AlreadyDone),
-                        _ => Err(self.corrupt(bf, "its checkpoint moved while this process held its lock")),
-                    };
-                }
+                Ok(Step::Moved) => return self.moved(bf, walk.rows_done).await,
                 Err(e) => {
-                    failures += 1;
+                    walk.failures += 1;
                     if self.client().is_closed() || broken(&e) {
                         self.lost = true;
                         return Err(match e.downcast::<tokio_postgres::Error>() {
                             Ok(e) => Error::Db { context: "running a backfill batch", source: *e },
-                            Err(source) => {
-                                Error::BackfillFailed { name: bf.name.clone(), attempts: failures, source }
-                            }
+                            Err(source) => Error::BackfillFailed {
+                                name: bf.name.clone(),
+                                attempts: walk.failures,
+                                source,
+                            },
                         });
                     }
                     if sqlstate(&e) == Some("57014") {
-                        sizer.halve();
+                        walk.sizer.halve();
                     }
-                    if failures > o.max_retries {
-                        return self.fail(bf, failures, e).await;
+                    if walk.failures > o.max_retries {
+                        return self.fail(bf, walk.failures, e).await;
                     }
                     tracing::warn!(
                         backfill = %bf.name,
-                        attempt = failures,
+                        attempt = walk.failures,
                         size,
-                        next_size = sizer.size,
+                        next_size = walk.sizer.size,
                         error = %message(&e),
                         "backfill batch failed; retrying"
                     );
-                    let backoff = o.retry_backoff.saturating_mul(1 << (failures - 1).min(16));
+                    let backoff = o.retry_backoff.saturating_mul(1 << (walk.failures - 1).min(16));
                     tokio::time::sleep(backoff.min(Duration::from_secs(10))).await;
                 }
             }
+        }
+    }
+
+    /// A batch's checkpoint found the row moved by someone else: paused, or done.
+    async fn moved(&mut self, bf: &Backfill, rows_done: u64) -> Result<Outcome, Error> {
+        let now = read_rows(self.client(), &self.ledger, std::slice::from_ref(&bf.name)).await?;
+        match now.get(&bf.name).map(|r| r.state) {
+            Some(BackfillState::Paused) => {
+                tracing::info!(backfill = %bf.name, rows_done, "backfill paused");
+                Ok(Outcome::Paused)
+            }
+            Some(BackfillState::Done) => Ok(Outcome::AlreadyDone),
+            _ => Err(self.corrupt(bf, "its checkpoint moved while this process held its lock")),
         }
     }
 
@@ -557,6 +517,124 @@ impl<'a> Runner<'a> {
 }
 
 /// BEGIN with the batch's timeouts, as one simple-protocol request.
+/// One committed batch, as the walk accounts for it.
+struct BatchDone {
+    rows: u64,
+    units: u64,
+    size: u64,
+    took: Duration,
+    event_due: bool,
+}
+
+/// Where a walk over a backfill's key range is: its cursor, its counts in the
+/// ledger and in this run, its batch sizing, and the progress it reports.
+struct Walk {
+    cursor: Option<String>,
+    rows_done: u64,
+    batches: u64,
+    sizer: Sizer,
+    run_start: Instant,
+    run_rows: u64,
+    run_units: u64,
+    failures: u32,
+    last_event: Instant,
+    last_check: Option<Instant>,
+    progress: Progress,
+}
+
+impl Walk {
+    fn new(bf: &Backfill, row: &Row) -> Walk {
+        let sizer = Sizer::new(&bf.opts, row.batch_size);
+        let (rows_done, batches) = (row.rows_done.max(0) as u64, row.batches.max(0) as u64);
+        let progress = Progress {
+            name: bf.name.clone(),
+            rows_done,
+            estimated_total: row.estimated_total.map(|t| t.max(0) as u64),
+            fraction: fraction(row, row.cursor.as_deref(), row.rows_done),
+            rows_per_second: 0.0,
+            eta: None,
+            batches,
+            batch_size: 0,
+            batch_rows: 0,
+            batch_duration: Duration::ZERO,
+            next_batch_size: sizer.size,
+            waiting: None,
+        };
+        Walk {
+            cursor: row.cursor.clone(),
+            rows_done,
+            batches,
+            sizer,
+            run_start: Instant::now(),
+            run_rows: 0,
+            run_units: 0,
+            failures: 0,
+            last_event: Instant::now(),
+            last_check: None,
+            progress,
+        }
+    }
+
+    /// The throttles before a batch: rows per second, and the pause between batches.
+    async fn throttle(&self, o: &Options) {
+        if let Some(limit) = o.rows_per_second {
+            let due = self.run_start + Duration::from_secs_f64(self.run_rows as f64 / limit as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        if !o.pause.is_zero() && self.run_rows + self.run_units > 0 {
+            tokio::time::sleep(o.pause).await;
+        }
+    }
+
+    /// Accounts for a committed batch, and reports progress.
+    fn committed(&mut self, bf: &Backfill, row: &Row, b: BatchDone, next: Option<String>, done: bool) {
+        self.failures = 0;
+        self.rows_done += b.rows;
+        self.batches += 1;
+        self.run_rows += b.rows;
+        self.run_units += b.units;
+        self.cursor = next;
+        if b.event_due {
+            self.last_event = Instant::now();
+        }
+        self.sizer.observe(b.units, b.took);
+        let elapsed = self.run_start.elapsed().as_secs_f64().max(1e-6);
+        let p = &mut self.progress;
+        p.rows_done = self.rows_done;
+        p.batches = self.batches;
+        p.fraction =
+            if done { Some(1.0) } else { fraction(row, self.cursor.as_deref(), self.rows_done as i64) };
+        p.rows_per_second = self.run_rows as f64 / elapsed;
+        p.eta = if done {
+            Some(Duration::ZERO)
+        } else {
+            eta(row, self.cursor.as_deref(), self.rows_done, self.run_rows, self.run_units, elapsed)
+        };
+        p.batch_size = b.size;
+        p.batch_rows = b.rows;
+        p.batch_duration = b.took;
+        p.next_batch_size = self.sizer.size;
+        p.waiting = None;
+        if let Some(f) = &bf.opts.progress {
+            f(p);
+        }
+        tracing::debug!(backfill = %bf.name, rows = b.rows, size = b.size, took = ?b.took, next_size = self.sizer.size, "backfill batch");
+        if b.event_due {
+            tracing::info!(
+                backfill = %bf.name,
+                rows_done = self.rows_done,
+                estimated_total = ?p.estimated_total,
+                rows_per_second = p.rows_per_second as u64,
+                eta = ?p.eta,
+                "backfill progress"
+            );
+        }
+        if done {
+            tracing::info!(backfill = %bf.name, rows_done = self.rows_done, batches = self.batches, elapsed = ?self.run_start.elapsed(), "backfill done");
+        }
+    }
+}
+
 fn begin_sql(o: &Options) -> String {
     let mut sql = String::from("BEGIN");
     if let Some(t) = o.statement_timeout {
