@@ -9,8 +9,8 @@
 
 use pgskein::testing::TestServer;
 use pgskein::{
-    BoxError, Config, Error, Hooks, MigrationDb, MigrationSet, Migrator, RustMigration, RustRevision, Step,
-    StepReport, Target,
+    BoxError, Config, Error, Hooks, MigrationDb, MigrationSet, Migrator, ReversibleMigration, RustMigration,
+    RustRevision, Step, StepReport, Target,
 };
 
 /// Splits `people.name` into first and last names, in Rust.
@@ -28,14 +28,14 @@ impl RustMigration for SplitNames {
         }
         Ok(())
     }
+}
 
+/// Its down: implementing `ReversibleMigration` is what makes it reversible.
+#[pgskein::async_trait]
+impl ReversibleMigration for SplitNames {
     async fn down(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
         db.batch_execute("ALTER TABLE people DROP COLUMN first_name, DROP COLUMN last_name").await?;
         Ok(())
-    }
-
-    fn reversible(&self) -> bool {
-        true
     }
 }
 
@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
               -- pgskein: down\n\
               DROP TABLE people;\n",
         )
-        .rust(RustRevision::new("0002_split_names", "1", SplitNames).revises(["0001_people"]))
+        .rust(RustRevision::reversible("0002_split_names", "1", SplitNames).revises(["0001_people"]))
         // A closure is a migration too.
         .rust(
             RustRevision::from_fn("0003_name_index", "1", |db| {

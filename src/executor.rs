@@ -40,7 +40,7 @@ use crate::ledger::{Ledger, Resolved, Write};
 use crate::migration::{Body, Revision, TxMode};
 use crate::plan::{Direction, Step};
 use crate::report::{Report, StepReport};
-use crate::rust::{BoxError, MigrationDb, RustMigration};
+use crate::rust::{BoxError, MigrationDb, RustCode};
 use crate::session::{BODY_RAN, Baseline, Session};
 use crate::split;
 use crate::state::Record;
@@ -358,7 +358,7 @@ pub(crate) struct Executor<'s> {
 enum Code<'a> {
     /// SQL text and the file line it starts on.
     Sql(&'a str, usize),
-    Rust(&'a Arc<dyn RustMigration>),
+    Rust(&'a RustCode),
 }
 
 fn code_of(rev: &Revision, dir: Direction) -> Code<'_> {
@@ -574,7 +574,7 @@ impl<'s> Executor<'s> {
             Code::Rust(code) => {
                 let begun = pipe.take().outcome().await;
                 let ran = match begun.fault {
-                    None => run_rust(code, dir, client, true).await,
+                    None => run_rust(code, client, true).await,
                     Some((_, fault)) => Err(fault),
                 };
                 if let Err(fault) = ran {
@@ -654,7 +654,7 @@ impl<'s> Executor<'s> {
                         recorded.extend(before.recorded);
                         fault = before.fault;
                         if fault.is_none() {
-                            fault = run_rust(code, dir, client, true).await.err().map(|f| (n, f));
+                            fault = run_rust(code, client, true).await.err().map(|f| (n, f));
                         }
                         if fault.is_some() {
                             break;
@@ -819,7 +819,7 @@ impl<'s> Executor<'s> {
         let client = self.client;
         let outcome = match code_of(rev, dir) {
             Code::Sql(body, body_line) => self.statements(rev, body, body_line, from, invalid_before).await,
-            Code::Rust(code) => run_rust(code, dir, client, false).await.map_err(|f| (f, 1)),
+            Code::Rust(code) => run_rust(code, client, false).await.map_err(|f| (f, 1)),
         };
         // pgskein's writes run as the baseline, outside anything the body opened.
         let restored = simple(client, &self.restore()).await;
@@ -1073,18 +1073,8 @@ fn oids(list: &str) -> Vec<u32> {
     list.split_whitespace().filter_map(|o| o.parse().ok()).collect()
 }
 
-async fn run_rust(
-    code: &Arc<dyn RustMigration>,
-    dir: Direction,
-    client: &Client,
-    tx: bool,
-) -> Result<(), Fault> {
-    let db = MigrationDb::new(client, tx);
-    let result = match dir {
-        Direction::Up => code.up(&db).await,
-        Direction::Down => code.down(&db).await,
-    };
-    result.map_err(Fault::Rust)
+async fn run_rust(code: &RustCode, client: &Client, tx: bool) -> Result<(), Fault> {
+    code.run(&MigrationDb::new(client, tx)).await.map_err(Fault::Rust)
 }
 
 /// The 1-based statement of a failed script, and its line in the file: from

@@ -164,7 +164,9 @@ pub use offline::SqlStyle;
 pub use plan::{Direction, DriftPolicy, Plan, Policy, Step, Target};
 pub use preflight::{Preflight, Problem, ProblemKind};
 pub use report::{Report, StepReport, Warning};
-pub use rust::{BoxError, MigrationDb, MigrationFuture, RustMigration, RustRevision};
+pub use rust::{
+    BoxError, MigrationDb, MigrationFuture, ReversibleMigration, RustCode, RustMigration, RustRevision,
+};
 #[cfg(feature = "macros")]
 pub use source::{Embedded, EmbeddedFile};
 pub use source::{MigrationSet, SetBuilder};

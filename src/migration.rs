@@ -4,10 +4,9 @@
 //! metadata.
 
 use std::fmt;
-use std::sync::Arc;
 
 use crate::id::{Checksum, RevisionId};
-use crate::rust::RustMigration;
+use crate::rust::RustCode;
 
 /// How a revision's body is wrapped in transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,8 +26,8 @@ pub enum TxMode {
 pub enum Body {
     /// SQL text, run as one script (or statement by statement for `transaction none`).
     Sql(String),
-    /// Rust code.
-    Rust(Arc<dyn RustMigration>),
+    /// Rust code: one direction of a Rust-coded revision.
+    Rust(RustCode),
 }
 
 impl Body {
@@ -45,7 +44,7 @@ impl PartialEq for Body {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Body::Sql(a), Body::Sql(b)) => a == b,
-            (Body::Rust(a), Body::Rust(b)) => Arc::ptr_eq(a, b),
+            (Body::Rust(a), Body::Rust(b)) => a == b,
             _ => false,
         }
     }

@@ -18,15 +18,17 @@ use crate::migration::{Body, Revision, TxMode};
 /// The error a Rust-coded revision returns: anything that is an error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A Rust-coded revision's code.
+/// A Rust-coded revision's code: its `up`. A revision made from it with
+/// [`RustRevision::new`] is irreversible; to make one that can be reverted,
+/// implement [`ReversibleMigration`] too and use [`RustRevision::reversible`],
+/// or add a down closure with [`RustRevision::with_down`].
 ///
 /// `up` runs inside the revision's transaction (or on a plain connection for
 /// `TxMode::None` revisions); returning an error rolls the transaction back
 /// and fails the run with [`Error::RustRevisionFailed`](crate::Error::RustRevisionFailed).
-/// A revision is irreversible unless it overrides both `down` and `reversible`.
 ///
 /// ```
-/// use pgskein::{BoxError, MigrationDb, RustMigration};
+/// use pgskein::{BoxError, MigrationDb, ReversibleMigration, RustMigration, RustRevision};
 ///
 /// struct SplitNames;
 ///
@@ -41,29 +43,85 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///         }
 ///         Ok(())
 ///     }
+/// }
+///
+/// #[pgskein::async_trait]
+/// impl ReversibleMigration for SplitNames {
 ///     async fn down(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
 ///         db.batch_execute("ALTER TABLE people DROP COLUMN first, DROP COLUMN last").await?;
 ///         Ok(())
 ///     }
-///     fn reversible(&self) -> bool {
-///         true
-///     }
 /// }
+///
+/// let revision = RustRevision::reversible("0002_split_names", "1", SplitNames).revises(["0001_people"]);
 /// ```
 #[async_trait]
 pub trait RustMigration: Send + Sync + 'static {
     /// Applies the revision.
     async fn up(&self, db: &MigrationDb<'_>) -> Result<(), BoxError>;
+}
 
-    /// Reverts the revision. Only called when [`reversible`](RustMigration::reversible) is true.
-    async fn down(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
-        let _ = db;
-        Err("this revision has no down".into())
+/// A Rust-coded revision that can be reverted: plans may downgrade through a
+/// revision made from it with [`RustRevision::reversible`].
+#[async_trait]
+pub trait ReversibleMigration: RustMigration {
+    /// Reverts the revision.
+    async fn down(&self, db: &MigrationDb<'_>) -> Result<(), BoxError>;
+}
+
+/// One direction of a Rust-coded revision, as a revision's [`Body::Rust`]
+/// holds it: the up, or the down, ready to run. Made by [`RustRevision`].
+#[derive(Clone)]
+pub struct RustCode(Arc<dyn Step>);
+
+/// What [`RustCode`] runs.
+#[async_trait]
+trait Step: Send + Sync {
+    async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError>;
+}
+
+impl RustCode {
+    pub(crate) async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+        self.0.run(db).await
     }
+}
 
-    /// Whether `down` is implemented; plans refuse to downgrade through a revision that is not.
-    fn reversible(&self) -> bool {
-        false
+impl PartialEq for RustCode {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RustCode {}
+
+impl std::fmt::Debug for RustCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RustCode")
+    }
+}
+
+struct Up<M>(Arc<M>);
+struct Down<M>(Arc<M>);
+struct Closure(MigrationFn);
+
+#[async_trait]
+impl<M: RustMigration> Step for Up<M> {
+    async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+        self.0.up(db).await
+    }
+}
+
+#[async_trait]
+impl<M: ReversibleMigration> Step for Down<M> {
+    async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+        self.0.down(db).await
+    }
+}
+
+#[async_trait]
+impl Step for Closure {
+    async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+        (self.0)(db).await
     }
 }
 
@@ -172,27 +230,6 @@ pub type MigrationFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>>
 
 type MigrationFn = Box<dyn for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync>;
 
-struct Closures {
-    up: MigrationFn,
-    down: Option<MigrationFn>,
-}
-
-#[async_trait]
-impl RustMigration for Closures {
-    async fn up(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
-        (self.up)(db).await
-    }
-    async fn down(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
-        match &self.down {
-            Some(down) => down(db).await,
-            None => Err("this revision has no down".into()),
-        }
-    }
-    fn reversible(&self) -> bool {
-        self.down.is_some()
-    }
-}
-
 /// A Rust-coded revision's place in the graph: id, parents, transaction mode,
 /// and a version string that stands in for a checksum. Change the version when
 /// you change what the code does: applied revisions are compared by it.
@@ -223,13 +260,9 @@ pub struct RustRevision {
     branch: Option<String>,
     message: Option<String>,
     tx: TxMode,
-    code: Code,
+    up: RustCode,
+    down: Option<RustCode>,
     origin: String,
-}
-
-enum Code {
-    Trait(Arc<dyn RustMigration>),
-    Closures(Closures),
 }
 
 impl std::fmt::Debug for RustRevision {
@@ -242,22 +275,26 @@ impl std::fmt::Debug for RustRevision {
 }
 
 impl RustRevision {
-    /// A revision running `migration`. Errors in the id are reported by
-    /// [`SetBuilder::build`](crate::SetBuilder::build), naming the place this was called from.
+    /// An irreversible revision running `migration`. Errors in the id are
+    /// reported by [`SetBuilder::build`](crate::SetBuilder::build), naming the
+    /// place this was called from.
     #[track_caller]
     pub fn new(id: impl Into<String>, version: impl Into<String>, migration: impl RustMigration) -> Self {
-        let at = Location::caller();
-        Self {
-            id: id.into(),
-            version: version.into(),
-            revises: Vec::new(),
-            depends_on: Vec::new(),
-            branch: None,
-            message: None,
-            tx: TxMode::Transactional,
-            code: Code::Trait(Arc::new(migration)),
-            origin: format!("{}:{}", at.file(), at.line()),
-        }
+        Self::with_code(id, version, RustCode(Arc::new(Up(Arc::new(migration)))), Location::caller())
+    }
+
+    /// A revision that can be reverted, running `migration`'s `up` and `down`.
+    #[track_caller]
+    pub fn reversible(
+        id: impl Into<String>,
+        version: impl Into<String>,
+        migration: impl ReversibleMigration,
+    ) -> Self {
+        let migration = Arc::new(migration);
+        let mut rev =
+            Self::with_code(id, version, RustCode(Arc::new(Up(migration.clone()))), Location::caller());
+        rev.down = Some(RustCode(Arc::new(Down(migration))));
+        rev
     }
 
     /// A revision whose `up` is a closure; add a down with [`with_down`](RustRevision::with_down).
@@ -266,22 +303,31 @@ impl RustRevision {
     where
         F: for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync + 'static,
     {
-        let mut rev =
-            Self::new(id, version, Closures { up: Box::new(|_| Box::pin(async { Ok(()) })), down: None });
-        rev.code = Code::Closures(Closures { up: Box::new(up), down: None });
-        rev
+        Self::with_code(id, version, RustCode(Arc::new(Closure(Box::new(up)))), Location::caller())
     }
 
-    /// Adds a down closure to a revision made with [`from_fn`](RustRevision::from_fn).
-    /// For a revision made with [`new`](RustRevision::new), implement
-    /// [`RustMigration::down`] instead; there this does nothing.
+    fn with_code(id: impl Into<String>, version: impl Into<String>, up: RustCode, at: &Location<'_>) -> Self {
+        Self {
+            id: id.into(),
+            version: version.into(),
+            revises: Vec::new(),
+            depends_on: Vec::new(),
+            branch: None,
+            message: None,
+            tx: TxMode::Transactional,
+            up,
+            down: None,
+            origin: format!("{}:{}", at.file(), at.line()),
+        }
+    }
+
+    /// Makes the revision reversible with `down` as its down (replacing the
+    /// down of a [`ReversibleMigration`], if it had one).
     pub fn with_down<F>(mut self, down: F) -> Self
     where
         F: for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync + 'static,
     {
-        if let Code::Closures(c) = &mut self.code {
-            c.down = Some(Box::new(down));
-        }
+        self.down = Some(RustCode(Arc::new(Closure(Box::new(down)))));
         self
     }
 
@@ -327,12 +373,6 @@ impl RustRevision {
             |list: &[String]| list.iter().map(|s| RevisionId::new(s.clone())).collect::<Result<Vec<_>, _>>();
         let revises = ids(&self.revises).map_err(bad)?;
         let depends_on = ids(&self.depends_on).map_err(bad)?;
-        let code: Arc<dyn RustMigration> = match self.code {
-            Code::Trait(m) => m,
-            Code::Closures(c) => Arc::new(c),
-        };
-        let down = code.reversible().then(|| Body::Rust(code.clone()));
-        let body = Body::Rust(code);
         Ok(Revision {
             checksum: Checksum::of_bytes(format!("rust\n{}\n{}", self.id, self.version).as_bytes()),
             id,
@@ -342,9 +382,9 @@ impl RustRevision {
             message: self.message,
             release: None,
             tx: self.tx,
-            up: body,
+            up: Body::Rust(self.up),
             up_line: 0,
-            down,
+            down: self.down.map(Body::Rust),
             down_line: 0,
             verify: None,
             origin: self.origin,

@@ -36,9 +36,10 @@ mod split;
 mod test_attr;
 
 /// What `migration.rs` needs of pgskein's Rust revisions: only the name of
-/// the trait, since the macro never builds a Rust-coded revision.
+/// the type a Rust body holds, since the macro never builds one.
 mod rust {
-    pub trait RustMigration: Send + Sync + 'static {}
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct RustCode;
 }
 
 /// Embeds a directory of revision files; see `pgskein::embed_migrations!`.

@@ -160,3 +160,29 @@ async fn single_transaction_mode_runs_rust_revisions_between_pipelined_sql() {
         .get(0);
     assert_eq!(names, 2);
 }
+
+#[tokio::test]
+async fn with_down_makes_any_rust_revision_reversible() {
+    let db = fresh_db("rustwithdown").await;
+    let client = db.connect().await.unwrap();
+    let set = MigrationSet::builder()
+        .file("0001_people.sql", PEOPLE)
+        .rust(
+            RustRevision::new("0002_seed", "1", Seed)
+                .with_down(|db| {
+                    Box::pin(async move {
+                        db.execute("DELETE FROM people WHERE id = 10", &[]).await?;
+                        Ok(())
+                    })
+                })
+                .revises(["0001_people"]),
+        )
+        .build()
+        .unwrap();
+    assert!(set.get("0002_seed").unwrap().down().is_some());
+    set.run(&client).await.unwrap();
+    set.downgrade(&client, &Target::Relative(-1)).await.unwrap();
+    let seeded: i64 =
+        client.query_one("SELECT count(*) FROM people WHERE id = 10", &[]).await.unwrap().get(0);
+    assert_eq!(seeded, 0, "the closure's down ran");
+}
