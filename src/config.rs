@@ -212,10 +212,13 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    /// `SET LOCAL` (`local`) or `SET` statements for these timeouts, each
-    /// followed by `;` (milliseconds: no user text).
-    pub(crate) fn sql(lock: Option<Duration>, statement: Option<Duration>, local: bool) -> String {
-        let scope = if local { "SET LOCAL" } else { "SET" };
+    /// `SET LOCAL` or `SET` statements for these timeouts, each followed by
+    /// `;` (milliseconds: no user text).
+    pub(crate) fn sql(lock: Option<Duration>, statement: Option<Duration>, scope: Scope) -> String {
+        let scope = match scope {
+            Scope::Local => "SET LOCAL",
+            Scope::Session => "SET",
+        };
         let mut sql = String::new();
         for (name, value) in [("lock_timeout", lock), ("statement_timeout", statement)] {
             if let Some(d) = value {
@@ -239,6 +242,13 @@ impl Timeouts {
     pub(crate) fn non_transactional(&self, rev: &Revision) -> (Option<Duration>, Option<Duration>) {
         (rev.lock_timeout, rev.statement_timeout.or(self.statement))
     }
+}
+
+/// Where a setting holds: the transaction, or the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Local,
+    Session,
 }
 
 /// Attempts of a step that may fail on its lock timeout: the one retry policy

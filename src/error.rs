@@ -11,6 +11,25 @@ use crate::report::Report;
 pub use crate::source::parse_error::ParseErrorKind;
 use crate::state::{BlockedState, LockHolder};
 
+/// Which hook stopped a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HookStage {
+    /// [`Hooks::before_run`](crate::Hooks::before_run): nothing was applied.
+    BeforeRun,
+    /// [`Hooks::before_step`](crate::Hooks::before_step): the steps before it stay applied.
+    BeforeStep,
+}
+
+impl std::fmt::Display for HookStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HookStage::BeforeRun => "before_run",
+            HookStage::BeforeStep => "before_step",
+        })
+    }
+}
+
 /// Everything that can go wrong in pgskein.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -240,7 +259,7 @@ pub enum Error {
     #[error("the {stage} hook{} failed; the run stopped{}", step.as_ref().map(|s| format!(" for {s}")).unwrap_or_default(), if step.is_some() { " before that step" } else { " before doing anything" })]
     Hook {
         /// `before_run` or `before_step`.
-        stage: &'static str,
+        stage: HookStage,
         /// The step it guarded, for `before_step`.
         step: Option<RevisionId>,
         /// What was done before the failure.

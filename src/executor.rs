@@ -32,7 +32,7 @@ use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, SimpleQueryMessage};
 
-use crate::config::{Attempts, Config, LOCK_NOT_AVAILABLE, Timeouts, TransactionMode};
+use crate::config::{Attempts, Config, LOCK_NOT_AVAILABLE, Scope, Timeouts, TransactionMode};
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::hooks::Hooks;
@@ -354,6 +354,15 @@ pub(crate) struct Executor<'s> {
     pub(crate) report: Report,
 }
 
+/// What a single-transaction batch does with its steps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recording {
+    /// Runs each step's body and records it.
+    Run,
+    /// Records each step without running its body (`stamp`).
+    Stamp,
+}
+
 /// What a step runs.
 enum Code<'a> {
     /// SQL text and the file line it starts on.
@@ -445,7 +454,7 @@ impl<'s> Executor<'s> {
             // The whole transaction is the step that is retried on a lock timeout.
             let mut attempts = Attempts::new(&self.timeouts);
             loop {
-                match self.batch(graph, steps, false).await {
+                match self.batch(graph, steps, Recording::Run).await {
                     Err(e) => match attempts.retry_after(e.db_code()) {
                         Some(wait) => {
                             tracing::warn!(
@@ -498,7 +507,7 @@ impl<'s> Executor<'s> {
     async fn before_step(&self, step: &Step) -> Result<(), Error> {
         match &self.hooks {
             Some(h) => h.before_step(step).await.map_err(|source| Error::Hook {
-                stage: "before_step",
+                stage: crate::error::HookStage::BeforeStep,
                 step: Some(step.id.clone()),
                 report: Box::new(self.report.clone()),
                 source,
@@ -509,7 +518,7 @@ impl<'s> Executor<'s> {
 
     /// Records steps without running their bodies, all in one transaction.
     pub(crate) async fn stamp(&mut self, graph: &Graph, steps: &[(usize, Direction)]) -> Result<(), Error> {
-        self.batch(graph, steps, true).await
+        self.batch(graph, steps, Recording::Stamp).await
     }
 
     /// A transactional step, tried again with growing waits while it fails on
@@ -561,7 +570,7 @@ impl<'s> Executor<'s> {
             "{} {}{}{MARK}",
             self.baseline.begin(),
             self.restore(),
-            Timeouts::sql(lock, statement, true)
+            Timeouts::sql(lock, statement, Scope::Local)
         );
         self.prepared = may_prepare(rev, dir);
         let verify = if dir == Direction::Up { rev.verify.as_deref() } else { None };
@@ -574,7 +583,7 @@ impl<'s> Executor<'s> {
             Code::Rust(code) => {
                 let begun = pipe.take().outcome().await;
                 let ran = match begun.fault {
-                    None => run_rust(code, client, true).await,
+                    None => run_rust(code, client, TxMode::Transactional).await,
                     Some((_, fault)) => Err(fault),
                 };
                 if let Err(fault) = ran {
@@ -616,13 +625,19 @@ impl<'s> Executor<'s> {
     /// Every step in one transaction, requests pipelined: a single run's steps,
     /// or a stamp's records (then no body runs). A Rust step waits for the
     /// answers before it, runs, and the pipeline goes on.
-    async fn batch(&mut self, graph: &Graph, steps: &[(usize, Direction)], stamp: bool) -> Result<(), Error> {
+    async fn batch(
+        &mut self,
+        graph: &Graph,
+        steps: &[(usize, Direction)],
+        kind: Recording,
+    ) -> Result<(), Error> {
+        let stamp = kind == Recording::Stamp;
         let client = self.client;
         let started = Instant::now();
         let timeouts = if stamp {
             String::new()
         } else {
-            Timeouts::sql(self.timeouts.lock, self.timeouts.statement, true)
+            Timeouts::sql(self.timeouts.lock, self.timeouts.statement, Scope::Local)
         };
         let open = format!("{}{timeouts}", self.baseline.begin());
         // Each step's texts live as long as the pipeline that sends them.
@@ -654,7 +669,7 @@ impl<'s> Executor<'s> {
                         recorded.extend(before.recorded);
                         fault = before.fault;
                         if fault.is_none() {
-                            fault = run_rust(code, client, true).await.err().map(|f| (n, f));
+                            fault = run_rust(code, client, TxMode::Transactional).await.err().map(|f| (n, f));
                         }
                         if fault.is_some() {
                             break;
@@ -773,7 +788,7 @@ impl<'s> Executor<'s> {
     /// baseline, and the revision's timeouts set for the session.
     async fn setup_none(&mut self, rev: &Revision) -> Result<(), Error> {
         let (lock, statement) = self.timeouts.non_transactional(rev);
-        let setup = format!("{}{}", self.restore(), Timeouts::sql(lock, statement, false));
+        let setup = format!("{}{}", self.restore(), Timeouts::sql(lock, statement, Scope::Session));
         self.prepared = true;
         simple(self.client, &setup).await.map(|_| ()).map_err(|f| {
             let fault = Fault::Db { context: "restoring the session before the revision", error: f.error };
@@ -819,7 +834,7 @@ impl<'s> Executor<'s> {
         let client = self.client;
         let outcome = match code_of(rev, dir) {
             Code::Sql(body, body_line) => self.statements(rev, body, body_line, from, invalid_before).await,
-            Code::Rust(code) => run_rust(code, client, false).await.map_err(|f| (f, 1)),
+            Code::Rust(code) => run_rust(code, client, TxMode::None).await.map_err(|f| (f, 1)),
         };
         // pgskein's writes run as the baseline, outside anything the body opened.
         let restored = simple(client, &self.restore()).await;
@@ -1073,8 +1088,8 @@ fn oids(list: &str) -> Vec<u32> {
     list.split_whitespace().filter_map(|o| o.parse().ok()).collect()
 }
 
-async fn run_rust(code: &RustCode, client: &Client, tx: bool) -> Result<(), Fault> {
-    code.run(&MigrationDb::new(client, tx)).await.map_err(Fault::Rust)
+async fn run_rust(code: &RustCode, client: &Client, tx: TxMode) -> Result<(), Fault> {
+    code.run(&MigrationDb::new(client, tx == TxMode::Transactional)).await.map_err(Fault::Rust)
 }
 
 /// The 1-based statement of a failed script, and its line in the file: from

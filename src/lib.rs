@@ -153,7 +153,7 @@ pub use backfill::{
     BackfillStep, Batch, Health, HealthCheck, Progress,
 };
 pub use config::{Config, TransactionMode};
-pub use error::{Error, ParseErrorKind};
+pub use error::{Error, HookStage, ParseErrorKind};
 pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
 pub use lint::{LintRule, LintWarning};

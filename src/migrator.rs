@@ -551,7 +551,12 @@ async fn locked(
                 .collect(),
         };
         if let Err(source) = h.before_run(&plan).await {
-            let error = Error::Hook { stage: "before_run", step: None, report: Box::default(), source };
+            let error = Error::Hook {
+                stage: crate::error::HookStage::BeforeRun,
+                step: None,
+                report: Box::default(),
+                source,
+            };
             h.after_run(Err(&error)).await;
             return Err(error);
         }
