@@ -6,10 +6,14 @@
 use std::time::Duration;
 
 use crate::id::RevisionId;
-use crate::plan::Direction;
+use crate::report::Direction;
 use crate::report::Report;
 pub use crate::source::parse_error::ParseErrorKind;
 use crate::state::{BlockedState, LockHolder};
+
+/// The error a Rust-coded revision, a hook or a backfill step returns:
+/// anything that is an error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Which hook stopped a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +257,7 @@ pub enum Error {
         report: Box<Report>,
         /// The error the code returned.
         #[source]
-        source: crate::rust::BoxError,
+        source: BoxError,
     },
     /// A hook returned an error and stopped the run.
     #[error("the {stage} hook{} failed; the run stopped{}", step.as_ref().map(|s| format!(" for {s}")).unwrap_or_default(), if step.is_some() { " before that step" } else { " before doing anything" })]
@@ -266,7 +270,7 @@ pub enum Error {
         report: Box<Report>,
         /// The hook's error.
         #[source]
-        source: crate::rust::BoxError,
+        source: BoxError,
     },
     /// A verify query returned false.
     #[error(

@@ -153,7 +153,7 @@ pub use backfill::{
     BackfillStep, Batch, Health, HealthCheck, Progress,
 };
 pub use config::{Config, TransactionMode};
-pub use error::{Error, HookStage, ParseErrorKind};
+pub use error::{BoxError, Error, HookStage, ParseErrorKind};
 pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
 pub use lint::{LintRule, LintWarning};
@@ -161,12 +161,10 @@ pub use lock::LockMode;
 pub use migration::{Body, Revision, TxMode};
 pub use migrator::{Blocked, Configured, Db, Migrator, Resolution, Status, VerifyReport};
 pub use offline::SqlStyle;
-pub use plan::{Direction, DriftPolicy, Plan, Policy, Step, Target};
+pub use plan::{DriftPolicy, Plan, Policy, Step, Target};
 pub use preflight::{Preflight, Problem, ProblemKind};
-pub use report::{Report, StepReport, Warning};
-pub use rust::{
-    BoxError, MigrationDb, MigrationFuture, ReversibleMigration, RustCode, RustMigration, RustRevision,
-};
+pub use report::{Direction, Report, StepReport, Warning};
+pub use rust::{MigrationDb, MigrationFuture, ReversibleMigration, RustCode, RustMigration, RustRevision};
 #[cfg(feature = "macros")]
 pub use source::{Embedded, EmbeddedFile};
 pub use source::{MigrationSet, SetBuilder};

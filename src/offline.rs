@@ -26,6 +26,23 @@ pub enum SqlStyle {
     Single,
 }
 
+impl MigrationSet {
+    /// The offline script from a list of applied revision ids to `target`,
+    /// without a database: what [`Migrator::sql`](crate::Migrator::sql) renders
+    /// after reading the ledger. `schema` is the bookkeeping schema.
+    pub fn render_sql<'a>(
+        &self,
+        applied: impl IntoIterator<Item = &'a str>,
+        target: &crate::Target,
+        schema: &str,
+        style: SqlStyle,
+    ) -> Result<String, Error> {
+        let rec = self.reconcile_ids(applied);
+        let plan = crate::plan::either_way(&self.graph, &rec, target)?;
+        render(self, schema, &plan, style)
+    }
+}
+
 /// Renders `plan`. The bookkeeping tables keep their digest by trigger, so
 /// the script writes only the rows and events.
 pub(crate) fn render(

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::id::RevisionId;
+pub use crate::report::Direction;
 use crate::state::Record;
 
 /// Where to take the database.
@@ -92,24 +93,6 @@ impl fmt::Display for Target {
             Target::Revision(r) => f.write_str(r),
             Target::Release(v) => write!(f, "@{v}"),
         }
-    }
-}
-
-/// Which way a step goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Apply the revision's up body.
-    Up,
-    /// Apply the revision's down body.
-    Down,
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            Direction::Up => "up",
-            Direction::Down => "down",
-        })
     }
 }
 

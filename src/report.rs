@@ -1,10 +1,11 @@
 //! What a run reports: its steps, the drift it accepted, and its timing.
-//! Shared vocabulary of the executor, the orchestrator, hooks and errors.
+//! Shared vocabulary of the planner, the executor, the orchestrator, hooks
+//! and errors, with the direction of a step.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::id::RevisionId;
-use crate::plan::Direction;
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -55,4 +56,22 @@ pub enum Warning {
         /// Their ids.
         changed: Vec<RevisionId>,
     },
+}
+
+/// Which way a step goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Apply the revision's up body.
+    Up,
+    /// Apply the revision's down body.
+    Down,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        })
+    }
 }

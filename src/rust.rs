@@ -1,10 +1,10 @@
-//! Rust-coded revisions: a trait with `up` and an optional `down`, the
-//! `MigrationDb` handle they receive, and `RustRevision`, the metadata that
-//! places one in the graph next to SQL files. The executor owns the
+//! Rust-coded revisions: the traits of their code (`RustMigration` for `up`,
+//! `ReversibleMigration` for `down`), the `MigrationDb` handle they receive,
+//! and, in `revision`, `RustRevision`, the metadata that places one in the
+//! graph next to SQL files. The executor owns the
 //! transaction; the handle only runs statements inside it.
 
 use std::future::Future;
-use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -12,11 +12,10 @@ use async_trait::async_trait;
 use tokio_postgres::types::{BorrowToSql, ToSql};
 use tokio_postgres::{Client, Row, RowStream, SimpleQueryMessage, Statement, ToStatement};
 
-use crate::id::{Checksum, RevisionId};
-use crate::migration::{Body, Revision, TxMode};
+mod revision;
+pub use revision::RustRevision;
 
-/// The error a Rust-coded revision returns: anything that is an error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::error::BoxError;
 
 /// A Rust-coded revision's code: its `up`. A revision made from it with
 /// [`RustRevision::new`] is irreversible; to make one that can be reverted,
@@ -72,11 +71,11 @@ pub trait ReversibleMigration: RustMigration {
 /// One direction of a Rust-coded revision, as a revision's [`Body::Rust`]
 /// holds it: the up, or the down, ready to run. Made by [`RustRevision`].
 #[derive(Clone)]
-pub struct RustCode(Arc<dyn Step>);
+pub struct RustCode(pub(crate) Arc<dyn Step>);
 
 /// What [`RustCode`] runs.
 #[async_trait]
-trait Step: Send + Sync {
+pub(crate) trait Step: Send + Sync {
     async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError>;
 }
 
@@ -100,9 +99,9 @@ impl std::fmt::Debug for RustCode {
     }
 }
 
-struct Up<M>(Arc<M>);
-struct Down<M>(Arc<M>);
-struct Closure(MigrationFn);
+pub(crate) struct Up<M>(pub(crate) Arc<M>);
+pub(crate) struct Down<M>(pub(crate) Arc<M>);
+pub(crate) struct Closure(pub(crate) MigrationFn);
 
 #[async_trait]
 impl<M: RustMigration> Step for Up<M> {
@@ -228,169 +227,4 @@ impl<'a> MigrationDb<'a> {
 /// The future a migration closure returns: `Box::pin(async move { ... })`.
 pub type MigrationFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
 
-type MigrationFn = Box<dyn for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync>;
-
-/// A Rust-coded revision's place in the graph: id, parents, transaction mode,
-/// and a version string that stands in for a checksum. Change the version when
-/// you change what the code does: applied revisions are compared by it.
-///
-/// ```
-/// use pgskein::{MigrationSet, RustRevision};
-///
-/// let backfill = RustRevision::from_fn("0002_default_names", "1", |db| {
-///     Box::pin(async move {
-///         db.execute("UPDATE people SET name = 'anonymous' WHERE name IS NULL", &[]).await?;
-///         Ok(())
-///     })
-/// })
-/// .revises(["0001_people"]);
-///
-/// let set = MigrationSet::builder()
-///     .file("0001_people.sql", b"-- pgskein: up\nCREATE TABLE people (id bigint, name text);\n-- pgskein: down\nDROP TABLE people;\n")
-///     .rust(backfill)
-///     .build()?;
-/// assert_eq!(set.len(), 2);
-/// # Ok::<(), pgskein::Error>(())
-/// ```
-pub struct RustRevision {
-    id: String,
-    version: String,
-    revises: Vec<String>,
-    depends_on: Vec<String>,
-    branch: Option<String>,
-    message: Option<String>,
-    tx: TxMode,
-    up: RustCode,
-    down: Option<RustCode>,
-    origin: String,
-}
-
-impl std::fmt::Debug for RustRevision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RustRevision")
-            .field("id", &self.id)
-            .field("version", &self.version)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RustRevision {
-    /// An irreversible revision running `migration`. Errors in the id are
-    /// reported by [`SetBuilder::build`](crate::SetBuilder::build), naming the
-    /// place this was called from.
-    #[track_caller]
-    pub fn new(id: impl Into<String>, version: impl Into<String>, migration: impl RustMigration) -> Self {
-        Self::with_code(id, version, RustCode(Arc::new(Up(Arc::new(migration)))), Location::caller())
-    }
-
-    /// A revision that can be reverted, running `migration`'s `up` and `down`.
-    #[track_caller]
-    pub fn reversible(
-        id: impl Into<String>,
-        version: impl Into<String>,
-        migration: impl ReversibleMigration,
-    ) -> Self {
-        let migration = Arc::new(migration);
-        let mut rev =
-            Self::with_code(id, version, RustCode(Arc::new(Up(migration.clone()))), Location::caller());
-        rev.down = Some(RustCode(Arc::new(Down(migration))));
-        rev
-    }
-
-    /// A revision whose `up` is a closure; add a down with [`with_down`](RustRevision::with_down).
-    #[track_caller]
-    pub fn from_fn<F>(id: impl Into<String>, version: impl Into<String>, up: F) -> Self
-    where
-        F: for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync + 'static,
-    {
-        Self::with_code(id, version, RustCode(Arc::new(Closure(Box::new(up)))), Location::caller())
-    }
-
-    fn with_code(id: impl Into<String>, version: impl Into<String>, up: RustCode, at: &Location<'_>) -> Self {
-        Self {
-            id: id.into(),
-            version: version.into(),
-            revises: Vec::new(),
-            depends_on: Vec::new(),
-            branch: None,
-            message: None,
-            tx: TxMode::Transactional,
-            up,
-            down: None,
-            origin: format!("{}:{}", at.file(), at.line()),
-        }
-    }
-
-    /// Makes the revision reversible with `down` as its down (replacing the
-    /// down of a [`ReversibleMigration`], if it had one).
-    pub fn with_down<F>(mut self, down: F) -> Self
-    where
-        F: for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync + 'static,
-    {
-        self.down = Some(RustCode(Arc::new(Closure(Box::new(down)))));
-        self
-    }
-
-    /// The parents (none: a root).
-    pub fn revises<S: Into<String>>(mut self, parents: impl IntoIterator<Item = S>) -> Self {
-        self.revises = parents.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Extra ordering edges to revisions on other branches.
-    pub fn depends_on<S: Into<String>>(mut self, deps: impl IntoIterator<Item = S>) -> Self {
-        self.depends_on = deps.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// A branch label.
-    pub fn branch(mut self, label: impl Into<String>) -> Self {
-        self.branch = Some(label.into());
-        self
-    }
-
-    /// A one-line description.
-    pub fn message(mut self, message: impl Into<String>) -> Self {
-        self.message = Some(message.into());
-        self
-    }
-
-    /// Runs outside a transaction (the handle then has no open transaction).
-    pub fn no_transaction(mut self) -> Self {
-        self.tx = TxMode::None;
-        self
-    }
-
-    /// Validates the ids and makes the graph node.
-    pub(crate) fn into_revision(self) -> Result<Revision, crate::Error> {
-        let bad = |reason: String| crate::Error::Parse {
-            path: self.origin.clone(),
-            line: None,
-            kind: crate::ParseErrorKind::BadFileName(reason),
-        };
-        let id = RevisionId::new(self.id.clone()).map_err(bad)?;
-        let ids =
-            |list: &[String]| list.iter().map(|s| RevisionId::new(s.clone())).collect::<Result<Vec<_>, _>>();
-        let revises = ids(&self.revises).map_err(bad)?;
-        let depends_on = ids(&self.depends_on).map_err(bad)?;
-        Ok(Revision {
-            checksum: Checksum::of_bytes(format!("rust\n{}\n{}", self.id, self.version).as_bytes()),
-            id,
-            revises,
-            depends_on,
-            branch: self.branch,
-            message: self.message,
-            release: None,
-            tx: self.tx,
-            up: Body::Rust(self.up),
-            up_line: 0,
-            down: self.down.map(Body::Rust),
-            down_line: 0,
-            verify: None,
-            origin: self.origin,
-            lock_timeout: None,
-            statement_timeout: None,
-            repeatable: false,
-        })
-    }
-}
+pub(crate) type MigrationFn = Box<dyn for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync>;

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::plan::Direction;
+use crate::report::Direction;
 
 /// The session that held a migration or backfill lock when pgskein looked.
 #[derive(Debug, Clone, PartialEq, Eq)]

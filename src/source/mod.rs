@@ -128,22 +128,10 @@ impl MigrationSet {
         crate::plan::either_way(&self.graph, &self.reconcile_ids(applied), target)
     }
 
-    /// The offline script from a list of applied revision ids to `target`,
-    /// without a database: what [`Migrator::sql`](crate::Migrator::sql) renders
-    /// after reading the ledger. `schema` is the bookkeeping schema.
-    pub fn render_sql<'a>(
+    pub(crate) fn reconcile_ids<'a>(
         &self,
         applied: impl IntoIterator<Item = &'a str>,
-        target: &crate::Target,
-        schema: &str,
-        style: crate::SqlStyle,
-    ) -> Result<String, Error> {
-        let rec = self.reconcile_ids(applied);
-        let plan = crate::plan::either_way(&self.graph, &rec, target)?;
-        crate::offline::render(self, schema, &plan, style)
-    }
-
-    fn reconcile_ids<'a>(&self, applied: impl IntoIterator<Item = &'a str>) -> crate::plan::Reconciled {
+    ) -> crate::plan::Reconciled {
         let rows: Vec<crate::state::Record> = applied
             .into_iter()
             .map(|id| {
@@ -265,7 +253,7 @@ impl SetBuilder {
 
     /// Adds a Rust-coded revision.
     pub fn rust(mut self, revision: crate::RustRevision) -> Self {
-        self.push(revision.into_revision());
+        self.push(rust_revision(revision));
         self
     }
 
@@ -354,4 +342,38 @@ fn not_a_file(path: &Path, problem: &'static str) -> Error {
         line: None,
         kind: crate::error::ParseErrorKind::NotARevisionFile(problem),
     }
+}
+
+/// Validates a Rust-coded revision's ids and makes its graph node. Its
+/// checksum is derived from its id and version string.
+fn rust_revision(r: crate::RustRevision) -> Result<Revision, Error> {
+    let bad = |reason: String| Error::Parse {
+        path: r.origin.clone(),
+        line: None,
+        kind: crate::error::ParseErrorKind::BadFileName(reason),
+    };
+    let id = RevisionId::new(r.id.clone()).map_err(bad)?;
+    let ids =
+        |list: &[String]| list.iter().map(|s| RevisionId::new(s.clone())).collect::<Result<Vec<_>, _>>();
+    let revises = ids(&r.revises).map_err(bad)?;
+    let depends_on = ids(&r.depends_on).map_err(bad)?;
+    Ok(Revision {
+        checksum: crate::id::Checksum::of_bytes(format!("rust\n{}\n{}", r.id, r.version).as_bytes()),
+        id,
+        revises,
+        depends_on,
+        branch: r.branch,
+        message: r.message,
+        release: None,
+        tx: r.tx,
+        up: crate::migration::Body::Rust(r.up),
+        up_line: 0,
+        down: r.down.map(crate::migration::Body::Rust),
+        down_line: 0,
+        verify: None,
+        origin: r.origin,
+        lock_timeout: None,
+        statement_timeout: None,
+        repeatable: false,
+    })
 }
