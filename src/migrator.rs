@@ -421,7 +421,11 @@ async fn execute(
                     Ok(done) => done,
                     Err(e) => break Err(e),
                 };
-                if done.get(&backfill).is_none_or(|b| b.outcome != crate::BackfillOutcome::Done) {
+                // Finished here, or by another replica while this one waited.
+                let finished = |b: &crate::BackfillRun| {
+                    matches!(b.outcome, crate::BackfillOutcome::Done | crate::BackfillOutcome::AlreadyDone)
+                };
+                if !done.get(&backfill).is_some_and(finished) {
                     break Err(Error::BackfillIncomplete {
                         revision,
                         backfill,
