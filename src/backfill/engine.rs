@@ -54,7 +54,7 @@ impl Drop for Runner<'_> {
     fn drop(&mut self) {
         if self.held.is_some() || self.in_tx {
             if let Some(conn) = self.conn.take() {
-                lock::discard(conn, self.held.unwrap_or_default(), "", None);
+                lock::discard(conn, &lock::release_sql(self.held.unwrap_or_default(), "", None));
             }
         }
     }
