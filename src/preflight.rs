@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::error::Error;
 use crate::id::RevisionId;
@@ -169,8 +170,10 @@ pub(crate) async fn check(
     ledger_missing: bool,
 ) -> Result<Preflight, Error> {
     let db = |e| Error::Db { context: "running pre-flight checks", source: e };
+    // Unnamed, typed statements throughout: through a transaction pooler, a
+    // named statement prepared in one round trip may be gone by the next.
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT current_setting('server_version'), current_schema()::text, \
                     has_database_privilege(current_database(), 'CREATE'), \
                     (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text",
@@ -208,10 +211,10 @@ pub(crate) async fn check(
             continue;
         }
         let row = client
-            .query_one(
+            .query_typed_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
                         has_schema_privilege((SELECT oid FROM pg_namespace WHERE nspname = $1), 'CREATE')",
-                &[&schema],
+                &[(&schema, Type::TEXT)],
             )
             .await
             .map_err(db)?;
@@ -228,14 +231,16 @@ pub(crate) async fn check(
     }
     for (ext, rev) in &needs.extensions {
         let row = client
-            .query_opt(
+            .query_typed(
                 "SELECT e.installed_version IS NOT NULL, \
                         coalesce((SELECT bool_or(v.trusted) FROM pg_available_extension_versions v WHERE v.name = e.name), false) \
                  FROM pg_available_extensions e WHERE e.name = $1",
-                &[ext],
+                &[(ext, Type::TEXT)],
             )
             .await
-            .map_err(db)?;
+            .map_err(db)?
+            .into_iter()
+            .next();
         match row {
             None => push(
                 ProblemKind::MissingExtension,
@@ -262,7 +267,7 @@ pub(crate) async fn check(
     if !needs.tables.is_empty() {
         let tables: Vec<String> = needs.tables.iter().cloned().collect();
         let rows = client
-            .query(
+            .query_typed(
                 "SELECT DISTINCT l.pid, coalesce(a.application_name, ''), c.relname::text, l.mode, coalesce(a.state, ''), \
                         coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0) \
                  FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
@@ -270,7 +275,7 @@ pub(crate) async fn check(
                  WHERE l.pid <> pg_backend_pid() AND c.relname = ANY($1) \
                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                  ORDER BY 3, 1",
-                &[&tables],
+                &[(&tables, Type::TEXT_ARRAY)],
             )
             .await
             .map_err(db)?;
@@ -287,7 +292,7 @@ pub(crate) async fn check(
         }
     }
     let rows = client
-        .query(
+        .query_typed(
             "SELECT pid, coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::bigint \
              FROM pg_stat_activity \
              WHERE pid <> pg_backend_pid() AND datname = current_database() \
