@@ -257,24 +257,33 @@ impl<'a> LockGuard<'a> {
         // taken is still released.
         let mut guard =
             Self { conn: Some(conn), hold: Hold::Advisory(key), restore_name: None, restore: String::new() };
-        // Each statement after the first runs only on the backend named at
-        // startup; on any other, it returns no row and changes nothing.
-        let only_there =
-            startup_pid.map(|p| format!(" WHERE pg_catalog.pg_backend_pid() = {p}")).unwrap_or_default();
-        // Server-side keepalives: if this process vanishes without closing its
-        // socket, the server notices within about a minute and the lock dies with the session.
-        let mut first = String::from(
-            "SELECT pg_catalog.pg_backend_pid(), coalesce(pg_catalog.host(pg_catalog.inet_client_addr()), 'local'); \
-             SELECT current_setting('application_name'), \
-             set_config('tcp_keepalives_idle', '30', false), \
-             set_config('tcp_keepalives_interval', '10', false), \
-             set_config('tcp_keepalives_count', '3', false)",
-        );
+        // One statement: who answers, then, only if that is the backend named
+        // at startup, the session settings and the lock. CASE evaluates a
+        // volatile branch only when its condition holds: on any other backend
+        // nothing is set or taken.
+        let here =
+            startup_pid.map_or_else(|| "true".to_owned(), |p| format!("pg_catalog.pg_backend_pid() = {p}"));
+        let only_here = |expr: &str| format!("CASE WHEN {here} THEN {expr} END");
+        let mut columns = vec![
+            "pg_catalog.pg_backend_pid()".to_owned(),
+            "coalesce(pg_catalog.host(pg_catalog.inet_client_addr()), 'local')".to_owned(),
+            only_here("pg_catalog.current_setting('application_name')"),
+            // Server-side keepalives: if this process vanishes without closing its
+            // socket, the server notices within about a minute and the lock dies with the session.
+            only_here("pg_catalog.set_config('tcp_keepalives_idle', '30', false)"),
+            only_here("pg_catalog.set_config('tcp_keepalives_interval', '10', false)"),
+            only_here("pg_catalog.set_config('tcp_keepalives_count', '3', false)"),
+        ];
         if let Some(name) = application_name {
-            first.push_str(&format!(", set_config('application_name', {}, false)", quote_literal(name)));
+            columns.push(only_here(&format!(
+                "pg_catalog.set_config('application_name', {}, false)",
+                quote_literal(name)
+            )));
         }
-        first.push_str(&format!("{only_there}; SELECT pg_try_advisory_lock({key}){only_there};"));
-        let try_lock = format!("SELECT pg_try_advisory_lock({key});");
+        columns.push(only_here(&format!("pg_catalog.pg_try_advisory_lock({key})")));
+        let first = format!("SELECT {};", columns.join(", "));
+        let got_at = columns.len() - 1;
+        let try_lock = format!("SELECT pg_catalog.pg_try_advisory_lock({key});");
         let mut waiting = Waiting::new(timeout);
         let mut attempt = 0;
         loop {
@@ -283,8 +292,8 @@ impl<'a> LockGuard<'a> {
             let msgs =
                 guard.client().simple_query(sql).await.map_err(Error::db("taking the migration lock"))?;
             let groups = groups(msgs);
-            let answer = if attempt == 1 {
-                let row = groups.first().and_then(|g| g.first());
+            let row = groups.first().and_then(|g| g.first());
+            let got = if attempt == 1 {
                 let backend_pid = row.and_then(|r| r.get(0)).and_then(|p| p.parse().ok()).unwrap_or_default();
                 if let Some(startup_pid) = startup_pid.filter(|&p| p != backend_pid) {
                     let seen_from = row.and_then(|r| r.get(1)).unwrap_or_default().to_owned();
@@ -293,14 +302,13 @@ impl<'a> LockGuard<'a> {
                     let conn = guard.conn.take().expect("present until release");
                     return Ok(Acquired::Pooled(conn, Pooled { backend_pid, startup_pid, seen_from }));
                 }
-                let name = groups.get(1).and_then(|g| g.first()).and_then(|r| r.get(0));
-                guard.restore_name = application_name.and(name).map(str::to_owned);
-                groups.get(2)
+                guard.restore_name = application_name.and(row.and_then(|r| r.get(2))).map(str::to_owned);
+                row.and_then(|r| r.get(got_at))
             } else {
-                groups.first()
+                row.and_then(|r| r.get(0))
             };
             let mut holder = None;
-            if answer.and_then(|g| g.first()).and_then(|r| r.get(0)) == Some("t") {
+            if got == Some("t") {
                 match guard.confirm(key, ledger).await {
                     Ok(None) => {
                         let waited = waiting.waited();
@@ -361,18 +369,18 @@ impl<'a> LockGuard<'a> {
     async fn confirm(&self, key: i64, ledger: &Ledger) -> Result<Option<LockHolder>, Error> {
         let (hi, lo) = key_parts(key);
         let sql = format!(
-            "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted \
-             AND pid = pg_catalog.pg_backend_pid() AND classid = {hi} AND objid = {lo} AND objsubid = 1; {};",
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted \
+             AND pid = pg_catalog.pg_backend_pid() AND classid = {hi} AND objid = {lo} AND objsubid = 1), ({});",
             crate::lease::live_sql(ledger)
         );
         let msgs =
             self.client().simple_query(&sql).await.map_err(Error::db("checking the migration lock"))?;
         let groups = groups(msgs);
-        let held = groups.first().and_then(|g| g.first()).and_then(|r| r.get(0)) == Some("1");
-        if !held {
+        let row = groups.first().and_then(|g| g.first());
+        if row.and_then(|r| r.get(0)) != Some("1") {
             return Err(Error::LockNotHeld);
         }
-        Ok(groups.get(1).and_then(|g| g.first()).and_then(|r| r.get(0)).and_then(crate::lease::holder_of_xml))
+        Ok(row.and_then(|r| r.get(1)).and_then(crate::lease::holder_of_xml))
     }
 
     /// Gives the advisory lock back, keeping the session settings, to go on waiting.
