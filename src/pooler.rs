@@ -5,10 +5,11 @@
 //! its cancel key (`BackendKeyData`): the same process id that
 //! `pg_backend_pid()` returns afterwards. A pooler cannot pass that key on,
 //! since a client's queries may run on any of its server connections, so it
-//! hands the client a key of its own (PgBouncer, Supavisor, RDS Proxy, pgcat
-//! and Odyssey all do). A connection whose key does not name the backend that
-//! answers goes through such a pooler; a direct connection, or a TCP-level
-//! proxy that passes the startup through, always has them equal.
+//! hands the client a key of its own (PgBouncer does in both pooling modes, and
+//! any pooler that shares server connections must, to route cancel requests).
+//! A connection whose key does not name the backend that answers goes through
+//! such a pooler; a direct connection, or a TCP-level proxy that passes the
+//! startup through, always has them equal.
 //!
 //! The key is private to tokio-postgres's `CancelToken`, so it is read the
 //! only public way: the token writes the cancel request it would send into an
