@@ -566,6 +566,19 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// A backfill was to run on a connection through a connection pooler or
+    /// proxy. A backfill holds a session advisory lock while it runs and
+    /// reuses a prepared statement across its batches, which a transaction
+    /// pooler does not keep. Recognised before anything was changed.
+    #[error(
+        "backfill {name} cannot run through a connection pooler or proxy (the server sees the connection come from {seen_from}): it holds a session lock and reuses a prepared statement across its batches, which a transaction pooler does not keep. Nothing was changed. Run backfills over a direct connection to PostgreSQL"
+    )]
+    BackfillThroughPooler {
+        /// The backfill.
+        name: String,
+        /// The pooler's address as the server sees it, or `local`.
+        seen_from: String,
+    },
     /// The background task of deferred backfills was cancelled (its runtime
     /// shut down) before it finished.
     #[error(

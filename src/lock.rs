@@ -530,13 +530,26 @@ pub(crate) fn holder_of(r: &tokio_postgres::SimpleQueryRow) -> LockHolder {
     }
 }
 
-/// Takes a backfill's lock if it is free; never waits.
-pub(crate) async fn try_backfill_lock(client: &Client, key: i64) -> Result<bool, Error> {
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-        .await
-        .map_err(Error::db("taking a backfill lock"))?;
-    Ok(row.get(0))
+/// Takes a backfill's lock if it is free; never waits. Like the migration
+/// lock's first request, it runs only on the backend the connection was
+/// given at startup: through a pooler nothing is taken, and the pooler is
+/// reported (`Err` with where the server sees the connection come from).
+pub(crate) async fn try_backfill_lock(client: &Client, key: i64) -> Result<Result<bool, String>, Error> {
+    let startup_pid = crate::pooler::startup_pid(client).await;
+    let here =
+        startup_pid.map_or_else(|| "true".to_owned(), |p| format!("pg_catalog.pg_backend_pid() = {p}"));
+    let sql = format!(
+        "SELECT pg_catalog.pg_backend_pid(), coalesce(pg_catalog.host(pg_catalog.inet_client_addr()), 'local'), \
+                CASE WHEN {here} THEN pg_catalog.pg_try_advisory_lock({key}) END"
+    );
+    let msgs = client.simple_query(&sql).await.map_err(Error::db("taking a backfill lock"))?;
+    let row = groups(msgs).into_iter().next().and_then(|g| g.into_iter().next());
+    let field = |i| row.as_ref().and_then(|r| r.get(i)).map(str::to_owned);
+    let backend_pid = field(0).and_then(|p| p.parse().ok());
+    if startup_pid.is_some() && backend_pid != startup_pid {
+        return Ok(Err(field(1).unwrap_or_default()));
+    }
+    Ok(Ok(field(2).as_deref() == Some("t")))
 }
 
 /// Releases a backfill's lock taken on this session.

@@ -382,6 +382,7 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
         Error::BackfillIncomplete { .. } => "backfill_incomplete",
         Error::BackfillFailed { .. } => "backfill_failed",
         Error::BackfillTaskCancelled => "backfill_task_cancelled",
+        Error::BackfillThroughPooler { .. } => "backfill_through_pooler",
         Error::LockReleased { .. } => "lock_released",
         Error::LedgerDropped { .. } => "ledger_dropped",
         Error::NotRecorded { .. } => "not_recorded",

@@ -707,3 +707,37 @@ async fn the_cli_through_pgbouncer_refuses_advisory_mode_and_upgrades_in_the_def
     let status = run_url(Some(&url), &dir, &["--json", "--lock-mode", "lease", "status"]).await;
     assert_eq!(status.code, 0, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_through_pgbouncer_is_refused_before_it_takes_its_session_lock() {
+    let server = TestServer::shared().unwrap();
+    let db = server.create_database("lease_backfill").await.unwrap();
+    let Some(bouncer) = bouncer(server, &db, 4) else { return };
+    let direct = db.connect().await.unwrap();
+    let set = MigrationSet::builder()
+        .file(
+            "0001_items.sql",
+            b"-- pgskein: up\nCREATE TABLE items (id bigint PRIMARY KEY, v text);\n\
+              INSERT INTO items (id) SELECT generate_series(1, 100);\n",
+        )
+        .backfill(pgskein::Backfill::sql(
+            "fill",
+            "0001_items",
+            "items",
+            "id",
+            "UPDATE items SET v = id::text WHERE id >= $1 AND id < $2",
+        ))
+        .build()
+        .unwrap();
+    let client = bouncer.connect().await;
+    assert_eq!(set.run(&client).await.unwrap().steps.len(), 1, "the revision applies under the lease");
+    let err = set.run_backfills(&client).await.unwrap_err();
+    let Error::BackfillThroughPooler { name, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(name, "fill");
+    assert!(err.to_string().contains("direct connection"), "{err}");
+    assert_eq!(advisory_locks(&direct).await, 0, "no backfill lock on a pooled server session");
+    assert_eq!(count(&direct, "SELECT count(*) FROM items WHERE v IS NOT NULL").await, 0);
+    // Over a direct connection it runs.
+    let report = set.run_backfills(&direct).await.unwrap();
+    assert_eq!(report.get("fill").unwrap().outcome, pgskein::BackfillOutcome::Done);
+}
