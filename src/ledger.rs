@@ -153,18 +153,30 @@ impl Ledger {
     /// error when nothing was ever migrated here (`to_regclass` finds no table,
     /// `table_to_xml` of NULL is NULL), so a first deploy logs no ERROR.
     pub(crate) async fn meta(&self, client: &Client) -> Result<Meta, Error> {
-        let row = client
-            .query_typed_one(
-                "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass($1), false, true, '')::text, \
-                        (SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = pg_catalog.to_regclass($2) \
-                           AND tgname IN ('pgskein_digest', 'pgskein_digest_truncate') AND tgenabled = 'A')",
-                &[(&self.table("meta"), Type::TEXT), (&self.table("applied"), Type::TEXT)],
-            )
-            .await
-            .map_err(Error::db("reading the bookkeeping tables"))?;
-        let Some(xml) = row.get::<_, Option<String>>(0) else { return Ok(Meta::Missing) };
-        let triggers: i64 = row.get(1);
-        self.meta_of(xml_pairs(&xml), triggers == 2)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let row = client
+                .query_typed_one(
+                    "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass($1), false, true, '')::text, \
+                            (SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = pg_catalog.to_regclass($2) \
+                               AND tgname IN ('pgskein_digest', 'pgskein_digest_truncate') AND tgenabled = 'A')",
+                    &[(&self.table("meta"), Type::TEXT), (&self.table("applied"), Type::TEXT)],
+                )
+                .await
+                .map_err(Error::db("reading the bookkeeping tables"))?;
+            let Some(xml) = row.get::<_, Option<String>>(0) else { return Ok(Meta::Missing) };
+            let triggers: i64 = row.get(1);
+            let pairs = xml_pairs(&xml);
+            // The table's name is looked up in the newest catalog, its rows
+            // read with the statement's older snapshot: a statement that
+            // races the commit creating the tables finds them empty. The
+            // next statement's snapshot sees what that lookup saw.
+            if attempt == 1 && !pairs.iter().any(|(key, _)| key == "format") {
+                continue;
+            }
+            return self.meta_of(pairs, triggers == 2);
+        }
     }
 
     fn meta_of<'p>(
