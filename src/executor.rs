@@ -11,9 +11,12 @@
 //!   message ends with a savepoint that the record's message releases. A body
 //!   that failed, or that the client could not send, leaves no savepoint, the
 //!   release fails, and the transaction cannot commit.
-//! - Every ledger write proves the migration lock in the same statement, and
-//!   runs as the session's baseline user and role: what a revision does to the
-//!   lock or the session is caught, never recorded over.
+//! - Every ledger write proves the migration lock in the same statement (the
+//!   session's advisory lock, or the lease's fencing token), and runs as the
+//!   session's baseline user and role: what a revision does to the lock or
+//!   the session, or a run that outlived its lease, is caught, never recorded
+//!   over. Under the lease, the run renews it between transactions when due
+//!   (the heartbeat usually has).
 //! - Every revision starts from the session's baseline.
 //! - A `transaction none` step records `running` first, the statement it is
 //!   about to run before each statement, then `applied` (or its revert), or
