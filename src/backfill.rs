@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -710,7 +711,9 @@ pub(crate) async fn read_rows(
 ) -> Result<HashMap<String, Row>, Error> {
     let sql =
         ledger.sql(&format!(r#"SELECT {ROW_COLUMNS} FROM {{schema}}."backfills" WHERE name = ANY($1)"#));
-    let rows = match client.query(&sql, &[&names]).await {
+    // Unnamed and typed: through a transaction pooler, a named statement
+    // prepared in one round trip may be gone by the next.
+    let rows = match client.query_typed(&sql, &[(&names, Type::TEXT_ARRAY)]).await {
         Ok(rows) => rows,
         Err(e) if undefined_table(&e) => return Ok(HashMap::new()),
         Err(e) => return Err(Error::Db { context: "reading the backfills", source: e }),
@@ -769,7 +772,7 @@ pub(crate) async fn first_blocked(
 /// The applied revisions among `ids`.
 async fn applied_among(client: &Client, ledger: &Ledger, ids: &[String]) -> Result<HashSet<String>, Error> {
     let sql = ledger.sql(r#"SELECT id FROM {schema}."applied" WHERE state = 'applied' AND id = ANY($1)"#);
-    match client.query(&sql, &[&ids]).await {
+    match client.query_typed(&sql, &[(&ids, Type::TEXT_ARRAY)]).await {
         Ok(rows) => Ok(rows.iter().map(|r| r.get(0)).collect()),
         Err(e) if undefined_table(&e) => Ok(HashSet::new()),
         Err(e) => Err(Error::Db { context: "reading the applied revisions", source: e }),

@@ -31,6 +31,7 @@ pub struct Config {
     pub(crate) application_name: Option<String>,
     pub(crate) app_version: Option<String>,
     pub(crate) lock_mode: LockMode,
+    pub(crate) lease_duration: Duration,
     pub(crate) hooks: Installed,
     pub(crate) timeouts: Timeouts,
     pub(crate) inline_backfills: bool,
@@ -46,6 +47,7 @@ impl Default for Config {
             application_name: None,
             app_version: None,
             lock_mode: LockMode::default(),
+            lease_duration: Duration::from_secs(30),
             hooks: Installed::default(),
             timeouts: Timeouts::default(),
             inline_backfills: false,
@@ -109,9 +111,20 @@ impl Config {
         self.app_version = Some(version.into());
         self
     }
-    /// How concurrent runs are kept apart (default: an advisory lock).
+    /// How concurrent runs are kept apart (default [`LockMode::Auto`]: the
+    /// advisory lock on a direct connection, the lease through a connection pooler).
     pub fn lock_mode(mut self, mode: LockMode) -> Self {
         self.lock_mode = mode;
+        self
+    }
+    /// How long the migration lease lasts without being renewed (default 30
+    /// s, at least 100 ms); it is renewed every third of that while held. A
+    /// run killed while holding it is taken over this long after its last
+    /// renewal; a run that stalls longer than this (a paused process, a
+    /// starved machine) loses the lease and records nothing more. Only the
+    /// lease uses it: see [`LockMode::Lease`].
+    pub fn lease_duration(mut self, duration: Duration) -> Self {
+        self.lease_duration = duration.max(Duration::from_millis(100));
         self
     }
 

@@ -317,6 +317,40 @@ pub enum Error {
         /// What was done before it.
         report: Box<Report>,
     },
+    /// The run's migration lease expired, or another migrator took it over,
+    /// before revision `id` was recorded: the process stalled (paused,
+    /// starved, cut off) longer than the lease lasts, so another migrator may
+    /// have started. The run stopped there. A transactional revision was
+    /// rolled back; a `transaction none` one stays recorded as running.
+    #[error("the migration lease of this run (fencing token {token}) expired or was taken over by another migrator before revision {id} ({path}) was recorded, so the run stopped: {}. Run again to carry on; if the process pauses longer than the lease lasts, raise Config::lease_duration, and give the run a pool so that its heartbeat renews the lease during long statements", if *rolled_back { "it was rolled back and nothing after it ran" } else { "its statements ran, and it stays recorded as running: check what it did, then resolve it" })]
+    LeaseLost {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// The fencing token of the lost lease.
+        token: i64,
+        /// Whether its work was rolled back.
+        rolled_back: bool,
+        /// What was done before it.
+        report: Box<Report>,
+    },
+    /// A `transaction none` revision needs one server session across its
+    /// statements, which the run cannot have: it holds the lease because the
+    /// connection goes through a connection pooler, where each statement of
+    /// such a revision may run on another server session. Refused before
+    /// anything ran.
+    #[error("revision {id} ({path}{}) is `transaction none` and {need}, which needs one server session across its statements; through a connection pooler (the run holds the lease) each of its statements may run on another server session. Nothing was changed. Run it over a direct connection, or {}", line.map(|l| format!(":{l}")).unwrap_or_default(), need.fix())]
+    NeedsSession {
+        /// The revision.
+        id: RevisionId,
+        /// Its file.
+        path: String,
+        /// The line of the statement, when a statement is the cause.
+        line: Option<usize>,
+        /// What needs the session.
+        need: SessionNeed,
+    },
     /// A revision dropped or altered pgskein's bookkeeping schema.
     #[error("revision {id} ({path}) dropped or altered pgskein's bookkeeping schema {schema:?}, so it could not be recorded{}; a revision must leave that schema alone", if *rolled_back { " and was rolled back" } else { ": its statements ran. Restore the bookkeeping tables from a backup, or stamp the database to where it is" })]
     LedgerDropped {
@@ -423,11 +457,29 @@ pub enum Error {
         /// Who held it at the last look.
         holder: Option<LockHolder>,
     },
-    /// The advisory lock was granted but this backend does not hold it.
+    /// The advisory lock was granted but this backend does not hold it: a
+    /// proxy that the first lock request did not give away hands each
+    /// transaction to another server session.
     #[error(
-        "the migration lock was granted but pg_locks shows this session does not hold it: the connection goes through a transaction-pooling proxy (PgBouncer pool_mode=transaction?). Connect directly to PostgreSQL or through a session-pooling port to migrate"
+        "the migration lock was granted but pg_locks shows this session does not hold it: the connection goes through a transaction-pooling proxy. Nothing was changed. Use LockMode::Auto or LockMode::Lease (CLI: --lock-mode auto or lease), or connect directly to PostgreSQL"
     )]
     LockNotHeld,
+    /// The connection goes through a connection pooler or proxy, and
+    /// [`LockMode::Advisory`](crate::LockMode::Advisory), whose session lock
+    /// needs one server session for the whole run, was asked for. Recognised
+    /// before anything was changed: the backend that answered is not the one
+    /// the connection was given at startup.
+    #[error(
+        "the connection goes through a connection pooler or proxy (the server sees it come from {seen_from}; backend {backend_pid} answered, not backend {startup_pid} named when the connection started), and LockMode::Advisory needs one server session for the whole run, which a transaction pooler (PgBouncer pool_mode=transaction, the Supabase and Neon poolers, RDS Proxy) does not keep. Nothing was changed. Use LockMode::Auto or LockMode::Lease (CLI: --lock-mode auto or lease), or connect directly to PostgreSQL"
+    )]
+    PoolerDetected {
+        /// The backend pid that answered (`pg_backend_pid()`).
+        backend_pid: i32,
+        /// The backend pid in the connection's cancel key, set by the pooler.
+        startup_pid: i32,
+        /// The pooler's address as the server sees it, or `local`.
+        seen_from: String,
+    },
     /// The bookkeeping tables were written by a newer pgskein.
     #[error(
         "the bookkeeping tables in schema {schema:?} have format {found}, newer than this pgskein understands ({supported}); upgrade pgskein"
@@ -537,12 +589,72 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// A backfill was to run on a connection through a connection pooler or
+    /// proxy. A backfill holds a session advisory lock while it runs and
+    /// reuses a prepared statement across its batches, which a transaction
+    /// pooler does not keep. Recognised before anything was changed.
+    #[error(
+        "backfill {name} cannot run through a connection pooler or proxy (the server sees the connection come from {seen_from}): it holds a session lock and reuses a prepared statement across its batches, which a transaction pooler does not keep. Nothing was changed. Run backfills over a direct connection to PostgreSQL"
+    )]
+    BackfillThroughPooler {
+        /// The backfill.
+        name: String,
+        /// The pooler's address as the server sees it, or `local`.
+        seen_from: String,
+    },
     /// The background task of deferred backfills was cancelled (its runtime
     /// shut down) before it finished.
     #[error(
         "the background backfill task was cancelled before it finished; the backfills resume from their checkpoints when run again"
     )]
     BackfillTaskCancelled,
+}
+
+/// What a `transaction none` revision needs one server session for
+/// ([`Error::NeedsSession`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionNeed {
+    /// A session-level `SET` or `RESET`, outside a `BEGIN ... COMMIT` block of the file.
+    Setting,
+    /// `PREPARE`, for a later statement to `EXECUTE`.
+    PreparedStatement,
+    /// A temporary table, view or sequence, for later statements.
+    TemporaryObject,
+    /// `LISTEN`.
+    Listen,
+    /// A lock or statement timeout (the revision's own, or
+    /// `Config::statement_timeout`), which pgskein sets for the session
+    /// before the revision's statements.
+    Timeout,
+}
+
+impl SessionNeed {
+    fn fix(self) -> &'static str {
+        match self {
+            SessionNeed::Setting => {
+                "move the statement and those that need its setting into a BEGIN ... COMMIT block of the file (use SET LOCAL there), which runs on one session"
+            }
+            SessionNeed::PreparedStatement | SessionNeed::TemporaryObject | SessionNeed::Listen => {
+                "put the statements that use it in a BEGIN ... COMMIT block of the file, which runs on one session"
+            }
+            SessionNeed::Timeout => {
+                "remove the revision's lock-timeout and statement-timeout directives (and Config::statement_timeout for this run)"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SessionNeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionNeed::Setting => "sets a session setting with SET or RESET",
+            SessionNeed::PreparedStatement => "prepares a statement with PREPARE",
+            SessionNeed::TemporaryObject => "creates a temporary object",
+            SessionNeed::Listen => "listens with LISTEN",
+            SessionNeed::Timeout => "has a lock or statement timeout",
+        })
+    }
 }
 
 impl Error {
@@ -575,6 +687,7 @@ impl Error {
             | Error::RustRevisionFailed { report, .. }
             | Error::Hook { report, .. }
             | Error::LockReleased { report, .. }
+            | Error::LeaseLost { report, .. }
             | Error::LedgerDropped { report, .. }
             | Error::NotRecorded { report, .. }
             | Error::LedgerChanged { report, .. }

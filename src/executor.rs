@@ -11,9 +11,12 @@
 //!   message ends with a savepoint that the record's message releases. A body
 //!   that failed, or that the client could not send, leaves no savepoint, the
 //!   release fails, and the transaction cannot commit.
-//! - Every ledger write proves the migration lock in the same statement, and
-//!   runs as the session's baseline user and role: what a revision does to the
-//!   lock or the session is caught, never recorded over.
+//! - Every ledger write proves the migration lock in the same statement (the
+//!   session's advisory lock, or the lease's fencing token), and runs as the
+//!   session's baseline user and role: what a revision does to the lock or
+//!   the session, or a run that outlived its lease, is caught, never recorded
+//!   over. Under the lease, the run renews it between transactions when due
+//!   (the heartbeat usually has).
 //! - Every revision starts from the session's baseline.
 //! - A `transaction none` step records `running` first, the statement it is
 //!   about to run before each statement, then `applied` (or its revert), or
@@ -33,9 +36,10 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, SimpleQueryMessage};
 
 use crate::config::{Attempts, Config, LOCK_NOT_AVAILABLE, Scope, Timeouts, TransactionMode};
-use crate::error::Error;
+use crate::error::{Error, SessionNeed};
 use crate::graph::Graph;
 use crate::hooks::Hooks;
+use crate::lease::{Held, Lost};
 use crate::ledger::{Ledger, Resolved, Write};
 use crate::migration::{Body, Revision, TxMode};
 use crate::plan::{Direction, Step};
@@ -49,8 +53,10 @@ use crate::state::Record;
 const MARK: &str = " SELECT pg_catalog.set_config('pgskein.step_start', \
     ((extract(epoch FROM clock_timestamp()) * 1000000)::bigint)::text, true);";
 
-/// SQLSTATE of the lock proof (`held()`) failing.
+/// SQLSTATE of the lock proof (`held()`) failing: the session lost its advisory lock.
 const LOCK_RELEASED: &str = "PGSK1";
+/// SQLSTATE of the lock proof failing: the run's lease expired or was taken over.
+const LEASE_LOST: &str = "PGSK2";
 
 // ----- pipelining -----
 
@@ -134,6 +140,8 @@ enum Fault {
     OpenTransaction { statement: usize, line: Option<usize> },
     /// pgskein's own statement around the step failed.
     Db { context: &'static str, error: tokio_postgres::Error },
+    /// The run's lease expired or was taken over (found when renewing it).
+    LeaseLost,
 }
 
 impl Fault {
@@ -143,6 +151,7 @@ impl Fault {
                 error.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| error.to_string())
             }
             Fault::Verify { query } => format!("verify returned false: {query}"),
+            Fault::LeaseLost => "the migration lease expired or was taken over".to_owned(),
             Fault::Rust(e) => e.to_string(),
             Fault::Changed { what } => format!("{what} matched no row"),
             Fault::InvalidIndexes(list) => format!("left invalid indexes: {}", list.join(", ")),
@@ -162,13 +171,14 @@ impl Fault {
 
     /// True when the fault is in pgskein's bookkeeping rather than the revision.
     fn is_bookkeeping(&self) -> bool {
-        matches!(self, Fault::Record(_) | Fault::Changed { .. } | Fault::Db { .. })
+        matches!(self, Fault::Record(_) | Fault::Changed { .. } | Fault::Db { .. } | Fault::LeaseLost)
     }
 
     /// The error for `rev`. `rolled_back`: whether its work was undone (a
     /// transactional step) or stays recorded as running (`transaction none`).
-    fn into_error(self, rev: &Revision, report: &Report, schema: &str, rolled_back: bool) -> Error {
+    fn into_error(self, rev: &Revision, report: &Report, ledger: &Ledger, rolled_back: bool) -> Error {
         let (id, path, report) = (rev.id.clone(), rev.origin.clone(), Box::new(report.clone()));
+        let (schema, token) = (&ledger.schema, ledger.proof().token.unwrap_or_default());
         match self {
             Fault::Sql { error, statement, line } => {
                 Error::RevisionFailed { id, path, statement, line, report, source: error }
@@ -177,6 +187,7 @@ impl Fault {
             Fault::Rust(source) => Error::RustRevisionFailed { id, path, report, source },
             Fault::Record(error) => match error.code().map(|c| c.code()) {
                 Some(LOCK_RELEASED) => Error::LockReleased { id, path, rolled_back, report },
+                Some(LEASE_LOST) => Error::LeaseLost { id, path, token, rolled_back, report },
                 Some("42P01" | "3F000" | "42883" | "42703") => Error::LedgerDropped {
                     id,
                     path,
@@ -194,6 +205,7 @@ impl Fault {
                 Error::OpenTransaction { id, path, statement, line, report }
             }
             Fault::Db { context, error } => Error::Db { context, source: error },
+            Fault::LeaseLost => Error::LeaseLost { id, path, token, rolled_back, report },
         }
     }
 }
@@ -346,6 +358,8 @@ pub(crate) struct Executor<'s> {
     client: &'s Client,
     ledger: &'s Ledger,
     baseline: &'s Baseline,
+    /// The lease, when the run holds it rather than the advisory lock.
+    lease: Option<&'s Held>,
     app_version: Option<String>,
     hooks: Option<Arc<dyn Hooks>>,
     timeouts: Timeouts,
@@ -405,12 +419,23 @@ impl<'s> Executor<'s> {
             client: session.client(),
             ledger: &session.ledger,
             baseline: &session.baseline,
+            lease: session.lease(),
             app_version: cfg.app_version.clone(),
             hooks,
             timeouts: cfg.timeouts,
             prepared: false,
             report: Report::default(),
         }
+    }
+
+    /// Between two transactions: renews the lease if it is due (see
+    /// [`Held::keep_alive`]); nothing to do under the advisory lock.
+    async fn keep_alive(&self) -> Result<(), Fault> {
+        let Some(lease) = self.lease else { return Ok(()) };
+        lease.keep_alive(self.client).await.map_err(|lost| match lost {
+            Lost::Gone => Fault::LeaseLost,
+            Lost::Db(error) => Fault::Db { context: "renewing the migration lease", error },
+        })
     }
 
     /// The record of a step: apply or revert.
@@ -436,7 +461,7 @@ impl<'s> Executor<'s> {
     }
 
     fn error(&self, fault: Fault, rev: &Revision, rolled_back: bool) -> Error {
-        fault.into_error(rev, &self.report, &self.ledger.schema, rolled_back)
+        fault.into_error(rev, &self.report, self.ledger, rolled_back)
     }
 
     /// Runs `steps` per revision or in one transaction.
@@ -454,6 +479,9 @@ impl<'s> Executor<'s> {
             // The whole transaction is the step that is retried on a lock timeout.
             let mut attempts = Attempts::new(&self.timeouts);
             loop {
+                if let (Err(fault), Some(&(i, _))) = (self.keep_alive().await, steps.first()) {
+                    return Err(self.error(fault, &graph.revs[i], true));
+                }
                 match self.batch(graph, steps, Recording::Run).await {
                     Err(e) => match attempts.retry_after(e.db_code()) {
                         Some(wait) => {
@@ -484,6 +512,9 @@ impl<'s> Executor<'s> {
         for &(i, dir) in steps {
             let rev = &graph.revs[i];
             let step = Step { id: rev.id.clone(), direction: dir };
+            if let Err(fault) = self.keep_alive().await {
+                return Err(self.error(fault, rev, true));
+            }
             self.before_step(&step).await?;
             let result = match rev.tx {
                 TxMode::Transactional => self.transactional_with_retries(rev, dir).await,
@@ -920,6 +951,7 @@ impl<'s> Executor<'s> {
         let mut attempts = Attempts::new(&self.timeouts);
         while let Some(stmt) = stmts.get(n - 1) {
             if block.is_none() {
+                self.keep_alive().await.map_err(|fault| (fault, 1))?;
                 match self.write_as_baseline(self.ledger.progress(rev.id.as_str(), n)).await {
                     Ok(_) => {}
                     // Cancelled (an operator's interrupt) before statement n ran:
@@ -1050,6 +1082,51 @@ impl<'s> Executor<'s> {
             .map_err(|f| self.error(f, rev, false))?;
         Ok(row.is_some_and(|r| r.get::<_, i64>(1) > 0))
     }
+}
+
+/// Refuses, before any step runs, what the steps cannot do through a
+/// connection pooler (the run holds the lease): a `transaction none` revision
+/// runs its statements one by one, each of which may land on another server
+/// session, so what a statement leaves in the session outside a `BEGIN ...
+/// COMMIT` block of the file, and the timeouts pgskein would set for the
+/// session first, do not reach the next statement. A block runs on one
+/// session: the pooler keeps a client on its server until the block ends.
+pub(crate) fn check_pooled(
+    graph: &Graph,
+    steps: &[(usize, Direction)],
+    timeouts: &Timeouts,
+) -> Result<(), Error> {
+    for &(i, dir) in steps {
+        let rev = &graph.revs[i];
+        if rev.tx != TxMode::None {
+            continue;
+        }
+        let refuse =
+            |line, need| Error::NeedsSession { id: rev.id.clone(), path: rev.origin.clone(), line, need };
+        if timeouts.non_transactional(rev) != (None, None) {
+            return Err(refuse(None, SessionNeed::Timeout));
+        }
+        let Code::Sql(body, body_line) = code_of(rev, dir) else { continue };
+        let mut block = false;
+        for stmt in split::split(body) {
+            match split::transaction_control(stmt.text) {
+                Some("BEGIN" | "START TRANSACTION") => block = true,
+                Some(_) => block = false,
+                None if block => {}
+                None => {
+                    let need = match split::session_state(stmt.text) {
+                        None => continue,
+                        Some("SET" | "RESET") => SessionNeed::Setting,
+                        Some("PREPARE") => SessionNeed::PreparedStatement,
+                        Some("LISTEN") => SessionNeed::Listen,
+                        Some(_) => SessionNeed::TemporaryObject,
+                    };
+                    return Err(refuse(Some(body_line + stmt.line - 1), need));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The text sent for a SQL body: the body, then the savepoint that proves it

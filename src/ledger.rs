@@ -1,12 +1,14 @@
-//! The bookkeeping tables (`applied`, `events`, `meta`, `backfills`) in their
-//! own schema: bootstrap, the format upgrade, the fast-path read, the typed
-//! read of the ledger, and the statements the executor records with. Their
-//! SQL lives in `ledger/*.sql`.
+//! The bookkeeping tables (`applied`, `events`, `meta`, `backfills`, `lease`)
+//! in their own schema: bootstrap, the format upgrade, the fast-path read, the
+//! typed read of the ledger, and the statements the executor records with.
+//! Their SQL lives in `ledger/*.sql`.
 //!
 //! Invariants:
-//! - Every write of `applied` proves, in the same statement, that this session
-//!   still holds the migration lock (`held(key)`), and reports how many rows it
-//!   changed, so that a write that matched nothing is caught.
+//! - Every write of `applied` proves, in the same statement, that this run
+//!   still holds the migration lock: the session's advisory lock, or its
+//!   lease, whose fencing token must still be the live one
+//!   (`held(key, token)`); and it reports how many rows it changed, so that a
+//!   write that matched nothing is caught.
 //! - `meta`'s digest is kept by triggers on `applied`, not by pgskein's code:
 //!   whoever changes `applied`, the digest follows, and the fast path trusts it
 //!   only while the triggers are in place.
@@ -27,13 +29,16 @@ use crate::state::{BlockedState, LedgerState, Meta, Record, RowState};
 ///
 /// 1: `applied`, `events`, `meta`. 2: adds `backfills`. 3: the digest
 /// triggers, the lock-proof function, `applied.invalid_before`, and the
-/// `readable_by` marker.
-pub(crate) const FORMAT: i32 = 3;
+/// `readable_by` marker. 4: the `lease` table and its functions; the lock
+/// proof also refuses writers that ignore a live lease, which is why format-3
+/// code may still use these tables (`readable_by` stays 3).
+pub(crate) const FORMAT: i32 = 4;
 
 const BOOTSTRAP: &str = include_str!("ledger/bootstrap.sql");
 const UPGRADE: &str = include_str!("ledger/upgrade.sql");
 const FUNCTIONS: &str = include_str!("ledger/functions.sql");
 const BACKFILLS_TABLE: &str = include_str!("ledger/backfill_table.sql");
+const LEASE_TABLE: &str = include_str!("ledger/lease_table.sql");
 const APPLY: &str = include_str!("ledger/apply.sql");
 const REAPPLY: &str = include_str!("ledger/reapply.sql");
 const REVERT: &str = include_str!("ledger/revert.sql");
@@ -52,12 +57,21 @@ const ELAPSED_MS: &str = "(((extract(epoch FROM clock_timestamp()) * 1000000)::b
     - coalesce(nullif(current_setting('pgskein.step_start', true), '')::bigint, \
                (extract(epoch FROM now()) * 1000000)::bigint)) / 1000.0)";
 
-/// One schema's ledger, and the lock key its writes prove (`None`: a run without a lock).
+/// One schema's ledger, and the lock its writes prove.
 #[derive(Debug, Clone)]
 pub(crate) struct Ledger {
     pub(crate) schema: String,
     quoted: String,
-    key: Option<i64>,
+    proof: Proof,
+}
+
+/// The lock a run's writes prove: the advisory lock `key` held by the
+/// session, or the lease whose fencing token is `token` (neither: a run
+/// without a lock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Proof {
+    pub(crate) key: Option<i64>,
+    pub(crate) token: Option<i64>,
 }
 
 /// A ledger write: its SQL and its typed parameters, owned, so that it can be
@@ -81,13 +95,18 @@ pub(crate) enum Resolved {
 
 impl Ledger {
     pub(crate) fn new(schema: &str) -> Self {
-        Self { schema: schema.to_owned(), quoted: quote_ident(schema), key: None }
+        Self { schema: schema.to_owned(), quoted: quote_ident(schema), proof: Proof::default() }
     }
 
-    /// The same ledger, its writes proving the lock `key`.
-    pub(crate) fn proving(mut self, key: Option<i64>) -> Self {
-        self.key = key;
+    /// The same ledger, its writes proving `proof`.
+    pub(crate) fn proving(mut self, proof: Proof) -> Self {
+        self.proof = proof;
         self
+    }
+
+    /// What the writes prove.
+    pub(crate) fn proof(&self) -> Proof {
+        self.proof
     }
 
     /// Expands `{name}` placeholders in one pass. Inserted text (the quoted
@@ -107,6 +126,7 @@ impl Ledger {
                 Some("schema") => Some(self.quoted.clone()),
                 Some("elapsed_ms") => Some(ELAPSED_MS.to_owned()),
                 Some("backfills_table") => Some(self.sql(BACKFILLS_TABLE)),
+                Some("lease_table") => Some(self.sql(LEASE_TABLE)),
                 Some("functions") => Some(self.sql(FUNCTIONS)),
                 _ => None,
             };
@@ -125,7 +145,7 @@ impl Ledger {
         out
     }
 
-    fn table(&self, name: &str) -> String {
+    pub(crate) fn table(&self, name: &str) -> String {
         format!("{}.{}", self.quoted, quote_ident(name))
     }
 
@@ -133,18 +153,30 @@ impl Ledger {
     /// error when nothing was ever migrated here (`to_regclass` finds no table,
     /// `table_to_xml` of NULL is NULL), so a first deploy logs no ERROR.
     pub(crate) async fn meta(&self, client: &Client) -> Result<Meta, Error> {
-        let row = client
-            .query_typed_one(
-                "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass($1), false, true, '')::text, \
-                        (SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = pg_catalog.to_regclass($2) \
-                           AND tgname IN ('pgskein_digest', 'pgskein_digest_truncate') AND tgenabled = 'A')",
-                &[(&self.table("meta"), Type::TEXT), (&self.table("applied"), Type::TEXT)],
-            )
-            .await
-            .map_err(Error::db("reading the bookkeeping tables"))?;
-        let Some(xml) = row.get::<_, Option<String>>(0) else { return Ok(Meta::Missing) };
-        let triggers: i64 = row.get(1);
-        self.meta_of(xml_pairs(&xml), triggers == 2)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let row = client
+                .query_typed_one(
+                    "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass($1), false, true, '')::text, \
+                            (SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = pg_catalog.to_regclass($2) \
+                               AND tgname IN ('pgskein_digest', 'pgskein_digest_truncate') AND tgenabled = 'A')",
+                    &[(&self.table("meta"), Type::TEXT), (&self.table("applied"), Type::TEXT)],
+                )
+                .await
+                .map_err(Error::db("reading the bookkeeping tables"))?;
+            let Some(xml) = row.get::<_, Option<String>>(0) else { return Ok(Meta::Missing) };
+            let triggers: i64 = row.get(1);
+            let pairs = xml_pairs(&xml);
+            // The table's name is looked up in the newest catalog, its rows
+            // read with the statement's older snapshot: a statement that
+            // races the commit creating the tables finds them empty. The
+            // next statement's snapshot sees what that lookup saw.
+            if attempt == 1 && !pairs.iter().any(|(key, _)| key == "format") {
+                continue;
+            }
+            return self.meta_of(pairs, triggers == 2);
+        }
     }
 
     fn meta_of<'p>(
@@ -193,13 +225,8 @@ impl Ledger {
     /// format are left alone. Returns the state of `meta` afterwards.
     pub(crate) async fn prepare(&self, client: &Client, meta: &Meta) -> Result<(), Error> {
         self.check_format(meta)?;
-        let (sql, context) = match meta {
-            Meta::Missing => (self.sql(BOOTSTRAP), "creating the bookkeeping tables"),
-            Meta::Present { format, trusted, .. } if *format < FORMAT || (*format == FORMAT && !trusted) => {
-                (self.sql(UPGRADE), "upgrading the bookkeeping tables")
-            }
-            Meta::Present { .. } => return Ok(()),
-        };
+        let Some((script, context)) = self.prepare_script(meta) else { return Ok(()) };
+        let sql = format!("BEGIN; {script}; COMMIT;");
         if let Err(e) = client.simple_query(&sql).await {
             if !client.is_closed() {
                 let _ = client.simple_query("ROLLBACK").await;
@@ -212,8 +239,20 @@ impl Ledger {
         Ok(())
     }
 
+    /// The script that creates the tables, or brings them up to [`FORMAT`], to
+    /// run inside a transaction; `None` when they are up to date (or newer).
+    pub(crate) fn prepare_script(&self, meta: &Meta) -> Option<(String, &'static str)> {
+        match meta {
+            Meta::Missing => Some((self.sql(BOOTSTRAP), "creating the bookkeeping tables")),
+            Meta::Present { format, trusted, .. } if *format < FORMAT || (*format == FORMAT && !trusted) => {
+                Some((self.sql(UPGRADE), "upgrading the bookkeeping tables"))
+            }
+            Meta::Present { .. } => None,
+        }
+    }
+
     /// The SQL that reads the ledger; `holder` adds the lookup of another
-    /// session holding the migration lock `key`.
+    /// session holding the migration lock `key`, and of the live lease.
     pub(crate) fn read_sql(&self, holder: Option<i64>) -> String {
         let mut sql = self.sql(
             r#"SELECT key, value FROM {schema}."meta";
@@ -223,8 +262,7 @@ impl Ledger {
                FROM {schema}."applied" ORDER BY applied_at, id;"#,
         );
         if let Some(key) = holder {
-            sql.push_str(&holder_sql(key));
-            sql.push(';');
+            sql.push_str(&format!("{}; {};", holder_sql(key), crate::lease::live_sql(self)));
         }
         sql
     }
@@ -240,7 +278,8 @@ impl Ledger {
         let meta = self.meta_of(pairs.collect::<Vec<_>>(), true)?;
         let records =
             groups.get(1).into_iter().flatten().map(|r| self.record(r)).collect::<Result<Vec<_>, _>>()?;
-        let holder = groups.get(2).and_then(|g| g.first()).map(holder_of);
+        let lease = || groups.get(3)?.first()?.get(0).and_then(crate::lease::holder_of_xml);
+        let holder = groups.get(2).and_then(|g| g.first()).map(holder_of).or_else(lease);
         Ok(LedgerState { meta, records, holder })
     }
 
@@ -340,12 +379,12 @@ impl Ledger {
         self.write(template, "recording the revision", Some(1))
             .row(rev, app_version)
             .text(event)
-            .key(self.key)
+            .proof(self.proof)
     }
 
     /// A revision reverted (or un-stamped).
     pub(crate) fn revert(&self, id: &str, event: &'static str) -> Write {
-        self.write(REVERT, "recording the revert", Some(1)).text(id).text(event).key(self.key)
+        self.write(REVERT, "recording the revert", Some(1)).text(id).text(event).proof(self.proof)
     }
 
     /// A `transaction none` revision starts in `dir`.
@@ -358,7 +397,7 @@ impl Ledger {
         self.write(START, "recording the start of the revision", Some(1))
             .row(rev, app_version)
             .text(dir_word(dir))
-            .key(self.key)
+            .proof(self.proof)
     }
 
     /// A running `transaction none` revision is about to run `statement`.
@@ -366,7 +405,7 @@ impl Ledger {
         self.write(PROGRESS, "recording the revision's progress", Some(1))
             .text(id)
             .int(statement)
-            .key(self.key)
+            .proof(self.proof)
     }
 
     /// A revision failed (for `transaction none`, it is recorded `failed`).
@@ -374,12 +413,12 @@ impl Ledger {
         let statement = statement.map(|s| s.min(i32::MAX as usize) as i32);
         let mut w = self.write(FAIL, "recording the failure", None).text(id);
         w.params.push((Box::new(statement), Type::INT4));
-        w.text(error).text(dir_word(dir)).key(self.key)
+        w.text(error).text(dir_word(dir)).proof(self.proof)
     }
 
     /// A `transaction none` revision's up finished.
     pub(crate) fn finish(&self, id: &str) -> Write {
-        self.write(FINISH, "recording the revision", Some(1)).text(id).key(self.key)
+        self.write(FINISH, "recording the revision", Some(1)).text(id).proof(self.proof)
     }
 
     /// An operator settled a blocked revision.
@@ -388,19 +427,19 @@ impl Ledger {
             Resolved::Applied => "applied",
             Resolved::Reverted => "reverted",
         };
-        self.write(RESOLVE, "recording the resolution", Some(1)).text(id).text(how).key(self.key)
+        self.write(RESOLVE, "recording the resolution", Some(1)).text(id).text(how).proof(self.proof)
     }
 
     /// An operator accepted the current checksum of an applied revision.
     pub(crate) fn repair(&self, id: &str, checksum: &str) -> Write {
         let mut w = self.write(REPAIR, "recording the new checksum", None).text(id).text(checksum);
         w.params.push((Box::new(Checksum::VERSION), Type::INT2));
-        w.key(self.key)
+        w.proof(self.proof)
     }
 
     /// A failed `transaction none` revision runs again from `statement`.
     pub(crate) fn restart(&self, id: &str, statement: usize) -> Write {
-        self.write(RESTART, "recording the retry", Some(1)).text(id).int(statement).key(self.key)
+        self.write(RESTART, "recording the retry", Some(1)).text(id).int(statement).proof(self.proof)
     }
 
     /// A `verify` run, in `events`.
@@ -428,8 +467,10 @@ impl Write {
         self
     }
 
-    fn key(mut self, key: Option<i64>) -> Self {
-        self.params.push((Box::new(key), Type::INT8));
+    /// The lock key and the lease token the write proves.
+    fn proof(mut self, proof: Proof) -> Self {
+        self.params.push((Box::new(proof.key), Type::INT8));
+        self.params.push((Box::new(proof.token), Type::INT8));
         self
     }
 
@@ -471,22 +512,42 @@ pub(crate) fn groups(msgs: Vec<SimpleQueryMessage>) -> Vec<Vec<SimpleQueryRow>> 
 
 /// The `<key>`/`<value>` pairs of `table_to_xml` output for `meta`.
 fn xml_pairs(xml: &str) -> Vec<(String, String)> {
-    let element = |s: &str, name: &str| -> Option<(String, usize)> {
-        let open = format!("<{name}>");
-        let close = format!("</{name}>");
-        let start = s.find(&open)? + open.len();
-        let end = start + s[start..].find(&close)?;
-        Some((unescape(&s[start..end]), end + close.len()))
-    };
     let mut pairs = Vec::new();
-    let mut rest = xml;
-    while let Some((key, after)) = element(rest, "key") {
-        rest = &rest[after..];
-        let Some((value, after)) = element(rest, "value") else { break };
-        rest = &rest[after..];
-        pairs.push((key, value));
+    let mut key = None;
+    for (name, value) in xml_elements(xml) {
+        match name.as_str() {
+            "key" => key = Some(value),
+            "value" => pairs.extend(key.take().map(|k| (k, value))),
+            _ => {}
+        }
     }
     pairs
+}
+
+/// The elements holding text in `table_to_xml` or `query_to_xml` output
+/// (`<name>text</name>`), in order, their text unescaped; the row elements
+/// around them, which carry attributes, are skipped.
+pub(crate) fn xml_elements(xml: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        let Some(end) = rest.find('>') else { break };
+        let name = &rest[..end];
+        rest = &rest[end + 1..];
+        if name.is_empty() || name.contains([' ', '/']) {
+            continue;
+        }
+        let close = format!("</{name}>");
+        if let Some(text_end) = rest.find(&close) {
+            let text = &rest[..text_end];
+            if !text.contains('<') {
+                out.push((name.to_owned(), unescape(text)));
+                rest = &rest[text_end + close.len()..];
+            }
+        }
+    }
+    out
 }
 
 fn unescape(s: &str) -> String {

@@ -66,7 +66,11 @@
 //!
 //! A run takes a session-level advisory lock keyed by the bookkeeping schema on
 //! the one connection it uses; waiters poll `pg_try_advisory_lock` and log the
-//! holder. See `docs/locking.md`.
+//! holder. Through a connection pooler (PgBouncer in transaction mode, the
+//! Supabase and Neon poolers, RDS Proxy), recognised before anything is
+//! changed, it takes the lease instead: a row of the bookkeeping schema with
+//! an owner, an expiry and a fencing token that every ledger write proves
+//! ([`LockMode`]). See `docs/locking.md`.
 //!
 //! ## Backfills
 //!
@@ -119,6 +123,7 @@ mod graph;
 pub mod guide;
 mod hooks;
 mod id;
+mod lease;
 mod ledger;
 mod lint;
 mod lock;
@@ -126,6 +131,7 @@ mod migration;
 mod migrator;
 mod offline;
 mod plan;
+mod pooler;
 mod preflight;
 mod quote;
 mod report;
@@ -153,7 +159,7 @@ pub use backfill::{
     BackfillStep, Batch, Health, HealthCheck, Progress,
 };
 pub use config::{Config, TransactionMode};
-pub use error::{BoxError, Error, HookStage, ParseErrorKind};
+pub use error::{BoxError, Error, HookStage, ParseErrorKind, SessionNeed};
 pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
 pub use lint::{LintRule, LintWarning};

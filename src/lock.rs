@@ -1,11 +1,23 @@
 //! The migration lock: a session-level advisory lock on the one connection a
-//! run uses. The only module that calls advisory-lock functions.
+//! run uses, or, through a connection pooler, the lease (`lease.rs`); the
+//! guard that gives either back. The only module that calls advisory-lock
+//! functions from Rust (the lease's SQL functions take the advisory lock for
+//! the length of their own transaction, to exclude a run holding it).
 //!
-//! Invariants: waiters poll `pg_try_advisory_lock` between short sleeps and
-//! never block inside `pg_advisory_lock` (a blocked waiter keeps a snapshot,
-//! and the holder's `CREATE INDEX CONCURRENTLY` would wait for it forever);
-//! the lock cannot leak, because the guard either unlocks, or, when it cannot,
-//! removes the connection from its pool so closing it releases the lock.
+//! Invariants:
+//! - Waiters poll between short sleeps and never block inside
+//!   `pg_advisory_lock` (a blocked waiter keeps a snapshot, and the holder's
+//!   `CREATE INDEX CONCURRENTLY` would wait for it forever).
+//! - Nothing is taken, and no session setting changed, on a connection that
+//!   goes through a pooler: the first lock request only runs on the backend
+//!   the connection was given at startup (see `pooler.rs`), so a session lock
+//!   is never left on a pooled server connection.
+//! - A run under the advisory lock and a run under the lease exclude each
+//!   other: a run that gets the advisory lock while a lease is live gives it
+//!   back and waits.
+//! - The lock cannot leak: the guard either gives it back, or, when it
+//!   cannot, removes the connection from its pool so closing it releases the
+//!   lock (a lease that is not given back expires).
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -16,6 +28,8 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::error::Error;
+use crate::lease::Held;
+use crate::ledger::{Ledger, Proof, groups};
 use crate::quote::quote_literal;
 pub use crate::state::LockHolder;
 
@@ -32,6 +46,14 @@ impl Conn<'_> {
             Conn::Pooled(o) => o,
         }
     }
+
+    /// The pool the connection came from, if any.
+    pub(crate) fn pool(&self) -> Option<deadpool_postgres::Pool> {
+        match self {
+            Conn::Borrowed(_) => None,
+            Conn::Pooled(o) => deadpool_postgres::Object::pool(o),
+        }
+    }
 }
 
 /// The 64-bit advisory-lock key of a bookkeeping schema.
@@ -40,13 +62,34 @@ pub(crate) fn key(schema: &str) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// How a run takes the lock.
+/// How a run keeps concurrent runs apart. See `docs/locking.md`.
+///
+/// ```
+/// use pgskein::{Config, LockMode};
+/// // The default: the advisory lock on a direct connection, the lease through a pooler.
+/// assert_eq!(LockMode::default(), LockMode::Auto);
+/// let always_the_lease = Config::default().lock_mode(LockMode::Lease);
+/// # let _ = always_the_lease;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LockMode {
-    /// A session advisory lock (the default).
+    /// A session advisory lock on a direct connection; the lease when the
+    /// connection goes through a connection pooler or proxy. The pooler is
+    /// recognised before anything is changed, in the lock request itself: a
+    /// run with nothing pending, or on a direct connection, pays nothing for it.
     #[default]
+    Auto,
+    /// Always the session advisory lock, on the run's one connection. A
+    /// connection through a pooler or proxy is refused with
+    /// [`Error::PoolerDetected`](crate::Error::PoolerDetected) before anything is changed.
     Advisory,
+    /// Always the lease: a row of the bookkeeping schema with an owner, an
+    /// expiry and a fencing token, taken and renewed in short transactions
+    /// and proved by every ledger write. It works through any pooler;
+    /// `docs/locking.md` says what a transaction pooler then does not keep
+    /// (session state between the statements of a `transaction none` revision).
+    Lease,
     /// No lock: for deployments with exactly one starter.
     ///
     /// # Warning
@@ -70,16 +113,95 @@ pub(crate) enum Acquired<'a> {
     Locked(LockGuard<'a>, Duration),
     /// The lock was no longer needed, after waiting this long.
     NotNeeded(Duration),
+    /// The connection goes through a pooler: nothing was taken or changed,
+    /// and the connection is handed back as it came.
+    Pooled(Conn<'a>, Pooled),
+}
+
+/// What gave a pooler away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pooled {
+    /// The backend that answered.
+    pub(crate) backend_pid: i32,
+    /// The backend the connection was given at startup.
+    pub(crate) startup_pid: i32,
+    /// Where the server sees the connection come from: the pooler's address, or `local`.
+    pub(crate) seen_from: String,
+}
+
+/// The lock a guard holds.
+pub(crate) enum Hold {
+    None,
+    Advisory(i64),
+    Lease(Held),
 }
 
 /// Holds the lock until released or dropped.
 pub(crate) struct LockGuard<'a> {
     conn: Option<Conn<'a>>,
-    key: Option<i64>,
+    hold: Hold,
     /// The session's application_name before the run changed it.
     restore_name: Option<String>,
     /// SQL that brings the session back to where the run found it, run before unlocking.
     restore: String,
+}
+
+/// The waiting for the lock, advisory or lease: sleeps growing from 10 ms by
+/// half each time to 200 ms, an INFO line naming the holder right away and
+/// every 10 s, and the configured timeout.
+pub(crate) struct Waiting {
+    started: Instant,
+    timeout: Option<Duration>,
+    delay: Duration,
+    last_log: Option<Instant>,
+}
+
+impl Waiting {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
+        Waiting { started: Instant::now(), timeout, delay: Duration::from_millis(10), last_log: None }
+    }
+
+    pub(crate) fn waited(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn timed_out(&self) -> bool {
+        self.timeout.is_some_and(|t| self.waited() >= t)
+    }
+
+    fn log_due(&self) -> bool {
+        self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+    }
+
+    /// Whether the next [`after_attempt`](Waiting::after_attempt) wants the
+    /// holder: to log it, or to report it. Polls ask only for the lock: with
+    /// many waiters, looking up the holder on every poll slows it down.
+    pub(crate) fn wants_holder(&self) -> bool {
+        self.timed_out() || self.log_due()
+    }
+
+    /// After an attempt that did not get the lock: the timeout error when the
+    /// time is up, else a log line when one is due, and the sleep.
+    pub(crate) async fn after_attempt(&mut self, holder: Option<LockHolder>) -> Result<(), Error> {
+        let waited = self.waited();
+        if self.timed_out() {
+            return Err(Error::LockTimeout { waited, holder });
+        }
+        if self.log_due() {
+            match &holder {
+                Some(h) => tracing::info!(holder = %h, ?waited, "waiting for the migration lock"),
+                None => tracing::info!(?waited, "waiting for the migration lock"),
+            }
+            self.last_log = Some(Instant::now());
+        }
+        let mut sleep = self.delay;
+        if let Some(t) = self.timeout {
+            sleep = sleep.min(t.saturating_sub(waited)).max(Duration::from_millis(1));
+        }
+        tokio::time::sleep(sleep).await;
+        self.delay = (self.delay * 3 / 2).min(Duration::from_millis(200));
+        Ok(())
+    }
 }
 
 impl<'a> LockGuard<'a> {
@@ -89,111 +211,141 @@ impl<'a> LockGuard<'a> {
 
     /// A guard that holds no lock, for [`LockMode::DangerousNone`].
     pub(crate) fn unlocked(conn: Conn<'a>) -> Self {
-        Self { conn: Some(conn), key: None, restore_name: None, restore: String::new() }
+        Self { conn: Some(conn), hold: Hold::None, restore_name: None, restore: String::new() }
     }
 
-    /// Waits for the lock, polling, for at most `timeout`. Between two polls
-    /// `settled` is asked whether the lock is still needed (another run may
-    /// have done the work meanwhile); when it says no, waiting stops and the
-    /// connection is handed back as it came.
+    /// A guard holding the lease.
+    pub(crate) fn leased(conn: Conn<'a>, held: Held) -> Self {
+        Self { conn: Some(conn), hold: Hold::Lease(held), restore_name: None, restore: String::new() }
+    }
+
+    /// What the run's ledger writes prove.
+    pub(crate) fn proof(&self) -> Proof {
+        match &self.hold {
+            Hold::None => Proof::default(),
+            Hold::Advisory(key) => Proof { key: Some(*key), token: None },
+            Hold::Lease(held) => Proof { key: None, token: Some(held.token()) },
+        }
+    }
+
+    /// The lease, when that is what the guard holds.
+    pub(crate) fn lease(&self) -> Option<&Held> {
+        match &self.hold {
+            Hold::Lease(held) => Some(held),
+            _ => None,
+        }
+    }
+
+    /// Waits for the advisory lock, polling, for at most `timeout`. Between
+    /// two polls `settled` is asked whether the lock is still needed (another
+    /// run may have done the work meanwhile); when it says no, waiting stops
+    /// and the connection is handed back as it came. With `startup_pid` (see
+    /// `pooler.rs`), the first request changes nothing unless that backend
+    /// answers it: another one means a pooler, reported as
+    /// [`Acquired::Pooled`].
     pub(crate) async fn acquire(
         conn: Conn<'a>,
-        schema: &str,
+        ledger: &Ledger,
         timeout: Option<Duration>,
         application_name: Option<&str>,
         settled: Option<&(dyn Settled + '_)>,
+        startup_pid: Option<i32>,
     ) -> Result<Acquired<'a>, Error> {
-        let key = key(schema);
+        let key = key(&ledger.schema);
         // The guard exists before the first lock request is written: if this
         // future is dropped while a request is in flight, the lock it may have
         // taken is still released.
-        let mut guard = Self { conn: Some(conn), key: Some(key), restore_name: None, restore: String::new() };
-        let started = Instant::now();
-        // Server-side keepalives: if this process vanishes without closing its
-        // socket, the server notices within about a minute and the lock dies with the session.
-        let mut setup = String::from(
-            "SELECT current_setting('application_name'), \
-             set_config('tcp_keepalives_idle', '30', false), \
-             set_config('tcp_keepalives_interval', '10', false), \
-             set_config('tcp_keepalives_count', '3', false)",
-        );
+        let mut guard =
+            Self { conn: Some(conn), hold: Hold::Advisory(key), restore_name: None, restore: String::new() };
+        // One statement: who answers, then, only if that is the backend named
+        // at startup, the session settings and the lock. CASE evaluates a
+        // volatile branch only when its condition holds: on any other backend
+        // nothing is set or taken.
+        let here =
+            startup_pid.map_or_else(|| "true".to_owned(), |p| format!("pg_catalog.pg_backend_pid() = {p}"));
+        let only_here = |expr: &str| format!("CASE WHEN {here} THEN {expr} END");
+        let mut columns = vec![
+            "pg_catalog.pg_backend_pid()".to_owned(),
+            "coalesce(pg_catalog.host(pg_catalog.inet_client_addr()), 'local')".to_owned(),
+            only_here("pg_catalog.current_setting('application_name')"),
+            // Server-side keepalives: if this process vanishes without closing its
+            // socket, the server notices within about a minute and the lock dies with the session.
+            only_here("pg_catalog.set_config('tcp_keepalives_idle', '30', false)"),
+            only_here("pg_catalog.set_config('tcp_keepalives_interval', '10', false)"),
+            only_here("pg_catalog.set_config('tcp_keepalives_count', '3', false)"),
+        ];
         if let Some(name) = application_name {
-            setup.push_str(&format!(", set_config('application_name', {}, false)", quote_literal(name)));
+            columns.push(only_here(&format!(
+                "pg_catalog.set_config('application_name', {}, false)",
+                quote_literal(name)
+            )));
         }
-        setup.push(';');
-        // Polls ask only for the lock: with many waiters, a join of pg_locks
-        // and pg_stat_activity on every poll slows the holder they wait for.
-        // Who holds it is looked up when it is logged or reported; advisory
-        // locks belong to a database, so only this database's holders count.
-        let try_lock = format!("SELECT pg_try_advisory_lock({key});");
-        let who = holder_sql(key);
-        let mut first = true;
-        let mut delay = Duration::from_millis(10);
-        let mut last_log: Option<Instant> = None;
+        columns.push(only_here(&format!("pg_catalog.pg_try_advisory_lock({key})")));
+        let first = format!("SELECT {};", columns.join(", "));
+        let got_at = columns.len() - 1;
+        let try_lock = format!("SELECT pg_catalog.pg_try_advisory_lock({key});");
+        let mut waiting = Waiting::new(timeout);
+        let mut attempt = 0;
         loop {
-            let sql = if first { format!("{setup}{try_lock}") } else { try_lock.clone() };
-            let skip = usize::from(std::mem::replace(&mut first, false));
+            attempt += 1;
+            let sql = if attempt == 1 { &first } else { &try_lock };
             let msgs =
-                guard.client().simple_query(&sql).await.map_err(Error::db("taking the migration lock"))?;
-            let mut rows = msgs.iter().filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            });
-            if let Some(r) = rows.by_ref().take(skip).last() {
-                guard.restore_name = application_name.and(r.get(0)).map(str::to_owned);
-            }
-            let got = rows.next().and_then(|r| r.get(0)) == Some("t");
-            if got {
-                guard.confirm(key).await?;
-                let waited = started.elapsed();
-                tracing::debug!(?waited, "migration lock acquired");
-                return Ok(Acquired::Locked(guard, waited));
+                guard.client().simple_query(sql).await.map_err(Error::db("taking the migration lock"))?;
+            let groups = groups(msgs);
+            let row = groups.first().and_then(|g| g.first());
+            let got = if attempt == 1 {
+                let backend_pid = row.and_then(|r| r.get(0)).and_then(|p| p.parse().ok()).unwrap_or_default();
+                if let Some(startup_pid) = startup_pid.filter(|&p| p != backend_pid) {
+                    let seen_from = row.and_then(|r| r.get(1)).unwrap_or_default().to_owned();
+                    // Nothing ran but the lookup: the connection goes back as it came.
+                    guard.hold = Hold::None;
+                    let conn = guard.conn.take().expect("present until release");
+                    return Ok(Acquired::Pooled(conn, Pooled { backend_pid, startup_pid, seen_from }));
+                }
+                guard.restore_name = application_name.and(row.and_then(|r| r.get(2))).map(str::to_owned);
+                row.and_then(|r| r.get(got_at))
+            } else {
+                row.and_then(|r| r.get(0))
+            };
+            let mut holder = None;
+            if got == Some("t") {
+                match guard.confirm(key, ledger).await {
+                    Ok(None) => {
+                        let waited = waiting.waited();
+                        tracing::debug!(?waited, "migration lock acquired");
+                        return Ok(Acquired::Locked(guard, waited));
+                    }
+                    // A run through a pooler holds the lease: give the lock back and wait for it.
+                    Ok(Some(lease_holder)) => {
+                        guard.unlock(key).await?;
+                        holder = Some(lease_holder);
+                    }
+                    Err(e) => {
+                        guard.release().await;
+                        return Err(e);
+                    }
+                }
             }
             let done = match settled {
                 Some(settled) => settled.settled(guard.client()).await?,
                 None => false,
             };
             if done {
-                let waited = started.elapsed();
+                let waited = waiting.waited();
                 tracing::debug!(?waited, "another run did the work while we waited");
                 // The connection goes back to its owner (or its pool) as it came.
                 drop(guard.hand_back().await);
                 return Ok(Acquired::NotNeeded(waited));
             }
-            let waited = started.elapsed();
-            let timed_out = timeout.is_some_and(|t| waited >= t);
-            let log = last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
-            let holder = if timed_out || log { guard.holder(&who).await? } else { None };
-            if timed_out {
+            if holder.is_none() && waiting.wants_holder() {
+                holder = current_holder(guard.client(), key, ledger).await?;
+            }
+            if let Err(e) = waiting.after_attempt(holder).await {
                 // We never got the lock: undo the session settings and hand the connection back.
                 drop(guard.hand_back().await);
-                return Err(Error::LockTimeout { waited, holder });
+                return Err(e);
             }
-            if log {
-                match &holder {
-                    Some(h) => {
-                        tracing::info!(holder = %h, ?waited, "waiting for the migration lock")
-                    }
-                    None => tracing::info!(?waited, "waiting for the migration lock"),
-                }
-                last_log = Some(Instant::now());
-            }
-            let mut sleep = delay;
-            if let Some(t) = timeout {
-                sleep = sleep.min(t.saturating_sub(waited)).max(Duration::from_millis(1));
-            }
-            tokio::time::sleep(sleep).await;
-            delay = (delay * 3 / 2).min(Duration::from_millis(200));
         }
-    }
-
-    /// The session holding the lock, if any.
-    async fn holder(&self, who: &str) -> Result<Option<LockHolder>, Error> {
-        let msgs = self.client().simple_query(who).await.map_err(Error::db("looking up the lock holder"))?;
-        Ok(msgs.iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(holder_of(r)),
-            _ => None,
-        }))
     }
 
     /// Sets the SQL that brings the session back to where the run found it,
@@ -204,44 +356,89 @@ impl<'a> LockGuard<'a> {
 
     /// Gives the connection back without the lock, with the session settings undone.
     async fn hand_back(mut self) -> Conn<'a> {
-        self.key = None;
+        self.hold = Hold::None;
         let _ = self.client().simple_query(&reset_session(self.restore_name.as_deref())).await;
         self.conn.take().expect("present until release")
     }
 
-    /// A separate round trip, so a transaction-pooling proxy that hands each
-    /// transaction to another server session is caught here, not mid-run.
-    async fn confirm(&self, key: i64) -> Result<(), Error> {
+    /// A separate round trip after the lock was granted: `pg_locks` must show
+    /// it held by this backend (a proxy that hands each transaction to another
+    /// server session, and was not recognised at the first request, is caught
+    /// here, not mid-run), and no live lease may be held (a run through a
+    /// pooler is migrating: its holder is returned).
+    async fn confirm(&self, key: i64, ledger: &Ledger) -> Result<Option<LockHolder>, Error> {
         let (hi, lo) = key_parts(key);
         let sql = format!(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND pid = pg_backend_pid() AND classid = {hi} AND objid = {lo} AND objsubid = 1"
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted \
+             AND pid = pg_catalog.pg_backend_pid() AND classid = {hi} AND objid = {lo} AND objsubid = 1), ({});",
+            crate::lease::live_sql(ledger)
         );
         let msgs =
             self.client().simple_query(&sql).await.map_err(Error::db("checking the migration lock"))?;
-        let held = msgs.iter().any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("1")));
-        if held { Ok(()) } else { Err(Error::LockNotHeld) }
+        let groups = groups(msgs);
+        let row = groups.first().and_then(|g| g.first());
+        if row.and_then(|r| r.get(0)) != Some("1") {
+            return Err(Error::LockNotHeld);
+        }
+        Ok(row.and_then(|r| r.get(1)).and_then(crate::lease::holder_of_xml))
     }
 
-    /// Unlocks. If that fails, a pooled connection is taken out of its pool and
-    /// closed, which releases the lock on the server.
+    /// Gives the advisory lock back, keeping the session settings, to go on waiting.
+    async fn unlock(&self, key: i64) -> Result<(), Error> {
+        self.client()
+            .simple_query(&format!("SELECT pg_advisory_unlock({key});"))
+            .await
+            .map_err(Error::db("giving the migration lock back to wait for the lease"))?;
+        Ok(())
+    }
+
+    /// Gives the lock back. If that fails, a pooled connection is taken out
+    /// of its pool and closed, which releases an advisory lock on the server
+    /// (a lease not given back expires).
     pub(crate) async fn release(mut self) {
         let Some(conn) = self.conn.take() else { return };
-        let Some(key) = self.key else { return };
-        let sql = release_sql(key, &self.restore, self.restore_name.as_deref());
-        match conn.client().simple_query(&sql).await {
-            Ok(_) => tracing::debug!("migration lock released"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not release the migration lock; closing the connection instead");
-                discard(conn, key, &self.restore, self.restore_name.as_deref());
+        match std::mem::replace(&mut self.hold, Hold::None) {
+            Hold::None => {}
+            Hold::Advisory(key) => {
+                let sql = release_sql(key, &self.restore, self.restore_name.as_deref());
+                match conn.client().simple_query(&sql).await {
+                    Ok(_) => tracing::debug!("migration lock released"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not release the migration lock; closing the connection instead");
+                        discard(conn, &sql);
+                    }
+                }
             }
+            Hold::Lease(held) => held.release(conn, &self.restore).await,
         }
     }
 }
 
+/// The holder of the lock other than this session: a session holding the
+/// advisory lock `key` in this database, else the live lease.
+pub(crate) async fn current_holder(
+    client: &Client,
+    key: i64,
+    ledger: &Ledger,
+) -> Result<Option<LockHolder>, Error> {
+    let sql = format!("{}; {};", holder_sql(key), crate::lease::live_sql(ledger));
+    let msgs = client.simple_query(&sql).await.map_err(Error::db("looking up the lock holder"))?;
+    let groups = groups(msgs);
+    let session = groups.first().and_then(|g| g.first()).map(holder_of);
+    Ok(session.or_else(|| {
+        groups.get(1).and_then(|g| g.first()).and_then(|r| r.get(0)).and_then(crate::lease::holder_of_xml)
+    }))
+}
+
+/// The statement that takes the advisory lock `key` for the rest of the
+/// current transaction if it is free, answering true or false.
+pub(crate) fn try_xact_lock_sql(key: i64) -> String {
+    format!("SELECT pg_catalog.pg_try_advisory_xact_lock({key});")
+}
+
 /// Unlocks first (an advisory unlock is not undone by a failure after it),
 /// then restores the session the run found and undoes `acquire`'s settings.
-fn release_sql(key: i64, restore: &str, restore_name: Option<&str>) -> String {
+pub(crate) fn release_sql(key: i64, restore: &str, restore_name: Option<&str>) -> String {
     let mut sql = format!("SELECT pg_advisory_unlock({key});");
     if !restore.is_empty() {
         sql.push_str(restore);
@@ -261,16 +458,16 @@ fn reset_session(restore_name: Option<&str>) -> String {
     sql
 }
 
-pub(crate) fn discard(conn: Conn<'_>, key: i64, restore: &str, restore_name: Option<&str>) {
+/// A connection whose lock could not be given back in order: a pooled one is
+/// taken out of its pool and closed; a borrowed one, which pgskein cannot
+/// close, gets `ROLLBACK` (a cancelled step may have left a transaction open)
+/// and `release` queued without waiting: the request is written when first
+/// polled, and the connection task sends it whether or not anyone reads the answer.
+pub(crate) fn discard(conn: Conn<'_>, release: &str) {
     match conn {
         Conn::Pooled(obj) => drop(deadpool_postgres::Object::take(*obj)),
         Conn::Borrowed(client) => {
-            // We cannot close a borrowed client. Queue the unlock without waiting:
-            // the request is written when first polled, and the connection task
-            // sends it whether or not anyone reads the answer. ROLLBACK first, in
-            // case a cancelled step left a transaction open, and undo the
-            // session settings the run made.
-            let sql = format!("ROLLBACK; {}", release_sql(key, restore, restore_name));
+            let sql = format!("ROLLBACK; {release}");
             let fut = client.simple_query(&sql);
             let mut fut = pin!(fut);
             let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
@@ -281,8 +478,13 @@ pub(crate) fn discard(conn: Conn<'_>, key: i64, restore: &str, restore_name: Opt
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // Reached without `release` only when the run was cancelled or panicked.
-        if let (Some(conn), Some(key)) = (self.conn.take(), self.key) {
-            discard(conn, key, &self.restore, self.restore_name.as_deref());
+        let Some(conn) = self.conn.take() else { return };
+        match std::mem::replace(&mut self.hold, Hold::None) {
+            Hold::None => {}
+            Hold::Advisory(key) => {
+                discard(conn, &release_sql(key, &self.restore, self.restore_name.as_deref()))
+            }
+            Hold::Lease(held) => held.abandon(conn),
         }
     }
 }
@@ -324,16 +526,30 @@ pub(crate) fn holder_of(r: &tokio_postgres::SimpleQueryRow) -> LockHolder {
         application_name: r.get(1).unwrap_or_default().to_owned(),
         since: r.get(2).unwrap_or_default().to_owned(),
         client: r.get(3).unwrap_or_default().to_owned(),
+        lease_token: None,
     }
 }
 
-/// Takes a backfill's lock if it is free; never waits.
-pub(crate) async fn try_backfill_lock(client: &Client, key: i64) -> Result<bool, Error> {
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-        .await
-        .map_err(Error::db("taking a backfill lock"))?;
-    Ok(row.get(0))
+/// Takes a backfill's lock if it is free; never waits. Like the migration
+/// lock's first request, it runs only on the backend the connection was
+/// given at startup: through a pooler nothing is taken, and the pooler is
+/// reported (`Err` with where the server sees the connection come from).
+pub(crate) async fn try_backfill_lock(client: &Client, key: i64) -> Result<Result<bool, String>, Error> {
+    let startup_pid = crate::pooler::startup_pid(client).await;
+    let here =
+        startup_pid.map_or_else(|| "true".to_owned(), |p| format!("pg_catalog.pg_backend_pid() = {p}"));
+    let sql = format!(
+        "SELECT pg_catalog.pg_backend_pid(), coalesce(pg_catalog.host(pg_catalog.inet_client_addr()), 'local'), \
+                CASE WHEN {here} THEN pg_catalog.pg_try_advisory_lock({key}) END"
+    );
+    let msgs = client.simple_query(&sql).await.map_err(Error::db("taking a backfill lock"))?;
+    let row = groups(msgs).into_iter().next().and_then(|g| g.into_iter().next());
+    let field = |i| row.as_ref().and_then(|r| r.get(i)).map(str::to_owned);
+    let backend_pid = field(0).and_then(|p| p.parse().ok());
+    if startup_pid.is_some() && backend_pid != startup_pid {
+        return Ok(Err(field(1).unwrap_or_default()));
+    }
+    Ok(Ok(field(2).as_deref() == Some("t")))
 }
 
 /// Releases a backfill's lock taken on this session.

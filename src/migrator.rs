@@ -525,6 +525,9 @@ async fn locked(
     run.report.warnings.extend(warnings);
     let steps = plan::plan(graph, &rec.applied, target, mode)?;
     plan::check_pinned(graph, &rec, &steps)?;
+    if session.lease().is_some() && mode != Mode::Stamp {
+        crate::executor::check_pooled(graph, &steps, &cfg.timeouts)?;
+    }
     // A revision that depends on an unfinished backfill is not applied: the
     // run applies what comes before it, then says which backfill blocks it.
     let blocked = match mode {
@@ -678,6 +681,9 @@ async fn resolve(
             return Err(Error::NothingToResolve { id: rid });
         };
         let rev = set.get(id).ok_or_else(|| Error::UnknownTarget { target: id.to_owned() })?;
+        if let (Resolution::Retry, Some(i), Some(_)) = (resolution, set.graph.get(id), session.lease()) {
+            crate::executor::check_pooled(&set.graph, &[(i, direction)], &cfg.timeouts)?;
+        }
         let mut exec = Executor::new(&session, cfg, None);
         match resolution {
             Resolution::Retry => exec.resume(rev, record, direction).await,

@@ -1,9 +1,10 @@
 //! One database session for one operation: every `Migrator` method goes
 //! through here. A read-only session reads the ledger without the lock. A
-//! locked session takes the migration lock, prepares the bookkeeping tables,
-//! reads the ledger and the session's baseline in one round trip, and gives
-//! the lock back structurally: `close`, or the guard's `Drop` when the
-//! operation is cancelled.
+//! locked session takes the migration lock the lock mode asks for (the
+//! advisory lock, or the lease when the connection goes through a pooler),
+//! prepares the bookkeeping tables, reads the ledger and the session's
+//! baseline in one round trip, and gives the lock back structurally: `close`,
+//! or the guard's `Drop` when the operation is cancelled.
 //!
 //! Invariant (session hygiene): every revision starts from the session state
 //! the run found, its *baseline* (session user, role, and the settings made
@@ -11,6 +12,10 @@
 //! ledger write, and `close` restores it before the connection goes back to
 //! its owner. What a revision changes at session level cannot leak into the
 //! next revision, into pgskein's own statements, or into the caller's pool.
+//! Under the lease, through a transaction pooler, each transaction may land
+//! on another server session: the restore at its start still makes every
+//! revision start from the baseline, but there is no session of the run's own
+//! to keep between transactions (see `docs/locking.md`).
 
 use std::time::Duration;
 
@@ -18,6 +23,7 @@ use tokio_postgres::{Client, SimpleQueryRow};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::lease::{self, Held};
 use crate::ledger::{Ledger, groups};
 use crate::lock::{Acquired, Conn, LockGuard, LockMode, Settled};
 use crate::quote::{quote_ident, quote_literal};
@@ -35,6 +41,10 @@ pub(crate) struct Baseline {
     settings: Vec<(String, String)>,
     /// When the baseline was read, in microseconds since the epoch.
     at_us: i64,
+    /// The run holds the lease: its transactions may land on any server
+    /// session of a pooler, so the SQL-level prepared statements made since
+    /// the baseline are not the run's to deallocate.
+    pooled: bool,
 }
 
 /// Reads the baseline: two statements, so two groups of rows.
@@ -69,6 +79,7 @@ impl Baseline {
             role: field(1),
             begin: format!("BEGIN ISOLATION LEVEL {isolation} {access} {deferrable};"),
             at_us: field(2).parse().unwrap_or_default(),
+            pooled: false,
             settings: groups
                 .get(1)
                 .into_iter()
@@ -102,7 +113,7 @@ impl Baseline {
         if self.role != "none" {
             sql.push_str(&format!(" SET ROLE {};", quote_ident(&self.role)));
         }
-        if prepared {
+        if prepared && !self.pooled {
             sql.push_str(&format!(
                 " DO $pgskein$ DECLARE s text; BEGIN \
                    FOR s IN SELECT name FROM pg_catalog.pg_prepared_statements \
@@ -164,19 +175,45 @@ impl<'a> Session<'a> {
         settled: Option<&(dyn Settled + '_)>,
     ) -> Result<Opened<'a>, Error> {
         cfg.validate()?;
-        let (mut guard, waited, key) = match cfg.lock_mode {
-            LockMode::DangerousNone => (LockGuard::unlocked(conn), Duration::ZERO, None),
-            _ => {
+        let ledger = Ledger::new(cfg.schema_name());
+        let acquired = match cfg.lock_mode {
+            LockMode::DangerousNone => Acquired::Locked(LockGuard::unlocked(conn), Duration::ZERO),
+            LockMode::Lease => lease::acquire(conn, &ledger, cfg, settled).await?,
+            LockMode::Auto | LockMode::Advisory => {
+                // Read without a round trip: what the first lock request checks.
+                let startup_pid = crate::pooler::startup_pid(conn.client()).await;
                 let app = cfg.application_name.as_deref();
-                match LockGuard::acquire(conn, &cfg.schema, cfg.lock_wait_timeout, app, settled).await? {
-                    Acquired::Locked(guard, waited) => (guard, waited, Some(cfg.lock_key())),
-                    Acquired::NotNeeded(waited) => return Ok(Opened::NotNeeded(waited)),
+                let timeout = cfg.lock_wait_timeout;
+                match LockGuard::acquire(conn, &ledger, timeout, app, settled, startup_pid).await? {
+                    Acquired::Pooled(conn, pooled) if cfg.lock_mode == LockMode::Auto => {
+                        tracing::info!(
+                            backend_pid = pooled.backend_pid,
+                            startup_pid = pooled.startup_pid,
+                            seen_from = %pooled.seen_from,
+                            "the connection goes through a connection pooler: taking the migration lease"
+                        );
+                        lease::acquire(conn, &ledger, cfg, settled).await?
+                    }
+                    acquired => acquired,
                 }
             }
         };
-        let ledger = Ledger::new(cfg.schema_name()).proving(key);
+        let (mut guard, waited) = match acquired {
+            Acquired::Locked(guard, waited) => (guard, waited),
+            Acquired::NotNeeded(waited) => return Ok(Opened::NotNeeded(waited)),
+            Acquired::Pooled(_, pooled) => {
+                return Err(Error::PoolerDetected {
+                    backend_pid: pooled.backend_pid,
+                    startup_pid: pooled.startup_pid,
+                    seen_from: pooled.seen_from,
+                });
+            }
+        };
+        let ledger = ledger.proving(guard.proof());
+        let pooled = guard.lease().is_some();
         match load(guard.client(), &ledger).await {
-            Ok((state, baseline)) => {
+            Ok((state, mut baseline)) => {
+                baseline.pooled = pooled;
                 guard.restore_with(baseline.restore(true));
                 Ok(Opened::Locked(Box::new(Session { guard, ledger, state, baseline }), waited))
             }
@@ -198,6 +235,11 @@ impl<'a> Session<'a> {
 
     pub(crate) fn client(&self) -> &Client {
         self.guard.client()
+    }
+
+    /// The lease, when the session holds it rather than the advisory lock.
+    pub(crate) fn lease(&self) -> Option<&Held> {
+        self.guard.lease()
     }
 
     /// Ends the session: restores the session state, releases the lock, and

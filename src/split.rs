@@ -160,6 +160,34 @@ pub(crate) fn transaction_control(statement: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether a statement, run on its own outside a transaction block, leaves
+/// something in its session for the statements after it, and what: `SET` or
+/// `RESET` (a setting; not `SET LOCAL`, `SET TRANSACTION` or `SET
+/// CONSTRAINTS`, which end with their transaction), `PREPARE`, `CREATE TEMP`
+/// (a temporary object), `LISTEN`.
+pub(crate) fn session_state(statement: &str) -> Option<&'static str> {
+    let t = tokens(statement, 5);
+    let is = |i: usize, keyword: &str| is_keyword(&t, i, keyword);
+    if is(0, "SET") {
+        (!(is(1, "LOCAL") || is(1, "TRANSACTION") || is(1, "CONSTRAINTS"))).then_some("SET")
+    } else if is(0, "RESET") {
+        Some("RESET")
+    } else if is(0, "PREPARE") {
+        (!is(1, "TRANSACTION")).then_some("PREPARE")
+    } else if is(0, "CREATE") {
+        // CREATE [OR REPLACE] [GLOBAL | LOCAL] {TEMP | TEMPORARY} ...
+        let mut at = if is(1, "OR") && is(2, "REPLACE") { 3 } else { 1 };
+        if is(at, "GLOBAL") || is(at, "LOCAL") {
+            at += 1;
+        }
+        (is(at, "TEMP") || is(at, "TEMPORARY")).then_some("CREATE TEMP")
+    } else if is(0, "LISTEN") {
+        Some("LISTEN")
+    } else {
+        None
+    }
+}
+
 fn statement<'a>(sql: &'a str, start: usize, end: usize, lines: &mut LineCounter) -> Option<Statement<'a>> {
     let text = sql.get(start..end)?.trim_end_matches(|c: char| c.is_ascii() && is_space(c as u8));
     if text.is_empty() {
@@ -944,6 +972,30 @@ mod tests {
                 last_line = statement.line;
                 last_end = end;
             }
+        }
+    }
+
+    #[test]
+    fn statements_that_leave_session_state_are_named() {
+        for (sql, need) in [
+            ("SET search_path = app", Some("SET")),
+            ("set session statement_timeout = 0", Some("SET")),
+            ("SET ROLE admin", Some("SET")),
+            ("RESET ALL", Some("RESET")),
+            ("SET LOCAL lock_timeout = '1s'", None),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", None),
+            ("SET CONSTRAINTS ALL DEFERRED", None),
+            ("PREPARE q AS SELECT 1", Some("PREPARE")),
+            ("PREPARE TRANSACTION 'x'", None),
+            ("CREATE TEMP TABLE t (x int)", Some("CREATE TEMP")),
+            ("create or replace temporary view v as select 1", Some("CREATE TEMP")),
+            ("CREATE GLOBAL TEMPORARY TABLE t (x int)", Some("CREATE TEMP")),
+            ("CREATE TABLE temp (x int)", None),
+            ("CREATE INDEX CONCURRENTLY i ON t (x)", None),
+            ("LISTEN jobs", Some("LISTEN")),
+            ("-- SET x\nSELECT 1", None),
+        ] {
+            assert_eq!(session_state(sql), need, "{sql}");
         }
     }
 }

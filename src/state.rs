@@ -7,26 +7,40 @@ use std::fmt;
 
 use crate::report::Direction;
 
-/// The session that held a migration or backfill lock when pgskein looked.
+/// Who held a migration or backfill lock when pgskein looked: a session
+/// holding the advisory lock, or the process holding the migration lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockHolder {
-    /// The holder's backend pid (`pg_stat_activity.pid`).
+    /// The holder's backend pid (`pg_stat_activity.pid`); for the lease, the
+    /// process id of the holding process on its host.
     pub pid: i32,
     /// Its `application_name`.
     pub application_name: String,
-    /// When its session started (`backend_start`), as PostgreSQL prints it.
+    /// When its session started (`backend_start`), or when it took the lease,
+    /// as PostgreSQL prints it.
     pub since: String,
-    /// Its client address, or `local` for a Unix socket.
+    /// Its client address, or `local` for a Unix socket; for the lease, the
+    /// name of the holding process's host.
     pub client: String,
+    /// For the lease, its fencing token; `None` for a session holding the advisory lock.
+    pub lease_token: Option<i64>,
 }
 
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "pid {} (application_name {:?}, client {}, session started {})",
-            self.pid, self.application_name, self.client, self.since
-        )
+        match self.lease_token {
+            None => write!(
+                f,
+                "pid {} (application_name {:?}, client {}, session started {})",
+                self.pid, self.application_name, self.client, self.since
+            ),
+            Some(token) => write!(
+                f,
+                "the lease (token {token}) of process {} on host {} (application_name {:?}, taken at {})",
+                self.pid, self.client, self.application_name, self.since
+            ),
+        }
     }
 }
 

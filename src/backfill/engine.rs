@@ -54,7 +54,7 @@ impl Drop for Runner<'_> {
     fn drop(&mut self) {
         if self.held.is_some() || self.in_tx {
             if let Some(conn) = self.conn.take() {
-                lock::discard(conn, self.held.unwrap_or_default(), "", None);
+                lock::discard(conn, &lock::release_sql(self.held.unwrap_or_default(), "", None));
             }
         }
     }
@@ -96,9 +96,16 @@ impl<'a> Runner<'a> {
         let key = lock::backfill_key(&self.ledger.schema, &bf.name);
         // Set before the request is sent: a cancelled call may hold the lock.
         self.held = Some(key);
-        if !lock::try_backfill_lock(self.client(), key).await? {
-            self.held = None;
-            return Ok(Outcome::Busy);
+        match lock::try_backfill_lock(self.client(), key).await? {
+            Ok(true) => {}
+            Ok(false) => {
+                self.held = None;
+                return Ok(Outcome::Busy);
+            }
+            Err(seen_from) => {
+                self.held = None;
+                return Err(Error::BackfillThroughPooler { name: bf.name.clone(), seen_from });
+            }
         }
         let result = self.locked(bf).await;
         if !self.in_tx && !self.connection_lost() && lock::backfill_unlock(self.client(), key).await.is_ok() {

@@ -71,6 +71,11 @@ pub struct Args {
     #[arg(long, global = true, help_heading = "Global options", value_name = "SECONDS")]
     pub(crate) lock_wait: Option<u64>,
 
+    /// How runs are kept apart: auto (the advisory lock on a direct connection, the lease
+    /// through a connection pooler), advisory (refuses a pooler), or lease [default: auto].
+    #[arg(long, global = true, help_heading = "Global options", value_enum, value_name = "MODE")]
+    pub(crate) lock_mode: Option<LockModeArg>,
+
     /// More log output on standard error: -v info, -vv debug (RUST_LOG overrides).
     #[arg(long, short = 'v', global = true, help_heading = "Global options", action = ArgAction::Count)]
     pub(crate) verbose: u8,
@@ -121,6 +126,27 @@ impl Args {
     /// The name of the command, e.g. `status`.
     pub fn command_name(&self) -> &'static str {
         self.command.name()
+    }
+}
+
+/// The lock modes the command line offers (`LockMode::DangerousNone` is for libraries only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LockModeArg {
+    /// The advisory lock on a direct connection, the lease through a connection pooler.
+    Auto,
+    /// Always the session advisory lock; a connection pooler is refused.
+    Advisory,
+    /// Always the lease.
+    Lease,
+}
+
+impl From<LockModeArg> for crate::LockMode {
+    fn from(mode: LockModeArg) -> Self {
+        match mode {
+            LockModeArg::Auto => crate::LockMode::Auto,
+            LockModeArg::Advisory => crate::LockMode::Advisory,
+            LockModeArg::Lease => crate::LockMode::Lease,
+        }
     }
 }
 

@@ -190,6 +190,9 @@ async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args, progra
     if let Some(secs) = args.lock_wait {
         config = config.lock_wait_timeout(Some(std::time::Duration::from_secs(secs)));
     }
+    if let Some(mode) = args.lock_mode {
+        config = config.lock_mode(mode.into());
+    }
     let interrupt = Arc::new(interrupt::Interrupt::default());
     let ctx = Ctx { args: &args, ui, embedded, config, conn, interrupt: interrupt.clone() };
     let outcome = tokio::select! {

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS {schema}."events" (
     detail jsonb
 );
 {backfills_table}
-INSERT INTO {schema}."meta" (key, value) VALUES ('format', '3'), ('readable_by', '3')
+{lease_table}
+INSERT INTO {schema}."meta" (key, value) VALUES ('format', '4'), ('readable_by', '3')
     ON CONFLICT (key) DO NOTHING;
 {functions}
 SELECT value FROM {schema}."meta" WHERE key = 'format';

@@ -1,4 +1,5 @@
--- A `transaction none` revision's up finished. $1 id, $2 lock key
+-- A `transaction none` revision's up finished. $1 id, $2 lock key, $3 lease
+-- token (NULL: no lock, no lease)
 WITH a AS (
     UPDATE {schema}."applied"
     SET state = 'applied', failed_statement = NULL, last_error = NULL, direction = NULL, invalid_before = NULL,
@@ -9,4 +10,4 @@ WITH a AS (
     INSERT INTO {schema}."events" (kind, revision, duration_ms)
     SELECT 'apply', id, duration_ms FROM a
 )
-SELECT {schema}."held"($2::bigint), (SELECT count(*) FROM a)
+SELECT {schema}."held"($2::bigint, $3::bigint), (SELECT count(*) FROM a)

@@ -12,4 +12,4 @@ WITH a AS (
     INSERT INTO {schema}."events" (kind, revision, duration_ms)
     SELECT $8, id, duration_ms FROM a
 )
-SELECT {schema}."held"($9), (SELECT count(*) FROM a)
+SELECT {schema}."held"($9::bigint, $10::bigint), (SELECT count(*) FROM a)

@@ -2,7 +2,7 @@
 -- down (the applied row). The invalid indexes that exist now are kept, so
 -- that those the revision leaves behind can be told apart later.
 -- $1 id, $2 revises, $3 depends_on, $4 checksum, $5 checksum_version, $6 kind,
--- $7 app_version, $8 direction, $9 lock key
+-- $7 app_version, $8 direction, $9 lock key, $10 lease token (NULL: no lock, no lease)
 WITH invalid AS (
     SELECT coalesce(array_agg(indexrelid ORDER BY indexrelid), '{}') AS oids
     FROM pg_catalog.pg_index WHERE NOT indisvalid
@@ -21,5 +21,5 @@ WITH invalid AS (
     INSERT INTO {schema}."events" (kind, revision, detail)
     VALUES ('start', $1::text, jsonb_build_object('direction', $8::text))
 )
-SELECT {schema}."held"($9::bigint), (SELECT count(*) FROM up) + (SELECT count(*) FROM down),
+SELECT {schema}."held"($9::bigint, $10::bigint), (SELECT count(*) FROM up) + (SELECT count(*) FROM down),
        (SELECT array_to_string(oids, ' ') FROM invalid)

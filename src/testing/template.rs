@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Config};
 
+use crate::ledger::Ledger;
 use crate::lock::{Acquired, Conn, LockGuard};
 use crate::migrator::Migrator;
 use crate::quote::{quote_ident, quote_literal};
@@ -382,9 +383,16 @@ async fn ensure_built<M: Migrator>(server: &TestServer, migrator: &M, name: &str
         return Ok(version);
     }
     let lock = format!("template {name}");
-    let acquired = LockGuard::acquire(Conn::Borrowed(&admin), &lock, Some(BUILD_LOCK_WAIT), None, None)
-        .await
-        .map_err(|source| SetupError::TemplateLock { template: name.to_owned(), source })?;
+    let acquired = LockGuard::acquire(
+        Conn::Borrowed(&admin),
+        &Ledger::new(&lock),
+        Some(BUILD_LOCK_WAIT),
+        None,
+        None,
+        None,
+    )
+    .await
+    .map_err(|source| SetupError::TemplateLock { template: name.to_owned(), source })?;
     let Acquired::Locked(guard, waited) = acquired else {
         unreachable!("without a settled check the lock is always taken")
     };

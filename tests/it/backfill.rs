@@ -595,7 +595,7 @@ async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
             .unwrap()
             .get::<_, String>(0)
     };
-    assert_eq!(format().await, "3");
+    assert_eq!(format().await, "4");
     // What format 1 looked like.
     client
         .batch_execute(
@@ -606,7 +606,7 @@ async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
     // The fast path leaves them alone; running backfills upgrades them.
     assert!(set.run(&pool).await.unwrap().fast_path);
     assert_eq!(set.run_backfills(&pool).await.unwrap().get("touch").unwrap().outcome, BackfillOutcome::Done);
-    assert_eq!(format().await, "3");
+    assert_eq!(format().await, "4");
     assert_eq!(events(&client, "upgrade_format").await, 1);
 
     // A migration run that has work to do upgrades them too.
@@ -625,7 +625,7 @@ async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
         .build()
         .unwrap();
     assert_eq!(more.run(&pool).await.unwrap().steps.len(), 1);
-    assert_eq!(format().await, "3");
+    assert_eq!(format().await, "4");
     let exists: bool =
         client.query_one("SELECT to_regclass('pgskein.backfills') IS NOT NULL", &[]).await.unwrap().get(0);
     assert!(exists);

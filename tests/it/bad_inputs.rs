@@ -733,16 +733,16 @@ async fn a_changed_checksum_also_refuses_a_downgrade() {
 async fn bookkeeping_tables_from_a_newer_pgskein_are_refused() {
     let (_db, client, _) = two_of_three("format_too_new").await;
     client
-        .batch_execute("UPDATE pgskein.meta SET value = '4' WHERE key IN ('format', 'readable_by')")
+        .batch_execute("UPDATE pgskein.meta SET value = '5' WHERE key IN ('format', 'readable_by')")
         .await
         .unwrap();
     let before = snapshot(&client).await;
     let err = abc().run(&client).await.unwrap_err();
     assert!(
-        matches!(&err, Error::FormatTooNew { found: 4, supported: 3, schema } if schema == "pgskein"),
+        matches!(&err, Error::FormatTooNew { found: 5, supported: 4, schema } if schema == "pgskein"),
         "{err:?}"
     );
-    assert_mentions(&err, &["schema \"pgskein\"", "format 4", "upgrade pgskein"]);
+    assert_mentions(&err, &["schema \"pgskein\"", "format 5", "upgrade pgskein"]);
     let err = abc().status(&client).await.unwrap_err();
     assert!(matches!(err, Error::FormatTooNew { .. }), "{err:?}");
     assert_eq!(snapshot(&client).await, before);

@@ -128,7 +128,7 @@ async fn ledger_records_parents_checksums_and_events() {
     assert_eq!(applies as usize, set.len());
     let format: String =
         client.query_one("SELECT value FROM pgskein.meta WHERE key = 'format'", &[]).await.unwrap().get(0);
-    assert_eq!(format, "3");
+    assert_eq!(format, "4");
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ mod example;
 mod failures;
 mod hooks;
 mod hostile;
+mod lease;
 mod lock_timeouts;
 mod locking;
 mod offline;
