@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use crate::error::Error;
 use crate::hooks::{Hooks, Installed};
-use crate::lock::LockMode;
 use crate::migration::Revision;
 use crate::plan::DriftPolicy;
 
@@ -83,7 +84,7 @@ impl Config {
     /// assert_ne!(pgskein::Config::default().lock_key(), pgskein::Config::default().schema("x").lock_key());
     /// ```
     pub fn lock_key(&self) -> i64 {
-        crate::lock::key(&self.schema)
+        lock_key(&self.schema)
     }
     /// How long to wait for another migrator's lock (default 10 minutes; `None` waits forever).
     pub fn lock_wait_timeout(mut self, timeout: Option<Duration>) -> Self {
@@ -299,4 +300,52 @@ impl Attempts {
         let factor = 1u32 << (self.attempt - 2).min(16);
         Some((self.first_wait * factor).min(Duration::from_secs(30)))
     }
+}
+
+/// How a run keeps concurrent runs apart. See `docs/locking.md`.
+///
+/// ```
+/// use pgskein::{Config, LockMode};
+/// // The default: the advisory lock on a direct connection, the lease through a pooler.
+/// assert_eq!(LockMode::default(), LockMode::Auto);
+/// let always_the_lease = Config::default().lock_mode(LockMode::Lease);
+/// # let _ = always_the_lease;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LockMode {
+    /// A session advisory lock on a direct connection; the lease when the
+    /// connection goes through a connection pooler or proxy. The pooler is
+    /// recognised before anything is changed, in the lock request itself: a
+    /// run with nothing pending, or on a direct connection, pays nothing for it.
+    #[default]
+    Auto,
+    /// Always the session advisory lock, on the run's one connection. A
+    /// connection through a pooler or proxy is refused with
+    /// [`Error::PoolerDetected`](crate::Error::PoolerDetected) before anything is changed.
+    Advisory,
+    /// Always the lease: a row of the bookkeeping schema with an owner, an
+    /// expiry and a fencing token, taken and renewed in short transactions
+    /// and proved by every ledger write. It works through any pooler;
+    /// `docs/locking.md` says what a transaction pooler then does not keep
+    /// (session state between the statements of a `transaction none` revision).
+    Lease,
+    /// No lock: for deployments with exactly one starter.
+    ///
+    /// # Warning
+    /// Two concurrent runs without a lock can apply a revision twice or
+    /// interleave; use this only when nothing else can run migrations.
+    DangerousNone,
+}
+
+/// The 64-bit advisory-lock key of a bookkeeping schema.
+pub(crate) fn lock_key(schema: &str) -> i64 {
+    let digest = Sha256::digest(format!("pgskein:{schema}").as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The two 32-bit halves of an advisory-lock key, as `pg_locks` shows them
+/// (`classid`, `objid`).
+pub(crate) fn key_parts(key: i64) -> (u32, u32) {
+    ((key >> 32) as u32, key as u32)
 }

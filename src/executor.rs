@@ -39,8 +39,8 @@ use crate::config::{Attempts, Config, LOCK_NOT_AVAILABLE, Scope, Timeouts, Trans
 use crate::error::{Error, SessionNeed};
 use crate::graph::Graph;
 use crate::hooks::Hooks;
-use crate::lease::{Held, Lost};
 use crate::ledger::{Ledger, Resolved, Write};
+use crate::lock::lease::{Held, Lost};
 use crate::migration::{Body, Revision, TxMode};
 use crate::plan::{Direction, Step};
 use crate::report::{Report, StepReport};

@@ -18,12 +18,12 @@
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
+use crate::config::key_parts;
 use crate::error::Error;
 use crate::id::Checksum;
-use crate::lock::{holder_of, holder_sql};
 use crate::plan::Direction;
-use crate::quote::quote_ident;
-use crate::state::{BlockedState, LedgerState, Meta, Record, RowState};
+use crate::quote::{quote_ident, quote_literal};
+use crate::state::{BlockedState, LedgerState, LockHolder, Meta, Record, RowState};
 
 /// The newest bookkeeping format this build writes and understands.
 ///
@@ -262,7 +262,7 @@ impl Ledger {
                FROM {schema}."applied" ORDER BY applied_at, id;"#,
         );
         if let Some(key) = holder {
-            sql.push_str(&format!("{}; {};", holder_sql(key), crate::lease::live_sql(self)));
+            sql.push_str(&format!("{}; {};", holder_sql(key), live_sql(self)));
         }
         sql
     }
@@ -278,7 +278,7 @@ impl Ledger {
         let meta = self.meta_of(pairs.collect::<Vec<_>>(), true)?;
         let records =
             groups.get(1).into_iter().flatten().map(|r| self.record(r)).collect::<Result<Vec<_>, _>>()?;
-        let lease = || groups.get(3)?.first()?.get(0).and_then(crate::lease::holder_of_xml);
+        let lease = || groups.get(3)?.first()?.get(0).and_then(holder_of_xml);
         let holder = groups.get(2).and_then(|g| g.first()).map(holder_of).or_else(lease);
         Ok(LedgerState { meta, records, holder })
     }
@@ -556,6 +556,63 @@ fn unescape(s: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&apos;", "'")
         .replace("&amp;", "&")
+}
+
+// ----- who holds the migration lock, or the lease -----
+
+/// The session, other than this one, holding the advisory lock `key` in this
+/// database; [`holder_of`] reads its row.
+pub(crate) fn holder_sql(key: i64) -> String {
+    let (hi, lo) = key_parts(key);
+    format!(
+        "SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
+                coalesce(host(a.client_addr), 'local') \
+         FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
+           AND l.objsubid = 1 AND l.pid <> pg_catalog.pg_backend_pid() \
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())"
+    )
+}
+
+/// A row of [`holder_sql`].
+pub(crate) fn holder_of(r: &tokio_postgres::SimpleQueryRow) -> LockHolder {
+    LockHolder {
+        pid: r.get(0).and_then(|p| p.parse().ok()).unwrap_or_default(),
+        application_name: r.get(1).unwrap_or_default().to_owned(),
+        since: r.get(2).unwrap_or_default().to_owned(),
+        client: r.get(3).unwrap_or_default().to_owned(),
+        lease_token: None,
+    }
+}
+
+/// The statement that reads the live lease, one row with one value: its
+/// holder as XML, or NULL when there is none or no `lease` table (the
+/// table's name is looked up first, so older tables raise no error).
+pub(crate) fn live_sql(ledger: &Ledger) -> String {
+    let query = ledger.sql(
+        r#"SELECT token, pid, host, application_name, taken_at::text AS since FROM {schema}."lease"
+           WHERE expires_at > pg_catalog.clock_timestamp()"#,
+    );
+    format!(
+        "SELECT CASE WHEN pg_catalog.to_regclass({}) IS NOT NULL \
+                THEN pg_catalog.query_to_xml({}, false, true, '')::text END",
+        quote_literal(&ledger.table("lease")),
+        quote_literal(&query)
+    )
+}
+
+/// The holder in the answer to [`live_sql`], if the lease is live.
+pub(crate) fn holder_of_xml(xml: &str) -> Option<LockHolder> {
+    let fields = xml_elements(xml);
+    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let token = field("token")?.parse().ok()?;
+    Some(LockHolder {
+        pid: field("pid").and_then(|p| p.parse().ok()).unwrap_or_default(),
+        application_name: field("application_name").unwrap_or_default(),
+        since: field("since").unwrap_or_default(),
+        client: field("host").unwrap_or_default(),
+        lease_token: Some(token),
+    })
 }
 
 #[cfg(test)]

@@ -123,7 +123,6 @@ mod graph;
 pub mod guide;
 mod hooks;
 mod id;
-mod lease;
 mod ledger;
 mod lint;
 mod lock;
@@ -158,12 +157,12 @@ pub use backfill::{
     Backfill, BackfillHandle, BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BackfillStatus,
     BackfillStep, Batch, Health, HealthCheck, Progress,
 };
+pub use config::LockMode;
 pub use config::{Config, TransactionMode};
 pub use error::{BoxError, Error, HookStage, ParseErrorKind, SessionNeed};
 pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
 pub use lint::{LintRule, LintWarning};
-pub use lock::LockMode;
 pub use migration::{Body, Revision, TxMode};
 pub use migrator::{Blocked, Configured, Db, Migrator, Resolution, Status, VerifyReport};
 pub use offline::SqlStyle;

@@ -23,8 +23,8 @@ use tokio_postgres::{Client, SimpleQueryRow};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::lease::{self, Held};
 use crate::ledger::{Ledger, groups};
+use crate::lock::lease::{self, Held};
 use crate::lock::{Acquired, Conn, LockGuard, LockMode, Settled};
 use crate::quote::{quote_ident, quote_literal};
 use crate::state::{LedgerState, Meta, RowState};

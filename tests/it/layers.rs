@@ -31,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "lint",
         ],
     ),
-    ("I/O", &["lock", "ledger", "session", "executor", "backfill", "preflight", "offline"]),
+    ("I/O", &["pooler", "ledger", "lock", "session", "executor", "backfill", "preflight", "offline"]),
     ("orchestration", &["migrator"]),
     ("edges", &["build", "guide", "connstr", "cli", "testing", "lib"]),
 ];

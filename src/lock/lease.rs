@@ -31,13 +31,12 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use crate::config::Config;
-use crate::error::Error;
-use crate::ledger::{Ledger, groups, xml_elements};
-use crate::lock::{
+use super::{
     Acquired, Conn, LockGuard, LockHolder, Settled, Waiting, current_holder, discard, try_xact_lock_sql,
 };
-use crate::quote::quote_literal;
+use crate::config::Config;
+use crate::error::Error;
+use crate::ledger::{Ledger, groups};
 use crate::state::Meta;
 
 /// The first bookkeeping format with the `lease` table.
@@ -200,36 +199,6 @@ async fn take(
 
 fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
-}
-
-/// The statement that reads the live lease, one row with one value: its
-/// holder as XML, or NULL when there is none or no `lease` table (the
-/// table's name is looked up first, so older tables raise no error).
-pub(crate) fn live_sql(ledger: &Ledger) -> String {
-    let query = ledger.sql(
-        r#"SELECT token, pid, host, application_name, taken_at::text AS since FROM {schema}."lease"
-           WHERE expires_at > pg_catalog.clock_timestamp()"#,
-    );
-    format!(
-        "SELECT CASE WHEN pg_catalog.to_regclass({}) IS NOT NULL \
-                THEN pg_catalog.query_to_xml({}, false, true, '')::text END",
-        quote_literal(&ledger.table("lease")),
-        quote_literal(&query)
-    )
-}
-
-/// The holder in the answer to [`live_sql`], if the lease is live.
-pub(crate) fn holder_of_xml(xml: &str) -> Option<LockHolder> {
-    let fields = xml_elements(xml);
-    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    let token = field("token")?.parse().ok()?;
-    Some(LockHolder {
-        pid: field("pid").and_then(|p| p.parse().ok()).unwrap_or_default(),
-        application_name: field("application_name").unwrap_or_default(),
-        since: field("since").unwrap_or_default(),
-        client: field("host").unwrap_or_default(),
-        lease_token: Some(token),
-    })
 }
 
 /// A lease this run holds.
@@ -418,6 +387,7 @@ async fn renew(client: &Client, sql: &str, token: i64, ttl: Duration) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::holder_of_xml;
 
     #[test]
     fn the_live_lease_is_read_from_query_to_xml_output() {

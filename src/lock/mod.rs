@@ -24,14 +24,16 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+pub(crate) use crate::config::{LockMode, key_parts, lock_key as key};
+pub(crate) mod lease;
+
 use crate::error::Error;
-use crate::lease::Held;
-use crate::ledger::{Ledger, Proof, groups};
+use crate::ledger::{Ledger, Proof, groups, holder_of, holder_of_xml, holder_sql, live_sql};
 use crate::quote::quote_literal;
 pub use crate::state::LockHolder;
+use lease::Held;
 
 /// The connection a run works on: borrowed from the caller, or taken from a pool.
 pub(crate) enum Conn<'a> {
@@ -54,48 +56,6 @@ impl Conn<'_> {
             Conn::Pooled(o) => deadpool_postgres::Object::pool(o),
         }
     }
-}
-
-/// The 64-bit advisory-lock key of a bookkeeping schema.
-pub(crate) fn key(schema: &str) -> i64 {
-    let digest = Sha256::digest(format!("pgskein:{schema}").as_bytes());
-    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
-}
-
-/// How a run keeps concurrent runs apart. See `docs/locking.md`.
-///
-/// ```
-/// use pgskein::{Config, LockMode};
-/// // The default: the advisory lock on a direct connection, the lease through a pooler.
-/// assert_eq!(LockMode::default(), LockMode::Auto);
-/// let always_the_lease = Config::default().lock_mode(LockMode::Lease);
-/// # let _ = always_the_lease;
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum LockMode {
-    /// A session advisory lock on a direct connection; the lease when the
-    /// connection goes through a connection pooler or proxy. The pooler is
-    /// recognised before anything is changed, in the lock request itself: a
-    /// run with nothing pending, or on a direct connection, pays nothing for it.
-    #[default]
-    Auto,
-    /// Always the session advisory lock, on the run's one connection. A
-    /// connection through a pooler or proxy is refused with
-    /// [`Error::PoolerDetected`](crate::Error::PoolerDetected) before anything is changed.
-    Advisory,
-    /// Always the lease: a row of the bookkeeping schema with an owner, an
-    /// expiry and a fencing token, taken and renewed in short transactions
-    /// and proved by every ledger write. It works through any pooler;
-    /// `docs/locking.md` says what a transaction pooler then does not keep
-    /// (session state between the statements of a `transaction none` revision).
-    Lease,
-    /// No lock: for deployments with exactly one starter.
-    ///
-    /// # Warning
-    /// Two concurrent runs without a lock can apply a revision twice or
-    /// interleave; use this only when nothing else can run migrations.
-    DangerousNone,
 }
 
 /// Asked between two polls for the lock whether it is still needed.
@@ -371,7 +331,7 @@ impl<'a> LockGuard<'a> {
         let sql = format!(
             "SELECT (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted \
              AND pid = pg_catalog.pg_backend_pid() AND classid = {hi} AND objid = {lo} AND objsubid = 1), ({});",
-            crate::lease::live_sql(ledger)
+            live_sql(ledger)
         );
         let msgs =
             self.client().simple_query(&sql).await.map_err(Error::db("checking the migration lock"))?;
@@ -380,7 +340,7 @@ impl<'a> LockGuard<'a> {
         if row.and_then(|r| r.get(0)) != Some("1") {
             return Err(Error::LockNotHeld);
         }
-        Ok(row.and_then(|r| r.get(1)).and_then(crate::lease::holder_of_xml))
+        Ok(row.and_then(|r| r.get(1)).and_then(holder_of_xml))
     }
 
     /// Gives the advisory lock back, keeping the session settings, to go on waiting.
@@ -421,13 +381,12 @@ pub(crate) async fn current_holder(
     key: i64,
     ledger: &Ledger,
 ) -> Result<Option<LockHolder>, Error> {
-    let sql = format!("{}; {};", holder_sql(key), crate::lease::live_sql(ledger));
+    let sql = format!("{}; {};", holder_sql(key), live_sql(ledger));
     let msgs = client.simple_query(&sql).await.map_err(Error::db("looking up the lock holder"))?;
     let groups = groups(msgs);
     let session = groups.first().and_then(|g| g.first()).map(holder_of);
-    Ok(session.or_else(|| {
-        groups.get(1).and_then(|g| g.first()).and_then(|r| r.get(0)).and_then(crate::lease::holder_of_xml)
-    }))
+    Ok(session
+        .or_else(|| groups.get(1).and_then(|g| g.first()).and_then(|r| r.get(0)).and_then(holder_of_xml)))
 }
 
 /// The statement that takes the advisory lock `key` for the rest of the
@@ -499,35 +458,6 @@ impl Drop for LockGuard<'_> {
 pub(crate) fn backfill_key(schema: &str, name: &str) -> i64 {
     // A schema name cannot contain NUL (`Config` refuses it), so the text is unambiguous.
     key(&format!("{schema}\0backfill\0{name}"))
-}
-
-fn key_parts(key: i64) -> (u32, u32) {
-    ((key >> 32) as u32, key as u32)
-}
-
-/// The session, other than this one, holding the advisory lock `key` in this
-/// database; [`holder_of`] reads its row.
-pub(crate) fn holder_sql(key: i64) -> String {
-    let (hi, lo) = key_parts(key);
-    format!(
-        "SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(a.backend_start::text, ''), \
-                coalesce(host(a.client_addr), 'local') \
-         FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi} AND l.objid = {lo} \
-           AND l.objsubid = 1 AND l.pid <> pg_catalog.pg_backend_pid() \
-           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())"
-    )
-}
-
-/// A row of [`holder_sql`].
-pub(crate) fn holder_of(r: &tokio_postgres::SimpleQueryRow) -> LockHolder {
-    LockHolder {
-        pid: r.get(0).and_then(|p| p.parse().ok()).unwrap_or_default(),
-        application_name: r.get(1).unwrap_or_default().to_owned(),
-        since: r.get(2).unwrap_or_default().to_owned(),
-        client: r.get(3).unwrap_or_default().to_owned(),
-        lease_token: None,
-    }
 }
 
 /// Takes a backfill's lock if it is free; never waits. Like the migration
