@@ -829,12 +829,18 @@ pub(crate) async fn run(
     run_inline(conn, &ledger, &set.backfills).await
 }
 
+/// `set` is the migrator's set, or why it did not load: the handle then
+/// reports that error, as it does an invalid configuration.
 pub(crate) fn spawn(
-    set: &crate::MigrationSet,
+    set: Result<&crate::MigrationSet, Error>,
     cfg: &Config,
     pool: &deadpool_postgres::Pool,
 ) -> BackfillHandle {
-    engine::spawn(set.backfills.clone(), Ledger::new(cfg.schema_name()), cfg.validate().err(), pool.clone())
+    let (backfills, invalid) = match (set, cfg.validate()) {
+        (Ok(set), Ok(())) => (set.backfills.clone(), None),
+        (Err(e), _) | (_, Err(e)) => (Vec::new(), Some(e)),
+    };
+    engine::spawn(backfills, Ledger::new(cfg.schema_name()), invalid, pool.clone())
 }
 
 pub(crate) async fn status(

@@ -166,8 +166,11 @@ pub use preflight::{Preflight, Problem, ProblemKind};
 pub use report::{Report, StepReport, Warning};
 pub use rust::{BoxError, MigrationDb, MigrationFuture, RustMigration, RustRevision};
 #[cfg(feature = "macros")]
+#[doc(hidden)]
+pub use source::EmbeddedState;
+#[cfg(feature = "macros")]
 pub use source::{Embedded, EmbeddedFile};
-pub use source::{MigrationSet, SetBuilder};
+pub use source::{LazySet, MigrationSet, SetBuilder};
 pub use state::{BlockedState, LockHolder};
 
 /// Embeds a directory of revision files at compile time, checked by the

@@ -60,17 +60,30 @@ impl Ctx<'_> {
     /// The embedded set, or the directory's, which may have several heads
     /// (so that `heads`, `history` and `merge` work on it).
     fn load(&self) -> Result<Cow<'_, MigrationSet>, Failure> {
-        if let (Some(set), false) = (self.embedded, self.uses_files()) {
-            return Ok(Cow::Borrowed(set));
+        if let (Some(m), false) = (self.embedded, self.uses_files()) {
+            return m.set().map(Cow::Borrowed).map_err(|e| self.load_failure(e));
         }
-        self.files().build().map(Cow::Owned).map_err(|e| self.load_failure(e))
+        self.files()?.build().map(Cow::Owned).map_err(|e| self.load_failure(e))
+    }
+
+    /// What [`load`](Ctx::load) loads, not parsed yet: the directory's files
+    /// read, or the service's migrations as given. A run towards every head
+    /// first compares its fingerprint with the database's.
+    fn source(&self) -> Result<Source<'_>, Failure> {
+        match (self.embedded, self.uses_files()) {
+            (Some(m), false) => Ok(Source::Service(m)),
+            _ => self.files()?.lazy().map(Source::Files).map_err(|e| self.load_failure(e)),
+        }
     }
 
     /// The directory's files, with the embedded set's Rust-coded revisions
     /// and backfills when there is one (`myservice migrate --dir migrations`).
-    fn files(&self) -> crate::SetBuilder {
-        let builder = self.embedded.map(MigrationSet::without_files).unwrap_or_default();
-        builder.dir(self.dir()).allow_multiple_heads(true)
+    fn files(&self) -> Result<crate::SetBuilder, Failure> {
+        let builder = match self.embedded {
+            Some(m) => m.set().map_err(|e| self.load_failure(e))?.without_files(),
+            None => crate::SetBuilder::default(),
+        };
+        Ok(builder.dir(self.dir()).allow_multiple_heads(true))
     }
 
     fn load_failure(&self, e: Error) -> Failure {
@@ -303,8 +316,13 @@ fn graph(ctx: &Ctx<'_>, a: &GraphArgs) -> Result<u8, Failure> {
 
 fn check(ctx: &Ctx<'_>, a: &CheckArgs) -> Result<u8, Failure> {
     let loaded = if ctx.uses_files() {
-        let all = ctx.files().build_reporting_all();
-        all.map(Cow::Owned).map_err(|errors| errors.into_iter().map(|e| ctx.load_failure(e)).collect())
+        match ctx.files() {
+            Ok(files) => files
+                .build_reporting_all()
+                .map(Cow::Owned)
+                .map_err(|errors| errors.into_iter().map(|e| ctx.load_failure(e)).collect()),
+            Err(f) => Err(vec![f]),
+        }
     } else {
         ctx.load().map_err(|f| vec![f])
     };
@@ -828,12 +846,54 @@ async fn preflight_gate(
 
 // ----- changing the database -----
 
+/// Where a command's revisions come from, read but not parsed.
+enum Source<'c> {
+    /// The files of `--dir` (with an embedded CLI's Rust-coded revisions and backfills).
+    Files(crate::LazySet),
+    /// The migrations of the service that embeds the CLI.
+    Service(&'c dyn super::Migrations),
+}
+
+impl Source<'_> {
+    fn known_fingerprint(&self) -> Option<&str> {
+        match self {
+            Source::Files(files) => crate::Migrator::known_fingerprint(files),
+            Source::Service(m) => m.known_fingerprint(),
+        }
+    }
+
+    fn set(&self) -> Result<&MigrationSet, Error> {
+        match self {
+            Source::Files(files) => files.set(),
+            Source::Service(m) => m.set(),
+        }
+    }
+}
+
 async fn upgrade(ctx: &Ctx<'_>, a: &UpgradeArgs) -> Result<u8, Failure> {
+    let started = std::time::Instant::now();
+    let source = ctx.source()?;
+    // Towards every head, the files are parsed and checked only when the
+    // database does not hold exactly them already (docs/running.md).
+    let mut connected = None;
+    let towards_heads = !a.run.sql && matches!(a.target.as_deref(), None | Some("heads"));
+    if let (true, Some(digest)) = (towards_heads, source.known_fingerprint()) {
+        ctx.config.validate().map_err(Failure::from)?;
+        let client = ctx.connect().await?;
+        let ledger = crate::ledger::Ledger::new(ctx.config.schema_name());
+        if crate::migrator::at_head(&ledger, &client, digest).await? {
+            return Ok(nothing_to_do(ctx, &a.run, started.elapsed()));
+        }
+        connected = Some(client);
+    }
     let bars = ctx.bars();
-    let set = ctx.with_bars(ctx.load()?, &bars);
+    let set = ctx.with_bars(Cow::Borrowed(source.set().map_err(|e| ctx.load_failure(e))?), &bars);
     ctx.single_head(&set)?;
     let target = a.target.as_deref().map_or(Ok(Target::Heads), |t| parse_target(&set, t))?;
-    let client = ctx.connect().await?;
+    let client = match connected {
+        Some(client) => client,
+        None => ctx.connect().await?,
+    };
     if a.run.sql {
         return print_sql(ctx, &ctx.runner(&set), &client, &target, a.run.single_transaction).await;
     }
@@ -893,6 +953,24 @@ async fn stamp(ctx: &Ctx<'_>, a: &StampArgs) -> Result<u8, Failure> {
     let report = m.stamp(&client, &target).await?;
     let opts = RunOptions { backup: None, single_transaction: false, sql: false, no_preflight: true };
     finish(ctx, &m, &client, "stamp", &target, &report, &opts, &Arc::new(AtomicBool::new(false))).await
+}
+
+/// `upgrade` towards every head on a database that holds exactly the set:
+/// what `finish` prints for a run that took the fast path, without the
+/// current revisions (the set was not loaded to name them).
+fn nothing_to_do(ctx: &Ctx<'_>, opts: &RunOptions, duration: Duration) -> u8 {
+    let report = Report { fast_path: true, duration, ..Report::default() };
+    let mut doc = report_json(&report);
+    doc["command"] = json!("upgrade");
+    doc["target"] = json!(Target::Heads.to_string());
+    doc["backup"] = Value::Null;
+    doc["current"] = Value::Null;
+    ctx.ui.json(doc);
+    let backup = if opts.backup.is_some() { " (no backup taken)" } else { "" };
+    ctx.ui.line(
+        ctx.ui.paint(Style::Green, &format!("nothing to do for heads: the database is at head{backup}")),
+    );
+    exit::OK
 }
 
 /// Prints a run's report and where the database is now.
