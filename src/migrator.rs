@@ -361,6 +361,42 @@ pub trait Migrator: Send + Sync {
         crate::backfill::pause_or_resume(self.migrations()?, &self.config(), db.into(), name, true).await
     }
 
+    /// Resets a backfill to `pending`, so that the next run starts it again
+    /// from nothing, over the key range it finds then (a done backfill whose
+    /// data changed again, a failed one whose fix needs a fresh start). Its
+    /// row in `backfills` is removed and a `backfill_reset` event records the
+    /// state and rows it had. Returns the state it was reset from, or `None`
+    /// when it was pending already (nothing is recorded then).
+    ///
+    /// A backfill that another session is running (it holds the backfill's
+    /// lock) is refused with [`Error::BackfillRunning`]: pause it first, and
+    /// reset it once that session has finished its batch. With `force`, it
+    /// is reset all the same, and that session starts it over at its next
+    /// checkpoint.
+    ///
+    /// Reverting a revision resets its backfills already.
+    ///
+    /// # Warning
+    /// A backfill's batches run again over rows they already changed: reset
+    /// only backfills whose statement can run twice.
+    ///
+    /// ```no_run
+    /// # use pgskein::Migrator;
+    /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+    /// if let Some(was) = set.reset_backfill(&pool, "documents_sha256_fill", false).await? {
+    ///     println!("reset from {was}; the next run starts it over");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn reset_backfill<'a>(
+        &self,
+        db: impl Into<Db<'a>> + Send + 'a,
+        name: &str,
+        force: bool,
+    ) -> Result<Option<BackfillState>, Error> {
+        crate::backfill::reset(self.migrations()?, &self.config(), db.into(), name, force).await
+    }
+
     /// Resumes a paused backfill: the next run (or a waiting deferred task) carries on
     /// from its checkpoint. Returns the state afterwards.
     async fn resume_backfill<'a>(

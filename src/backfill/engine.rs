@@ -108,15 +108,26 @@ impl<'a> Runner<'a> {
     }
 
     async fn locked(&mut self, bf: &Backfill) -> Result<Outcome, Error> {
+        loop {
+            if let Some(outcome) = self.pass(bf).await? {
+                return Ok(outcome);
+            }
+            tracing::info!(backfill = %bf.name, "backfill reset while this process ran it; starting it over");
+        }
+    }
+
+    /// Starts or resumes `bf` and walks it; `None` when its row was reset
+    /// while it ran, to start over.
+    async fn pass(&mut self, bf: &Backfill) -> Result<Option<Outcome>, Error> {
         use BackfillState::*;
         let names = std::slice::from_ref(&bf.name);
         let row = read_rows(self.client(), &self.ledger, names).await?.remove(&bf.name);
         match row.as_ref().map(|r| r.state) {
-            Some(Done) => return Ok(Outcome::AlreadyDone),
-            Some(Paused) => return Ok(Outcome::Paused),
+            Some(Done) => return Ok(Some(Outcome::AlreadyDone)),
+            Some(Paused) => return Ok(Some(Outcome::Paused)),
             None | Some(Pending) => {
                 if !self.start(bf).await? {
-                    return Ok(Outcome::Paused);
+                    return Ok(Some(Outcome::Paused));
                 }
             }
             Some(Running | Failed) => {
@@ -131,7 +142,7 @@ impl<'a> Runner<'a> {
                 )
                 .await?;
                 if !resumed {
-                    return Ok(Outcome::Paused);
+                    return Ok(Some(Outcome::Paused));
                 }
             }
         }
@@ -140,8 +151,8 @@ impl<'a> Runner<'a> {
         };
         match row.state {
             Running => {}
-            Done => return Ok(Outcome::AlreadyDone),
-            _ => return Ok(Outcome::Paused),
+            Done => return Ok(Some(Outcome::AlreadyDone)),
+            _ => return Ok(Some(Outcome::Paused)),
         }
         tracing::info!(
             backfill = %bf.name,
@@ -217,7 +228,9 @@ impl<'a> Runner<'a> {
     }
 
     /// The batch loop.
-    async fn walk(&mut self, bf: &Backfill, row: Row) -> Result<Outcome, Error> {
+    /// Walks `bf` in batches from `row`. `None`: its row was reset (removed)
+    /// while this process ran it, and the walk is to start over.
+    async fn walk(&mut self, bf: &Backfill, row: Row) -> Result<Option<Outcome>, Error> {
         let o = &bf.opts;
         let client = self.client();
         let checkpoint = client
@@ -240,7 +253,7 @@ impl<'a> Runner<'a> {
                 }
                 Err(e) if !e.is_closed() => {
                     let source: BoxError = Box::new(e);
-                    return self.fail(bf, 1, source).await;
+                    return self.fail(bf, 1, source).await.map(Some);
                 }
                 Err(e) => {
                     self.lost = true;
@@ -276,7 +289,7 @@ impl<'a> Runner<'a> {
             if last_check.is_none_or(|t| t.elapsed() >= o.health_interval) {
                 if self.wait_healthy(bf, &mut progress).await? {
                     tracing::info!(backfill = %bf.name, "backfill paused");
-                    return Ok(Outcome::Paused);
+                    return Ok(Some(Outcome::Paused));
                 }
                 last_check = Some(Instant::now());
             }
@@ -340,7 +353,7 @@ impl<'a> Runner<'a> {
                     }
                     if done {
                         tracing::info!(backfill = %bf.name, rows_done, batches, elapsed = ?run_start.elapsed(), "backfill done");
-                        return Ok(Outcome::Done);
+                        return Ok(Some(Outcome::Done));
                     }
                 }
                 Ok(Step::Moved) => {
@@ -348,9 +361,11 @@ impl<'a> Runner<'a> {
                     return match now.get(&bf.name).map(|r| r.state) {
                         Some(BackfillState::Paused) => {
                             tracing::info!(backfill = %bf.name, rows_done, "backfill paused");
-                            Ok(Outcome::Paused)
+                            Ok(Some(Outcome::Paused))
                         }
-                        Some(BackfillState::Done) => Ok(Outcome::AlreadyDone),
+                        Some(BackfillState::Done) => Ok(Some(Outcome::AlreadyDone)),
+                        // Reset by an operator (`reset_backfill` with force): start over.
+                        None | Some(BackfillState::Pending) => Ok(None),
                         _ => Err(self.corrupt(bf, "its checkpoint moved while this process held its lock")),
                     };
                 }
@@ -369,7 +384,7 @@ impl<'a> Runner<'a> {
                         sizer.halve();
                     }
                     if failures > o.max_retries {
-                        return self.fail(bf, failures, e).await;
+                        return self.fail(bf, failures, e).await.map(Some);
                     }
                     tracing::warn!(
                         backfill = %bf.name,

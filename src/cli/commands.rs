@@ -1274,6 +1274,51 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
             ctx.ui.line(format!("{}: {}; {next}", n.name, state.as_str()));
             Ok(exit::OK)
         }
+        BackfillCommand::Reset(r) => {
+            known_backfill(&set, &r.name)?;
+            let now = m.backfill_status(&client).await?.into_iter().find(|b| b.name == r.name);
+            let Some(now) = now.filter(|b| b.state != BackfillState::Pending) else {
+                ctx.ui.json(json!({ "name": r.name, "reset_from": Value::Null, "state": "pending" }));
+                ctx.ui.line(format!("{}: pending already; nothing to reset", r.name));
+                return Ok(exit::OK);
+            };
+            let running = if now.active { ", and another session is running it now" } else { "" };
+            let question = format!(
+                "{} is {} with {} rows done{running}. Reset it in {}, so that the next run starts it over \
+                 (its statement runs again on rows it already changed)?",
+                r.name,
+                now.state,
+                thousands(now.rows_done),
+                ctx.database()
+            );
+            ctx.ui.confirm(ctx.args.yes, &question)?;
+            let from = m.reset_backfill(&client, &r.name, r.force).await.map_err(|e| {
+                let running = matches!(e, Error::BackfillRunning { .. });
+                let f = Failure::from(e);
+                if running {
+                    let (bin, name) = (&ctx.ui.bin, &r.name);
+                    f.hint(format!(
+                        "`{bin} backfill pause {name}`, then reset it once that session has stopped; \
+                         or pass --force to reset it while it runs"
+                    ))
+                } else {
+                    f
+                }
+            })?;
+            ctx.ui.json(json!({
+                "name": r.name,
+                "reset_from": from.map(BackfillState::as_str),
+                "state": "pending",
+            }));
+            match from {
+                Some(was) => ctx.ui.line(format!(
+                    "{}: reset from {was} to pending; the next run, or `{} backfill run`, starts it over",
+                    r.name, ctx.ui.bin
+                )),
+                None => ctx.ui.line(format!("{}: pending already; nothing to reset", r.name)),
+            }
+            Ok(exit::OK)
+        }
     }
 }
 
