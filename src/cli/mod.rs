@@ -11,9 +11,8 @@
 //! static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 //!
 //! fn main() -> std::process::ExitCode {
-//!     let set = MIGRATIONS.builder().build().expect("valid migrations");
-//!     // `myservice status`, `myservice upgrade`, ...
-//!     pgskein::cli::run_with(set, std::env::args_os())
+//!     // `myservice status`, `myservice upgrade`, ... (`upgrade` at head parses nothing)
+//!     pgskein::cli::run_with(MIGRATIONS, std::env::args_os())
 //! }
 //! ```
 //!
