@@ -546,13 +546,15 @@ async fn run_backfills<M: Migrator + ?Sized>(
     crate::backfill::run(m.migrations()?, cfg, db).await
 }
 
-/// Whether the database holds exactly the applied set whose fingerprint is
-/// `digest`: the fast path's one query. `execute_once` decides with it, and
-/// the CLI asks it before loading files for a run that may have nothing to do.
-pub(crate) async fn at_head(ledger: &Ledger, client: &Client, digest: &str) -> Result<bool, Error> {
+/// The fast path's one query: what `meta` holds, refused when a newer
+/// pgskein made it unreadable. [`Meta::at`] then says whether the database
+/// holds exactly the applied set of a fingerprint. `execute_once` decides
+/// with it, and the CLI asks it (while it reads the files) before loading
+/// anything for a run that may have nothing to do.
+pub(crate) async fn fast_path_meta(ledger: &Ledger, client: &Client) -> Result<Meta, Error> {
     let meta = ledger.meta(client).await?;
     ledger.check_format(&meta)?;
-    Ok(meta.at(digest))
+    Ok(meta)
 }
 
 /// One round: the fast path, else the lock, the ledger, the plan, the steps.
@@ -575,7 +577,7 @@ async fn execute_once<M: Migrator + ?Sized>(
         (Mode::Upgrade, Some(digest)) => digest,
         _ => m.migrations()?.fingerprint(),
     };
-    if at_head(&ledger, conn.client(), digest).await? && mode == Mode::Upgrade {
+    if fast_path_meta(&ledger, conn.client()).await?.at(digest) && mode == Mode::Upgrade {
         tracing::debug!("nothing pending");
         return Ok(Round::Fast);
     }

@@ -872,20 +872,18 @@ impl Source<'_> {
 
 async fn upgrade(ctx: &Ctx<'_>, a: &UpgradeArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
-    let source = ctx.source()?;
     // Towards every head, the files are parsed and checked only when the
     // database does not hold exactly them already (docs/running.md).
-    let mut connected = None;
     let towards_heads = !a.run.sql && matches!(a.target.as_deref(), None | Some("heads"));
-    if let (true, Some(digest)) = (towards_heads, source.known_fingerprint()) {
-        ctx.config.validate().map_err(Failure::from)?;
-        let client = ctx.connect().await?;
-        let ledger = crate::ledger::Ledger::new(ctx.config.schema_name());
-        if crate::migrator::at_head(&ledger, &client, digest).await? {
+    let (source, connected) = if towards_heads {
+        let (source, client, meta) = fast_path(ctx).await?;
+        if source.known_fingerprint().is_some_and(|digest| meta.at(digest)) {
             return Ok(nothing_to_do(ctx, &a.run, started.elapsed()));
         }
-        connected = Some(client);
-    }
+        (source, Some(client))
+    } else {
+        (ctx.source()?, None)
+    };
     let bars = ctx.bars();
     let set = ctx.with_bars(Cow::Borrowed(source.set().map_err(|e| ctx.load_failure(e))?), &bars);
     ctx.single_head(&set)?;
@@ -953,6 +951,34 @@ async fn stamp(ctx: &Ctx<'_>, a: &StampArgs) -> Result<u8, Failure> {
     let report = m.stamp(&client, &target).await?;
     let opts = RunOptions { backup: None, single_transaction: false, sql: false, no_preflight: true };
     finish(ctx, &m, &client, "stamp", &target, &report, &opts, &Arc::new(AtomicBool::new(false))).await
+}
+
+/// The source, connected, and what the ledger's `meta` holds. The standalone
+/// binary's files are read and hashed on another thread while this one
+/// connects and asks: a start at head then costs about the longer of the two,
+/// not their sum.
+async fn fast_path<'c>(ctx: &'c Ctx<'_>) -> Result<(Source<'c>, Client, crate::state::Meta), Failure> {
+    ctx.config.validate().map_err(Failure::from)?;
+    let reading = ctx.embedded.is_none().then(|| {
+        let dir = ctx.dir();
+        tokio::task::spawn_blocking(move || {
+            crate::SetBuilder::default().dir(dir).allow_multiple_heads(true).lazy()
+        })
+    });
+    let client = ctx.connect().await?;
+    let ledger = crate::ledger::Ledger::new(ctx.config.schema_name());
+    let meta = crate::migrator::fast_path_meta(&ledger, &client).await?;
+    let source = match reading {
+        Some(reading) => {
+            let read = reading.await.map_err(|e| {
+                Failure::new(exit::ERROR, "io", format!("reading {} failed", ctx.dir().display()))
+                    .caused_by(&e)
+            })?;
+            Source::Files(read.map_err(|e| ctx.load_failure(e))?)
+        }
+        None => ctx.source()?,
+    };
+    Ok((source, client, meta))
 }
 
 /// `upgrade` towards every head on a database that holds exactly the set:
