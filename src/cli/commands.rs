@@ -72,7 +72,7 @@ impl Ctx<'_> {
     fn source(&self) -> Result<Source<'_>, Failure> {
         match (self.embedded, self.uses_files()) {
             (Some(m), false) => Ok(Source::Service(m)),
-            _ => self.files()?.lazy().map(Source::Files).map_err(|e| self.load_failure(e)),
+            _ => self.files()?.lazy().map(|l| Source::Files(Box::new(l))).map_err(|e| self.load_failure(e)),
         }
     }
 
@@ -849,7 +849,7 @@ async fn preflight_gate(
 /// Where a command's revisions come from, read but not parsed.
 enum Source<'c> {
     /// The files of `--dir` (with an embedded CLI's Rust-coded revisions and backfills).
-    Files(crate::LazySet),
+    Files(Box<crate::LazySet>),
     /// The migrations of the service that embeds the CLI.
     Service(&'c dyn super::Migrations),
 }
@@ -857,7 +857,7 @@ enum Source<'c> {
 impl Source<'_> {
     fn known_fingerprint(&self) -> Option<&str> {
         match self {
-            Source::Files(files) => crate::Migrator::known_fingerprint(files),
+            Source::Files(files) => crate::Migrator::known_fingerprint(&**files),
             Source::Service(m) => m.known_fingerprint(),
         }
     }
@@ -974,7 +974,7 @@ async fn fast_path<'c>(ctx: &'c Ctx<'_>) -> Result<(Source<'c>, Client, crate::s
                 Failure::new(exit::ERROR, "io", format!("reading {} failed", ctx.dir().display()))
                     .caused_by(&e)
             })?;
-            Source::Files(read.map_err(|e| ctx.load_failure(e))?)
+            Source::Files(Box::new(read.map_err(|e| ctx.load_failure(e))?))
         }
         None => ctx.source()?,
     };

@@ -185,7 +185,7 @@ impl MigrationSet {
             entries: self
                 .revisions()
                 .filter(|r| matches!(r.up, Body::Rust(_)))
-                .map(|r| Entry::Source(Source::Revision(r.clone())))
+                .map(|r| Entry::Source(Source::Revision(Box::new(r.clone()))))
                 .collect(),
             backfills: self.backfills.clone(),
             ..SetBuilder::default()
@@ -232,7 +232,7 @@ enum Entry {
 #[derive(Debug, Clone)]
 enum Source {
     /// A Rust-coded revision.
-    Revision(Revision),
+    Revision(Box<Revision>),
     File(File),
 }
 
@@ -255,7 +255,7 @@ impl std::fmt::Debug for File {
 impl Source {
     fn revision(&self) -> Result<Revision, Error> {
         match self {
-            Source::Revision(r) => Ok(r.clone()),
+            Source::Revision(r) => Ok((**r).clone()),
             Source::File(f) => parse::parse(&f.path, &f.bytes),
         }
     }
@@ -431,7 +431,7 @@ impl SetBuilder {
         let mut errors = Vec::new();
         for entry in self.entries {
             let revision = match entry {
-                Entry::Source(Source::Revision(r)) => Ok(r),
+                Entry::Source(Source::Revision(r)) => Ok(*r),
                 Entry::Source(source) => source.revision(),
                 Entry::Failed(e) => Err(e),
             };
@@ -479,7 +479,7 @@ impl SetBuilder {
 
     fn push(&mut self, r: Result<Revision, Error>) {
         self.entries.push(match r {
-            Ok(r) => Entry::Source(Source::Revision(r)),
+            Ok(r) => Entry::Source(Source::Revision(Box::new(r))),
             Err(e) => Entry::Failed(e),
         });
     }

@@ -104,7 +104,7 @@ impl Template {
     /// same build.
     pub async fn shared<M: Migrator>(migrator: &M) -> Result<Template, SetupError> {
         let server = TestServer::shared()?;
-        let name = template_name(migrator)?;
+        let name = template_name(migrator).map_err(load_error)?;
         let cell = {
             let mut cache = SHARED.get_or_init(Cache::default).lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(cache.entry(name).or_default())
@@ -115,13 +115,13 @@ impl Template {
     /// The template of `migrator` on `server`, building it unless it exists.
     /// Unlike [`Template::shared`] this looks at the server on every call.
     pub async fn on<M: Migrator>(server: &TestServer, migrator: &M) -> Result<Template, SetupError> {
-        let name = template_name(migrator)?;
+        let name = template_name(migrator).map_err(load_error)?;
         let version = ensure_built(server, migrator, &name).await?;
         Ok(Template {
             inner: Arc::new(TemplateInner {
                 server: server.handle(),
                 name,
-                set: set_of(migrator)?.clone(),
+                set: migrator.migrations().map_err(load_error)?.clone(),
                 config: migrator.config(),
                 strategy: if version >= 150000 { " STRATEGY FILE_COPY" } else { "" },
                 ready: OnceLock::new(),
@@ -329,8 +329,8 @@ pub(super) fn for_tests<M: Migrator>(migrator: &M) -> WithConfig<'_, M> {
 /// `pgskein_t_<history>_<set>`: 35 bytes, well within PostgreSQL's 63.
 /// `<set>` changes with any revision, backfill, the bookkeeping schema or
 /// this crate's version; `<history>` only with the root revisions.
-pub(super) fn template_name<M: Migrator>(migrator: &M) -> Result<String, SetupError> {
-    let set = set_of(migrator)?;
+pub(super) fn template_name<M: Migrator>(migrator: &M) -> Result<String, crate::Error> {
+    let set = migrator.migrations()?;
     let schema = migrator.config().schema_name().to_owned();
     let mut history = Sha256::new();
     history.update(schema.as_bytes());
@@ -361,9 +361,9 @@ pub(super) fn template_name<M: Migrator>(migrator: &M) -> Result<String, SetupEr
     Ok(format!("pgskein_t_{}_{}", hex(&history.finalize()[..4]), hex(&version.finalize()[..8])))
 }
 
-/// The migrator's set, or why it does not load.
-pub(super) fn set_of<M: Migrator>(migrator: &M) -> Result<&MigrationSet, SetupError> {
-    migrator.migrations().map_err(|source| SetupError::Load { source })
+/// Why a migrator's set does not load, as a setup error.
+fn load_error(source: crate::Error) -> SetupError {
+    SetupError::Load { source }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -455,7 +455,7 @@ async fn build<M: Migrator>(
     wait_for_no_sessions(admin, &building).await?;
     let comment = format!(
         "pgskein test template: migration set {} at head ({steps} revisions), pgskein {}",
-        set_of(migrator)?.fingerprint(),
+        migrator.migrations().map_err(load_error)?.fingerprint(),
         env!("CARGO_PKG_VERSION")
     );
     let finish = format!(

@@ -64,7 +64,7 @@ async fn a_run_with_work_checks_every_file_before_touching_the_database() {
     let client = db.connect().await.unwrap();
     let lazy = MigrationSet::builder()
         .file("0001_a.sql", GOOD.as_bytes())
-        .file("0002_b.sql", format!("-- pgskein: revises 0001_a\n{}", &REFUSED[..]).as_bytes())
+        .file("0002_b.sql", format!("-- pgskein: revises 0001_a\n{REFUSED}").as_bytes())
         .lazy()
         .unwrap();
     let e = lazy.run(&client).await.unwrap_err();
