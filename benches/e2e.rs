@@ -9,9 +9,16 @@
 //!
 //! - P1: a no-op `run()` at head, N = 100 / 1,000 / 5,000: in-process on a warm
 //!   connection (against `SELECT 1` on the same connection, with the requests
-//!   counted by a proxy), and as a fresh process (`examples/startup.rs`)
-//!   against the connect floor (the same binary connecting for `SELECT 1`), and
-//!   sqlx-cli and refinery_cli at head.
+//!   counted by a proxy), and as a fresh process against the connect floor
+//!   (`examples/startup.rs select1`): a binary built with `embed_migrations!`
+//!   over the N files (a crate written and built under `target/bench-e2e`),
+//!   `examples/startup.rs` reading the directory, and the sqlx library's
+//!   `migrate!().run()` (likewise built, with sqlx from the registry; skipped
+//!   with a note when it cannot be built).
+//! - P1c: the same at N = 500 and 2,000 for the `pgskein` CLI reading the files
+//!   (`pgskein --dir DIR upgrade`) against sqlx-cli and refinery_cli.
+//! - `PGSKEIN_BENCH_BEFORE=<checkout>`: the same pgskein programs built from an
+//!   older checkout, measured in the same run as "(before)".
 //! - P2 / P3: apply 1,000 revisions to an empty database, one transaction per
 //!   revision / one transaction, against psql running the same SQL (one
 //!   process; `BEGIN`/`\ir`/`COMMIT` per file, or `psql -1` on the
@@ -42,6 +49,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const P1_SIZES: [usize; 3] = [100, 1_000, 5_000];
+/// P1c, the CLI reading files from disk: ≤ 1.3× the floor at the first, ahead of every peer at the second.
+const P1C_SIZES: [usize; 2] = [500, 2_000];
 const APPLY_N: usize = 1_000;
 const STARTERS: [usize; 3] = [8, 32, 64];
 
@@ -72,6 +81,9 @@ fn main() -> Result<()> {
     bench.finish()
 }
 
+/// The fresh-process times of one N: the contenders' names, and each one's samples.
+type Timed = (usize, Vec<String>, Vec<Vec<Duration>>);
+
 /// What K starters at once did.
 struct Starters {
     wall: Duration,
@@ -84,6 +96,8 @@ struct Starters {
 /// The programs a run compares.
 struct Tools {
     startup: PathBuf,
+    /// The `pgskein` binary.
+    cli: PathBuf,
     psql: Option<PathBuf>,
     sqlx: Option<PathBuf>,
     refinery: Option<PathBuf>,
@@ -91,8 +105,20 @@ struct Tools {
     url_form: (usize, usize),
 }
 
+/// An older pgskein to measure next to this one (`PGSKEIN_BENCH_BEFORE`, a checkout).
+#[derive(Clone)]
+struct Before {
+    root: PathBuf,
+    startup: PathBuf,
+    cli: PathBuf,
+}
+
 struct Bench {
     server: &'static TestServer,
+    /// This checkout, and its target directory.
+    root: PathBuf,
+    target: PathBuf,
+    before: Option<Before>,
     work: PathBuf,
     tools: Tools,
     out: String,
@@ -108,16 +134,23 @@ impl Bench {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
 
-        eprintln!("building examples/startup.rs (release) ...");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--quiet", "--example", "startup"])
-            .current_dir(&root)
-            .status()?;
-        if !status.success() {
-            return Err("could not build examples/startup.rs".into());
-        }
+        eprintln!("building examples/startup.rs and the pgskein binary (release) ...");
+        build_startup_and_cli(&root, None)?;
         let startup = target.join("release/examples/startup");
+        let before = match std::env::var_os("PGSKEIN_BENCH_BEFORE") {
+            Some(dir) => {
+                let dir = std::fs::canonicalize(PathBuf::from(dir))?;
+                eprintln!("building the same in {} (release) ...", dir.display());
+                let before_target = dir.join("target");
+                build_startup_and_cli(&dir, Some(&before_target))?;
+                Some(Before {
+                    root: dir,
+                    startup: before_target.join("release/examples/startup"),
+                    cli: before_target.join("release/pgskein"),
+                })
+            }
+            None => None,
+        };
 
         let tools_dir = std::env::var_os("PGSKEIN_BENCH_TOOLS")
             .map_or_else(|| target.join("bench-tools"), PathBuf::from)
@@ -125,13 +158,14 @@ impl Bench {
         let found = |name: &str| Some(tools_dir.join(name)).filter(|p| p.is_file());
         let tools = Tools {
             startup,
+            cli: target.join("release/pgskein"),
             psql: which("psql"),
             sqlx: found("sqlx"),
             refinery: found("refinery"),
             url_form: (0, 0),
         };
         let server = TestServer::shared()?;
-        Ok(Bench { server, work, tools, out: String::new(), load_before: load() })
+        Ok(Bench { server, root, target, before, work, tools, out: String::new(), load_before: load() })
     }
 
     /// Prints a line and keeps it for the report.
@@ -309,72 +343,162 @@ impl Bench {
     }
 
     async fn p1_fresh_process(&mut self, runs: usize) -> Result<()> {
-        self.say("\n## P1: no-op run at head, fresh process\n");
+        self.say("\n## P1 and P1c: no-op run at head, fresh process\n");
         self.say(format!(
-            "Wall time of a whole process, median of {runs} runs; the contenders take turns in each run. \
-             Connect floor: `examples/startup.rs select1` (start, connect, `SELECT 1`, exit). \
-             pgskein: `examples/startup.rs run` (start, load and validate the N revisions, connect, `run()`, \
-             exit), with the revisions in memory as in a service that embeds them (read from one bundle \
-             file), and from disk file by file as a CLI reads them (as the peers' CLIs do). \
-             Each tool has its own database, migrated to head beforehand."
+            "Wall time of a whole process, median of {runs} runs (ratio to the connect floor in \
+             parentheses; p10 – p90 in the second table); the contenders take turns in each run. Connect \
+             floor: `examples/startup.rs select1` (start, connect, `SELECT 1`, exit). pgskein macro: a binary \
+             built with `embed_migrations!` over the N files (start, connect, `MIGRATIONS.run()`, exit). \
+             pgskein library from disk: `examples/startup.rs run` over the directory. pgskein CLI: \
+             `pgskein --dir DIR upgrade`. sqlx library: a binary built with `sqlx::migrate!` over the same \
+             bodies, `MIGRATOR.run(&mut conn)` on one connection. sqlx-cli: `sqlx migrate run`; \
+             refinery_cli: `refinery migrate`. \"(before)\": the same programs built from \
+             `PGSKEIN_BENCH_BEFORE`. Every tool's database is at head beforehand (the sqlx library and \
+             sqlx-cli share one: same table, same checksums)."
         ));
-        self.say(
-            "\n| N | connect floor | pgskein, embedded | ratio | pgskein, from disk | ratio | sqlx-cli | ratio | \
-             refinery_cli | ratio | target (pgskein) |",
-        );
-        self.say("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-        for n in P1_SIZES {
+        let sizes: Vec<usize> = {
+            let mut v: Vec<usize> = P1_SIZES.iter().chain(P1C_SIZES.iter()).copied().collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        for &n in &sizes {
+            self.sets(n)?;
+        }
+        let mut crates = Vec::new();
+        for (kind, root, label) in self.crate_roots() {
+            eprintln!("building the {label} bench binaries (release) ...");
+            match build_bench_crate(&self.work, &self.target, kind, &root, &label, &sizes) {
+                Ok(built) => crates.push(built),
+                Err(e) => self.say(format!("- {label} skipped: {}", first_line(&e.to_string()))),
+            }
+        }
+        let mut all = Vec::new();
+        for &n in &sizes {
+            eprintln!("P1 fresh process, N = {n}");
             let dir = self.sets(n)?;
             let pg_db = self.server.create_database(&format!("bench_p1p_{n}")).await?;
             let pg_url = pg_db.url();
-            run_checked(self.startup(&pg_url, &dir, false))?;
-            let mut peers: Vec<(Peer, PathBuf, TestDatabase, String)> = Vec::new();
-            for peer in [Peer::Sqlx, Peer::Refinery] {
-                if let Some(bin) = peer.bin(&self.tools).cloned() {
-                    let db = self.server.create_database(&format!("bench_p1{}_{n}", peer.short())).await?;
-                    let url = self.peer_url(peer, &db);
-                    run_checked(peer.command(&bin, &url, &dir, false))?;
-                    peers.push((peer, bin, db, url));
+            let sqlx_db = self.server.create_database(&format!("bench_p1sqlx_{n}")).await?;
+            let sqlx_url = self.peer_url(Peer::Sqlx, &sqlx_db);
+            let refinery_db = self.server.create_database(&format!("bench_p1refinery_{n}")).await?;
+            let refinery_url = self.peer_url(Peer::Refinery, &refinery_db);
+
+            // (name, the command, whether it brings its database to head first)
+            let mut contenders: Vec<(String, Command, bool)> =
+                vec![("connect floor".into(), self.select1(&pg_url), false)];
+            let mut variants = vec![("", self.tools.startup.clone(), self.tools.cli.clone())];
+            if let Some(b) = &self.before {
+                variants.push((" (before)", b.startup.clone(), b.cli.clone()));
+            }
+            for built in crates.iter().filter(|c| c.kind == CrateKind::Pgskein) {
+                let mut cmd = Command::new(built.bin(n));
+                cmd.arg(&pg_url);
+                contenders.push((built.label.clone(), cmd, false));
+            }
+            for (tag, startup, cli) in &variants {
+                let first = tag.is_empty();
+                contenders.push((
+                    format!("pgskein library, from disk{tag}"),
+                    startup_from_dir(startup, &pg_url, &dir),
+                    first,
+                ));
+                contenders.push((format!("pgskein CLI{tag}"), cli_upgrade(cli, &pg_url, &dir), false));
+            }
+            let sqlx_cli = self.tools.sqlx.clone();
+            for built in crates.iter().filter(|c| c.kind == CrateKind::Sqlx) {
+                let mut cmd = Command::new(built.bin(n));
+                cmd.arg(&sqlx_url);
+                contenders.push((built.label.clone(), cmd, sqlx_cli.is_none()));
+            }
+            if let Some(bin) = &sqlx_cli {
+                contenders.push((
+                    Peer::Sqlx.name().into(),
+                    Peer::Sqlx.command(bin, &sqlx_url, &dir, false),
+                    true,
+                ));
+            }
+            if let Some(bin) = &self.tools.refinery {
+                contenders.push((
+                    Peer::Refinery.name().into(),
+                    Peer::Refinery.command(bin, &refinery_url, &dir, false),
+                    true,
+                ));
+            }
+            for (_, cmd, migrates) in &mut contenders {
+                if *migrates {
+                    run_checked_mut(cmd)?;
                 }
             }
-            // Warm the page cache and the binaries.
+            // Warm the page cache and the binaries; each must succeed at head.
             for _ in 0..2 {
-                time_checked(self.select1(&pg_url))?;
-                time_checked(self.startup(&pg_url, &dir, false))?;
-                for (peer, bin, _, url) in &peers {
-                    time_checked(peer.command(bin, url, &dir, false))?;
+                for (_, cmd, _) in &mut contenders {
+                    time_checked_mut(cmd)?;
                 }
             }
-            let (mut floor, mut ours, mut ours_dir) = (Vec::new(), Vec::new(), Vec::new());
-            let mut theirs: Vec<Vec<Duration>> = vec![Vec::new(); peers.len()];
+            let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
             for _ in 0..runs {
-                floor.push(time_checked(self.select1(&pg_url))?);
-                ours.push(time_checked(self.startup(&pg_url, &dir, false))?);
-                ours_dir.push(time_checked(self.startup_from_dir(&pg_url, &dir))?);
-                for (k, (peer, bin, _, url)) in peers.iter().enumerate() {
-                    theirs[k].push(time_checked(peer.command(bin, url, &dir, false))?);
+                for (k, (_, cmd, _)) in contenders.iter_mut().enumerate() {
+                    times[k].push(time_checked_mut(cmd)?);
                 }
             }
-            let f = median(&floor);
-            let cell = |p: Peer| {
-                peers.iter().position(|(q, ..)| *q == p).map_or_else(
-                    || "skipped | –".to_owned(),
-                    |k| format!("{} | {:.2}×", ms(median(&theirs[k])), ratio(median(&theirs[k]), f)),
-                )
-            };
-            let line = format!(
-                "| {n} | {} | {} | {:.2}× | {} | {:.2}× | {} | {} | ≤ 1.1× |",
-                ms(f),
-                ms(median(&ours)),
-                ratio(median(&ours), f),
-                ms(median(&ours_dir)),
-                ratio(median(&ours_dir), f),
-                cell(Peer::Sqlx),
-                cell(Peer::Refinery)
-            );
-            self.say(line);
+            check_tables(&pg_db, n).await?;
+            let names = contenders.into_iter().map(|(name, ..)| name).collect();
+            all.push((n, names, times));
         }
+        self.p1_tables(&all);
         Ok(())
+    }
+
+    /// The fresh-process tables: medians and ratios to the floor, then the spread.
+    fn p1_tables(&mut self, all: &[Timed]) {
+        let Some((_, names, _)) = all.first() else { return };
+        let names = names.clone();
+        self.say(format!("\n| N | {} | targets |", names.join(" | ")));
+        self.say(format!("|---:|{}---|", "---:|".repeat(names.len())));
+        for (n, row_names, times) in all {
+            let floor = median(&times[0]);
+            let mut cells = Vec::new();
+            for (k, name) in names.iter().enumerate() {
+                let Some(pos) = row_names.iter().position(|r| r == name) else {
+                    cells.push("–".to_owned());
+                    continue;
+                };
+                let m = median(&times[pos]);
+                cells.push(if k == 0 { ms(m) } else { format!("{} ({:.2}×)", ms(m), ratio(m, floor)) });
+            }
+            let mut targets = Vec::new();
+            if P1_SIZES.contains(n) {
+                targets.push("macro ≤ 1.1×");
+            }
+            if P1C_SIZES.contains(n) {
+                targets.push(if *n == P1C_SIZES[0] { "CLI ≤ 1.3×" } else { "CLI ahead of every peer" });
+            }
+            if *n == 2_000 {
+                targets.push("macro ≥ 2× faster than the sqlx library");
+            }
+            self.say(format!("| {n} | {} | {} |", cells.join(" | "), targets.join("; ")));
+        }
+        self.say("\nSpread: p10 – p90 of the same runs.\n");
+        self.say(format!("| N | {} |", names.join(" | ")));
+        self.say(format!("|---:|{}", "---:|".repeat(names.len())));
+        for (n, _, times) in all {
+            let cells: Vec<String> =
+                times.iter().map(|t| format!("{} – {}", ms(pct(t, 0.1)), ms(pct(t, 0.9)))).collect();
+            self.say(format!("| {n} | {} |", cells.join(" | ")));
+        }
+    }
+
+    /// The crates whose `migrate!`-style binaries are measured: pgskein's
+    /// `embed_migrations!` from this checkout (and from `PGSKEIN_BENCH_BEFORE`),
+    /// and the sqlx library's `migrate!`.
+    fn crate_roots(&self) -> Vec<(CrateKind, PathBuf, String)> {
+        let mut roots = vec![(CrateKind::Pgskein, self.root.clone(), "pgskein macro".to_owned())];
+        if let Some(before) = &self.before {
+            roots.push((CrateKind::Pgskein, before.root.clone(), "pgskein macro (before)".to_owned()));
+        }
+        roots.push((CrateKind::Sqlx, PathBuf::new(), "sqlx library".to_owned()));
+        roots
     }
 
     // ---------------------------------------------------------------- P2, P3
@@ -666,13 +790,6 @@ impl Bench {
         startup_command(&self.tools.startup, url, dir, single)
     }
 
-    /// `examples/startup.rs run` reading the revision files from disk, as a CLI does.
-    fn startup_from_dir(&self, url: &str, dir: &Path) -> Command {
-        let mut cmd = Command::new(&self.tools.startup);
-        cmd.arg("run").arg(url).arg(dir.join("pgskein"));
-        cmd
-    }
-
     fn select1(&self, url: &str) -> Command {
         let mut cmd = Command::new(&self.tools.startup);
         cmd.arg("select1").arg(url);
@@ -709,12 +826,6 @@ impl Peer {
         match self {
             Peer::Sqlx => "sqlx-cli",
             Peer::Refinery => "refinery_cli",
-        }
-    }
-    fn short(self) -> &'static str {
-        match self {
-            Peer::Sqlx => "sqlx",
-            Peer::Refinery => "refinery",
         }
     }
     fn bin(self, tools: &Tools) -> Option<&PathBuf> {
@@ -835,6 +946,163 @@ fn write_sets(dir: &Path, bodies: &[String]) -> Result<()> {
     std::fs::write(dir.join("psql/all.sql"), all)?;
     std::fs::write(dir.join("pgskein.bundle"), bundle)?;
     Ok(())
+}
+
+/// `examples/startup.rs run` reading the revision files from disk.
+fn startup_from_dir(startup: &Path, url: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(startup);
+    cmd.arg("run").arg(url).arg(dir.join("pgskein"));
+    cmd
+}
+
+/// `pgskein --dir DIR upgrade`, with the connection in `DATABASE_URL`.
+fn cli_upgrade(cli: &Path, url: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(cli);
+    cmd.arg("--dir").arg(dir.join("pgskein")).arg("upgrade");
+    cmd.env("DATABASE_URL", url).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    cmd
+}
+
+/// Builds `examples/startup.rs` and the `pgskein` binary of the checkout at `root`, in release mode.
+fn build_startup_and_cli(root: &Path, target: Option<&Path>) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--quiet",
+        "--example",
+        "startup",
+        "--features",
+        "cli",
+        "--bin",
+        "pgskein",
+    ]);
+    cmd.current_dir(root);
+    if let Some(target) = target {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    if !cmd.status()?.success() {
+        return Err(format!("could not build examples/startup.rs and pgskein in {}", root.display()).into());
+    }
+    Ok(())
+}
+
+/// What a bench crate embeds its migrations with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum CrateKind {
+    /// `pgskein::embed_migrations!`, from a pgskein checkout.
+    Pgskein,
+    /// `sqlx::migrate!`, sqlx from the registry.
+    Sqlx,
+}
+
+/// A crate of small programs, one per N, each embedding the N generated
+/// revisions at compile time and running them on a database given as argument.
+struct BuiltCrate {
+    kind: CrateKind,
+    label: String,
+    /// The target directory's `release`.
+    out: PathBuf,
+    prefix: String,
+}
+
+impl BuiltCrate {
+    fn bin(&self, n: usize) -> PathBuf {
+        self.out.join(format!("{}_n{n}", self.prefix))
+    }
+}
+
+/// Writes and builds a bench crate under `work`, with the revisions of each
+/// size in `sizes` (already written by `write_sets`) as its `migrations/mN` directories.
+/// The crates share one target directory, so their dependencies build once.
+fn build_bench_crate(
+    work: &Path,
+    target: &Path,
+    kind: CrateKind,
+    pgskein_root: &Path,
+    label: &str,
+    sizes: &[usize],
+) -> Result<BuiltCrate> {
+    let prefix: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let prefix = prefix.trim_matches('_').replace("__", "_");
+    let dir = work.join(format!("crate-{prefix}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src/bin"))?;
+    let dependency = match kind {
+        CrateKind::Pgskein => format!("pgskein = {{ path = {:?} }}\ntokio-postgres = \"0.7\"\n", pgskein_root),
+        CrateKind::Sqlx => "sqlx = { version = \"0.9\", default-features = false, features = [\"runtime-tokio\", \"postgres\", \"migrate\", \"macros\"] }\n".to_owned(),
+    };
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"bench-{prefix}\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
+             [workspace]\n\n[dependencies]\n{dependency}tokio = {{ version = \"1\", features = [\"rt\", \"macros\"] }}\n"
+        ),
+    )?;
+    if kind == CrateKind::Pgskein {
+        // The versions this checkout is built with.
+        let lock = pgskein_root.join("Cargo.lock");
+        if lock.is_file() {
+            std::fs::copy(lock, dir.join("Cargo.lock"))?;
+        }
+    }
+    for &n in sizes {
+        let from = work.join(format!("n{n}")).join(match kind {
+            CrateKind::Pgskein => "pgskein",
+            CrateKind::Sqlx => "sqlx",
+        });
+        // sqlx's `migrate!` takes a path with a directory part.
+        let to = dir.join(format!("migrations/m{n}"));
+        std::fs::create_dir_all(&to)?;
+        for entry in std::fs::read_dir(&from)? {
+            let path = entry?.path();
+            std::fs::copy(&path, to.join(path.file_name().unwrap_or_default()))?;
+        }
+        let main = match kind {
+            CrateKind::Pgskein => format!(
+                "static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!(\"migrations/m{n}\");\n\n\
+                 #[tokio::main(flavor = \"current_thread\")]\n\
+                 async fn main() {{\n\
+                 \x20   let url = std::env::args().nth(1).unwrap_or_default();\n\
+                 \x20   let (client, connection) = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {{\n\
+                 \x20       Ok(c) => c,\n\
+                 \x20       Err(e) => {{ eprintln!(\"connect: {{e}}\"); std::process::exit(1) }}\n\
+                 \x20   }};\n\
+                 \x20   tokio::spawn(connection);\n\
+                 \x20   if let Err(e) = MIGRATIONS.run(&client).await {{ eprintln!(\"run: {{e}}\"); std::process::exit(1) }}\n\
+                 }}\n"
+            ),
+            CrateKind::Sqlx => format!(
+                "use sqlx::Connection;\n\n\
+                 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!(\"migrations/m{n}\");\n\n\
+                 #[tokio::main(flavor = \"current_thread\")]\n\
+                 async fn main() {{\n\
+                 \x20   let url = std::env::args().nth(1).unwrap_or_default();\n\
+                 \x20   let mut conn = match sqlx::PgConnection::connect(&url).await {{\n\
+                 \x20       Ok(c) => c,\n\
+                 \x20       Err(e) => {{ eprintln!(\"connect: {{e}}\"); std::process::exit(1) }}\n\
+                 \x20   }};\n\
+                 \x20   if let Err(e) = MIGRATOR.run(&mut conn).await {{ eprintln!(\"run: {{e}}\"); std::process::exit(1) }}\n\
+                 }}\n"
+            ),
+        };
+        std::fs::write(dir.join(format!("src/bin/{prefix}_n{n}.rs")), main)?;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let shared = target.join("bench-crates");
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", &shared)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error = stderr.lines().find(|l| l.starts_with("error")).unwrap_or("the build failed");
+        return Err(format!("building {}: {error}", dir.display()).into());
+    }
+    Ok(BuiltCrate { kind, label: label.to_owned(), out: shared.join("release"), prefix })
 }
 
 /// `examples/startup.rs run`: a service starting and migrating, with its
@@ -1004,6 +1272,10 @@ fn spawn_all(k: usize, make: impl Fn() -> Command) -> Result<(usize, Vec<String>
 
 /// Runs a command to completion; an error carries its stderr.
 fn run_checked(mut cmd: Command) -> Result<()> {
+    run_checked_mut(&mut cmd)
+}
+
+fn run_checked_mut(cmd: &mut Command) -> Result<()> {
     let out = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
     if out.status.success() {
         Ok(())
@@ -1020,6 +1292,10 @@ fn run_checked(mut cmd: Command) -> Result<()> {
 
 /// The wall time of a command that must succeed.
 fn time_checked(mut cmd: Command) -> Result<Duration> {
+    time_checked_mut(&mut cmd)
+}
+
+fn time_checked_mut(cmd: &mut Command) -> Result<Duration> {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let t = Instant::now();
     let child = cmd.spawn()?;

@@ -11,15 +11,15 @@
 //! `postgresql://postgres@/app?host=/run/postgresql`. `MIGRATIONS` is a
 //! directory of revision files, read file by file as the CLI does, or a
 //! bundle: one file holding all revisions (`<name> <length>\n<bytes>` for each),
-//! read at once and parsed from memory, as a set embedded with `include_dir!`
-//! is (a directory generated at bench time cannot be embedded at compile
-//! time). `--single` applies the whole plan in one transaction. Exits
-//! non-zero, with the error chain on stderr, when the run fails.
+//! read at once into memory, as a set embedded with `include_dir!` is. Either
+//! way the set is a `LazySet`: at head the files are hashed, not parsed.
+//! `--single` applies the whole plan in one transaction. Exits non-zero, with
+//! the error chain on stderr, when the run fails.
 
 use std::error::Error;
 use std::str::FromStr;
 
-use pgskein::{Config, MigrationSet, Migrator, TransactionMode};
+use pgskein::{Config, LazySet, MigrationSet, Migrator, TransactionMode};
 use tokio_postgres::NoTls;
 
 fn usage() -> ! {
@@ -67,7 +67,11 @@ async fn select1(url: &str) -> Result<(), Box<dyn Error>> {
 }
 
 async fn run(url: &str, path: &str, mode: TransactionMode) -> Result<(), Box<dyn Error>> {
-    let set = if std::path::Path::new(path).is_dir() { MigrationSet::from_dir(path)? } else { bundle(path)? };
+    let set = if std::path::Path::new(path).is_dir() {
+        MigrationSet::builder().dir(path).lazy()?
+    } else {
+        bundle(path)?
+    };
     let client = connect(url).await?;
     let report = set.with_config(Config::default().transaction_mode(mode)).run(&client).await?;
     if report.fast_path {
@@ -78,7 +82,7 @@ async fn run(url: &str, path: &str, mode: TransactionMode) -> Result<(), Box<dyn
 }
 
 /// Loads a bundle: `<name> <length>\n` followed by `length` bytes, for each file.
-fn bundle(path: &str) -> Result<MigrationSet, Box<dyn Error>> {
+fn bundle(path: &str) -> Result<LazySet, Box<dyn Error>> {
     let bytes = std::fs::read(path)?;
     let mut builder = MigrationSet::builder();
     let mut rest = bytes.as_slice();
@@ -91,5 +95,5 @@ fn bundle(path: &str) -> Result<MigrationSet, Box<dyn Error>> {
         builder = builder.file(name, body);
         rest = &rest[eol + 1 + len..];
     }
-    Ok(builder.build()?)
+    Ok(builder.lazy()?)
 }

@@ -651,6 +651,7 @@ pub(crate) fn validate(
 const START: &str = include_str!("ledger/backfill_start.sql");
 const CHECKPOINT: &str = include_str!("ledger/backfill_checkpoint.sql");
 const TRANSITION: &str = include_str!("ledger/backfill_transition.sql");
+const RESET: &str = include_str!("ledger/backfill_reset.sql");
 
 /// A row of `backfills`.
 #[derive(Debug, Clone)]
@@ -832,12 +833,18 @@ pub(crate) async fn run(
     run_inline(conn, &ledger, &set.backfills).await
 }
 
+/// `set` is the migrator's set, or why it did not load: the handle then
+/// reports that error, as it does an invalid configuration.
 pub(crate) fn spawn(
-    set: &crate::MigrationSet,
+    set: Result<&crate::MigrationSet, Error>,
     cfg: &Config,
     pool: &deadpool_postgres::Pool,
 ) -> BackfillHandle {
-    engine::spawn(set.backfills.clone(), Ledger::new(cfg.schema_name()), cfg.validate().err(), pool.clone())
+    let (backfills, invalid) = match (set, cfg.validate()) {
+        (Ok(set), Ok(())) => (set.backfills.clone(), None),
+        (Err(e), _) | (_, Err(e)) => (Vec::new(), Some(e)),
+    };
+    engine::spawn(backfills, Ledger::new(cfg.schema_name()), invalid, pool.clone())
 }
 
 pub(crate) async fn status(
@@ -938,4 +945,58 @@ pub(crate) async fn set_paused(
         tracing::info!(backfill = %backfill.name, %state, "backfill {}", if pause { "paused" } else { "resumed" });
     }
     Ok(state)
+}
+
+/// Resets a backfill to `pending` (its row deleted, the reset logged), unless
+/// another session holds its lock and `force` is false. Returns the state it
+/// was reset from; `None` when it was pending already (nothing is recorded).
+pub(crate) async fn reset(
+    set: &crate::MigrationSet,
+    cfg: &Config,
+    db: Db<'_>,
+    name: &str,
+    force: bool,
+) -> Result<Option<BackfillState>, Error> {
+    cfg.validate()?;
+    let backfill = find(set, name)?;
+    let ledger = Ledger::new(cfg.schema_name());
+    let conn = db.conn().await?;
+    let client = conn.client();
+    if !ensure_table(client, &ledger).await? {
+        return Ok(None);
+    }
+    // One statement looks at the lock and deletes the row, so no runner can
+    // start between the two.
+    let key = lock::backfill_key(&ledger.schema, &backfill.name);
+    let row = client
+        .query_one(&ledger.sql(RESET), &[&backfill.name, &key, &force])
+        .await
+        .map_err(Error::db("resetting a backfill"))?;
+    let parse = |state: Option<String>| -> Result<Option<BackfillState>, Error> {
+        state
+            .map(|s| {
+                BackfillState::parse(&s).ok_or_else(|| Error::CorruptLedger {
+                    schema: ledger.schema.clone(),
+                    id: backfill.name.clone(),
+                    reason: format!("unknown backfill state {s:?}"),
+                })
+            })
+            .transpose()
+    };
+    let (reset_from, before, holder): (Option<String>, Option<String>, Option<i32>) =
+        (row.get(0), row.get(1), row.get(2));
+    if let Some(state) = parse(reset_from)? {
+        tracing::info!(backfill = %backfill.name, from = %state, forced = holder.is_some(), "backfill reset");
+        return Ok(Some(state));
+    }
+    match (parse(before)?, holder) {
+        (None | Some(BackfillState::Pending), _) => Ok(None),
+        (Some(_), Some(pid)) => Err(Error::BackfillRunning { name: backfill.name.clone(), pid }),
+        // The row moved between the statement's two reads; say what it is now.
+        (Some(state), None) => Err(Error::CorruptLedger {
+            schema: ledger.schema.clone(),
+            id: backfill.name.clone(),
+            reason: format!("backfill row in state {state} was not reset; try again"),
+        }),
+    }
 }

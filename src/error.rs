@@ -575,6 +575,16 @@ pub enum Error {
         /// What the run applied before stopping.
         report: Box<Report>,
     },
+    /// A backfill cannot be reset: another session is running it.
+    #[error(
+        "backfill {name} is being run by another session (pid {pid}); pause it and reset it once that session has stopped, or force the reset"
+    )]
+    BackfillRunning {
+        /// The backfill.
+        name: String,
+        /// The backend running it.
+        pid: i32,
+    },
     /// A backfill batch failed on every retry. The backfill is recorded as
     /// `failed` with the error and resumes from its last checkpoint when run again.
     #[error(

@@ -99,15 +99,30 @@ impl Checksum {
 
     /// Checksum of SQL source text, normalised as described on the type.
     pub fn of_sql(text: &str) -> Self {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut hasher = Sha256::new();
-        let mut rest = text;
-        while let Some(pos) = rest.find("\r\n") {
-            hasher.update(&rest.as_bytes()[..pos]);
-            hasher.update(b"\n");
-            rest = &rest[pos + 2..];
+        Self::of_sql_bytes(text.as_bytes())
+    }
+
+    /// [`of_sql`](Checksum::of_sql) of a file's bytes, normalised the same
+    /// way without checking that they are UTF-8 (a file that is not never
+    /// loads, so its checksum is never compared with a recorded one).
+    pub(crate) fn of_sql_bytes(bytes: &[u8]) -> Self {
+        let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+        if !bytes.contains(&b'\r') {
+            return Self::of_bytes(bytes);
         }
-        hasher.update(rest.as_bytes());
+        let mut hasher = Sha256::new();
+        let mut rest = bytes;
+        while let Some(cr) = rest.iter().position(|&b| b == b'\r') {
+            if rest.get(cr + 1) == Some(&b'\n') {
+                hasher.update(&rest[..cr]);
+                hasher.update(b"\n");
+                rest = &rest[cr + 2..];
+            } else {
+                hasher.update(&rest[..=cr]);
+                rest = &rest[cr + 1..];
+            }
+        }
+        hasher.update(rest);
         Self(hasher.finalize().into())
     }
 
@@ -172,6 +187,15 @@ mod tests {
         assert!(RevisionId::new("").is_err());
         assert!(RevisionId::new("base").is_err());
         assert!(RevisionId::new("x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn checksum_keeps_a_lone_carriage_return_and_reads_bytes_as_text() {
+        assert_ne!(Checksum::of_sql("a\rb"), Checksum::of_sql("a\nb"));
+        assert_eq!(Checksum::of_sql("a\r\r\nb\r"), Checksum::of_bytes(b"a\r\nb\r"));
+        for text in ["", "\u{feff}", "x\r\n", "\u{feff}\r\n\r\n", "é\r\nü", "\r"] {
+            assert_eq!(Checksum::of_sql(text), Checksum::of_sql_bytes(text.as_bytes()), "{text:?}");
+        }
     }
 
     #[test]

@@ -25,7 +25,10 @@
 //! same parser as the runtime: a malformed file is a compile error naming the
 //! file and line. Fifty replicas may call `run` at once: one takes the lock and
 //! applies what is pending, the others wait, find nothing left, and return. A
-//! database already at head costs one query and no lock.
+//! database already at head costs one query and no lock, and nothing is parsed:
+//! the set's digest was computed at compile time (see
+//! [running](guide::running#what-a-start-at-head-does-not-do-parse)). The files
+//! are parsed, once, when a run has work to do.
 //!
 //! ## Guide
 //!
@@ -41,7 +44,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`embed_migrations!`], [`Embedded`] | revision files read and checked at compile time |
-//! | [`MigrationSet`] | loading revision files (embedded or from disk) and validating the graph |
+//! | [`MigrationSet`], [`LazySet`] | loading revision files (embedded or from disk) and validating the graph, at once or when first needed |
 //! | [`Target`], [`Plan`] | targets and deterministic plans |
 //! | [`Migrator`], [`Config`] | running upgrades, downgrades, stamps; status |
 //! | [`Error`] | every failure, with the revision and file it concerns |
@@ -171,8 +174,11 @@ pub use preflight::{Preflight, Problem, ProblemKind};
 pub use report::{Direction, Report, StepReport, Warning};
 pub use rust::{MigrationDb, MigrationFuture, ReversibleMigration, RustCode, RustMigration, RustRevision};
 #[cfg(feature = "macros")]
+#[doc(hidden)]
+pub use source::EmbeddedState;
+#[cfg(feature = "macros")]
 pub use source::{Embedded, EmbeddedFile};
-pub use source::{MigrationSet, SetBuilder};
+pub use source::{LazySet, MigrationSet, SetBuilder};
 pub use state::{BlockedState, LockHolder};
 
 /// Embeds a directory of revision files at compile time, checked by the

@@ -137,25 +137,42 @@ pub struct VerifyReport {
 
 /// Runs migrations. Implement [`migrations`](Migrator::migrations); everything else is provided.
 ///
-/// [`MigrationSet`] implements it with the default [`Config`]; use
+/// [`MigrationSet`], [`Embedded`](crate::Embedded) (from
+/// [`embed_migrations!`](crate::embed_migrations)) and [`LazySet`](crate::LazySet)
+/// implement it with the default [`Config`]; use
 /// [`with_config`](Migrator::with_config) to change settings.
 ///
 /// ```no_run
-/// use include_dir::{include_dir, Dir};
 /// use pgskein::Migrator;
 ///
-/// static MIGRATIONS: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+/// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 ///
 /// # async fn start(pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
-/// let migrator = pgskein::MigrationSet::from_embedded(&MIGRATIONS)?;
-/// let report = migrator.run(&pool).await?;
+/// let report = MIGRATIONS.run(&pool).await?;
 /// println!("applied {} revisions", report.steps.len());
 /// # Ok(()) }
 /// ```
 #[async_trait]
 pub trait Migrator: Send + Sync {
-    /// The revisions to migrate with.
-    fn migrations(&self) -> &MigrationSet;
+    /// The revisions to migrate with, validated. A source that loads them
+    /// when first needed ([`Embedded`](crate::Embedded), [`LazySet`](crate::LazySet))
+    /// parses them on the first call, reports what does not load, and keeps
+    /// the set.
+    fn migrations(&self) -> Result<&MigrationSet, Error>;
+
+    /// The [fingerprint](MigrationSet::fingerprint) of the set
+    /// [`migrations`](Migrator::migrations) gives, when it is known without
+    /// loading the set. A run towards every head compares it with the
+    /// database's first and returns when they are equal, so a database at
+    /// head costs one query and no parsing. The default, `None`, loads the
+    /// set to learn it; a type wrapping another migrator forwards it.
+    ///
+    /// # Warning
+    /// A value other than the set's fingerprint makes runs return without
+    /// applying what is pending, or always load the set.
+    fn known_fingerprint(&self) -> Option<&str> {
+        None
+    }
 
     /// Settings; the default is [`Config::default`].
     fn config(&self) -> Config {
@@ -172,12 +189,12 @@ pub trait Migrator: Send + Sync {
 
     /// Upgrades to every head. At head this costs one query and takes no lock.
     async fn run<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Report, Error> {
-        execute(self.migrations(), &self.config(), db.into(), &Target::Heads, Mode::Upgrade).await
+        execute(self, &self.config(), db.into(), &Target::Heads, Mode::Upgrade).await
     }
 
     /// Applies what `target` needs. Never removes anything.
     async fn upgrade<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Report, Error> {
-        execute(self.migrations(), &self.config(), db.into(), target, Mode::Upgrade).await
+        execute(self, &self.config(), db.into(), target, Mode::Upgrade).await
     }
 
     /// Reverts revisions down to `target` (`base`, `-N`, or a revision that stays applied).
@@ -186,7 +203,7 @@ pub trait Migrator: Send + Sync {
         db: impl Into<Db<'a>> + Send + 'a,
         target: &Target,
     ) -> Result<Report, Error> {
-        execute(self.migrations(), &self.config(), db.into(), target, Mode::Downgrade).await
+        execute(self, &self.config(), db.into(), target, Mode::Downgrade).await
     }
 
     /// Records the database as being at `target` without running any body.
@@ -195,21 +212,22 @@ pub trait Migrator: Send + Sync {
     /// The ledger then says what the schema does not necessarily contain; use it
     /// to adopt a database migrated by other means, or after repairing by hand.
     async fn stamp<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Report, Error> {
-        execute(self.migrations(), &self.config(), db.into(), target, Mode::Stamp).await
+        execute(self, &self.config(), db.into(), target, Mode::Stamp).await
     }
 
     /// What is applied, pending, blocked or unknown. Read-only; takes no lock.
     async fn status<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Status, Error> {
+        let graph = &self.migrations()?.graph;
         let session = Session::read(db.into().conn().await?, &self.config()).await?;
-        let status = status_of(&self.migrations().graph, &session.state);
+        let status = status_of(graph, &session.state);
         session.close(Ok(status)).await
     }
 
     /// The steps an upgrade (or, for `base`, `-N` and applied revisions, a
     /// downgrade) to `target` would run now. Read-only; takes no lock.
     async fn plan<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Plan, Error> {
+        let graph = &self.migrations()?.graph;
         let session = Session::read(db.into().conn().await?, &self.config()).await?;
-        let graph = &self.migrations().graph;
         let plan = plan::either_way(graph, &plan::reconcile(graph, &session.state.records), target);
         session.close(plan).await
     }
@@ -225,11 +243,11 @@ pub trait Migrator: Send + Sync {
         style: SqlStyle,
     ) -> Result<String, Error> {
         let config = self.config();
+        let set = self.migrations()?;
         let session = Session::read(db.into().conn().await?, &config).await?;
-        let graph = &self.migrations().graph;
-        let rec = plan::reconcile(graph, &session.state.records);
-        let sql = plan::either_way(graph, &rec, target)
-            .and_then(|plan| crate::offline::render(self.migrations(), config.schema_name(), &plan, style));
+        let rec = plan::reconcile(&set.graph, &session.state.records);
+        let sql = plan::either_way(&set.graph, &rec, target)
+            .and_then(|plan| crate::offline::render(set, config.schema_name(), &plan, style));
         session.close(sql).await
     }
 
@@ -244,18 +262,19 @@ pub trait Migrator: Send + Sync {
         target: &Target,
     ) -> Result<Preflight, Error> {
         let config = self.config();
+        let set = self.migrations()?;
         let session = Session::read(db.into().conn().await?, &config).await?;
-        let rec = plan::reconcile(&self.migrations().graph, &session.state.records);
-        let plan = plan::either_way(&self.migrations().graph, &rec, target)?;
+        let rec = plan::reconcile(&set.graph, &session.state.records);
+        let plan = plan::either_way(&set.graph, &rec, target)?;
         let fresh = session.state.meta == Meta::Missing;
-        let result = crate::preflight::check(self.migrations(), session.client(), plan, fresh).await;
+        let result = crate::preflight::check(set, session.client(), plan, fresh).await;
         session.close(result).await
     }
 
     /// Re-runs the verify section of every applied revision, each in a
     /// transaction that is rolled back, and records the outcome in `events`.
     async fn verify<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<VerifyReport, Error> {
-        verify(self.migrations(), &self.config(), db.into()).await
+        verify(self.migrations()?, &self.config(), db.into()).await
     }
 
     /// Records the current checksums of applied revisions whose file changed,
@@ -265,7 +284,7 @@ pub trait Migrator: Send + Sync {
     /// The ledger then vouches for SQL that never ran as written: make sure the
     /// database really matches the edited files.
     async fn repair<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Vec<RevisionId>, Error> {
-        repair(self.migrations(), &self.config(), db.into()).await
+        repair(self.migrations()?, &self.config(), db.into()).await
     }
 
     /// Fails unless the newest release fully applied satisfies `requirement`
@@ -294,7 +313,7 @@ pub trait Migrator: Send + Sync {
         id: &str,
         resolution: Resolution,
     ) -> Result<(), Error> {
-        resolve(self.migrations(), &self.config(), db.into(), id, resolution).await
+        resolve(self.migrations()?, &self.config(), db.into(), id, resolution).await
     }
 
     // ----- backfills (see `docs/backfills.md`) -----
@@ -304,7 +323,7 @@ pub trait Migrator: Send + Sync {
     /// process is running is waited for; a paused one is skipped (its outcome
     /// says so). Stops at the first backfill that fails for good.
     async fn run_backfills<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<BackfillReport, Error> {
-        crate::backfill::run(self.migrations(), &self.config(), db.into()).await
+        crate::backfill::run(self.migrations()?, &self.config(), db.into()).await
     }
 
     /// Starts every eligible backfill on a background task that takes its
@@ -328,7 +347,7 @@ pub trait Migrator: Send + Sync {
         &self,
         db: impl Into<Db<'a>> + Send + 'a,
     ) -> Result<Vec<BackfillStatus>, Error> {
-        crate::backfill::status(self.migrations(), &self.config(), db.into()).await
+        crate::backfill::status(self.migrations()?, &self.config(), db.into()).await
     }
 
     /// Pauses a backfill: records `paused`, so no process runs it until it is
@@ -339,7 +358,43 @@ pub trait Migrator: Send + Sync {
         db: impl Into<Db<'a>> + Send + 'a,
         name: &str,
     ) -> Result<BackfillState, Error> {
-        crate::backfill::pause_or_resume(self.migrations(), &self.config(), db.into(), name, true).await
+        crate::backfill::pause_or_resume(self.migrations()?, &self.config(), db.into(), name, true).await
+    }
+
+    /// Resets a backfill to `pending`, so that the next run starts it again
+    /// from nothing, over the key range it finds then (a done backfill whose
+    /// data changed again, a failed one whose fix needs a fresh start). Its
+    /// row in `backfills` is removed and a `backfill_reset` event records the
+    /// state and rows it had. Returns the state it was reset from, or `None`
+    /// when it was pending already (nothing is recorded then).
+    ///
+    /// A backfill that another session is running (it holds the backfill's
+    /// lock) is refused with [`Error::BackfillRunning`]: pause it first, and
+    /// reset it once that session has finished its batch. With `force`, it
+    /// is reset all the same, and that session starts it over at its next
+    /// checkpoint.
+    ///
+    /// Reverting a revision resets its backfills already.
+    ///
+    /// # Warning
+    /// A backfill's batches run again over rows they already changed: reset
+    /// only backfills whose statement can run twice.
+    ///
+    /// ```no_run
+    /// # use pgskein::Migrator;
+    /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+    /// if let Some(was) = set.reset_backfill(&pool, "documents_sha256_fill", false).await? {
+    ///     println!("reset from {was}; the next run starts it over");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn reset_backfill<'a>(
+        &self,
+        db: impl Into<Db<'a>> + Send + 'a,
+        name: &str,
+        force: bool,
+    ) -> Result<Option<BackfillState>, Error> {
+        crate::backfill::reset(self.migrations()?, &self.config(), db.into(), name, force).await
     }
 
     /// Resumes a paused backfill: the next run (or a waiting deferred task) carries on
@@ -349,13 +404,29 @@ pub trait Migrator: Send + Sync {
         db: impl Into<Db<'a>> + Send + 'a,
         name: &str,
     ) -> Result<BackfillState, Error> {
-        crate::backfill::pause_or_resume(self.migrations(), &self.config(), db.into(), name, false).await
+        crate::backfill::pause_or_resume(self.migrations()?, &self.config(), db.into(), name, false).await
     }
 }
 
 impl Migrator for MigrationSet {
-    fn migrations(&self) -> &MigrationSet {
-        self
+    fn migrations(&self) -> Result<&MigrationSet, Error> {
+        Ok(self)
+    }
+    fn known_fingerprint(&self) -> Option<&str> {
+        Some(&self.digest)
+    }
+}
+
+/// A borrowed migrator is one: `(&MIGRATIONS).with_config(..)` on a `static`.
+impl<M: Migrator> Migrator for &M {
+    fn migrations(&self) -> Result<&MigrationSet, Error> {
+        (**self).migrations()
+    }
+    fn known_fingerprint(&self) -> Option<&str> {
+        (**self).known_fingerprint()
+    }
+    fn config(&self) -> Config {
+        (**self).config()
     }
 }
 
@@ -367,8 +438,11 @@ pub struct Configured<M> {
 }
 
 impl<M: Migrator> Migrator for Configured<M> {
-    fn migrations(&self) -> &MigrationSet {
+    fn migrations(&self) -> Result<&MigrationSet, Error> {
         self.inner.migrations()
+    }
+    fn known_fingerprint(&self) -> Option<&str> {
+        self.inner.known_fingerprint()
     }
     fn config(&self) -> Config {
         self.config.clone()
@@ -392,8 +466,8 @@ enum Round {
     Done,
 }
 
-async fn execute(
-    set: &MigrationSet,
+async fn execute<M: Migrator + ?Sized>(
+    m: &M,
     cfg: &Config,
     db: Db<'_>,
     target: &Target,
@@ -401,23 +475,39 @@ async fn execute(
 ) -> Result<Report, Error> {
     let started = Instant::now();
     cfg.validate()?;
-    plan::check_target(&set.graph, target, mode)?;
-    let inline = cfg.inline_backfills && mode == Mode::Upgrade && !set.backfills.is_empty();
+    // A run towards every head needs no graph to check its target, so it
+    // reaches the fast path without loading the set; other targets are
+    // checked first, so a target that names nothing is an error even when
+    // there is nothing to do.
+    if !(mode == Mode::Upgrade && *target == Target::Heads) {
+        plan::check_target(&m.migrations()?.graph, target, mode)?;
+    }
+    // Inline backfills are looked for only once a round had work, when the set is loaded.
+    let inline = || -> Result<bool, Error> {
+        Ok(cfg.inline_backfills && mode == Mode::Upgrade && !m.migrations()?.backfills.is_empty())
+    };
     let hooks = if mode == Mode::Stamp { None } else { cfg.hooks.0.clone() };
     let mut run = Run { report: Report::default(), announced: false };
     let mut first = true;
     let result = loop {
-        let round = execute_once(set, cfg, db, target, mode, &mut run).await;
+        let round = execute_once(m, cfg, db, target, mode, &mut run).await;
+        let inline = match &round {
+            Ok(Round::Done) | Err(Error::BackfillIncomplete { .. }) => match inline() {
+                Ok(inline) => inline,
+                Err(e) => break Err(e),
+            },
+            _ => false,
+        };
         match round {
             Ok(Round::Fast) => {
                 run.report.fast_path = first;
                 break Ok(());
             }
-            Ok(Round::Done) if inline => break crate::backfill::run(set, cfg, db).await.map(drop),
+            Ok(Round::Done) if inline => break run_backfills(m, cfg, db).await.map(drop),
             Ok(Round::Done) => break Ok(()),
             Err(Error::BackfillIncomplete { revision, backfill, .. }) if inline => {
                 // Run the eligible backfills; go on while they unblock revisions.
-                let done = match crate::backfill::run(set, cfg, db).await {
+                let done = match run_backfills(m, cfg, db).await {
                     Ok(done) => done,
                     Err(e) => break Err(e),
                 };
@@ -452,9 +542,33 @@ async fn execute(
     result.map(|()| run.report)
 }
 
+async fn run_backfills<M: Migrator + ?Sized>(
+    m: &M,
+    cfg: &Config,
+    db: Db<'_>,
+) -> Result<crate::BackfillReport, Error> {
+    crate::backfill::run(m.migrations()?, cfg, db).await
+}
+
+/// The fast path's one query: what `meta` holds, refused when a newer
+/// pgskein made it unreadable. [`Meta::at`] then says whether the database
+/// holds exactly the applied set of a fingerprint. `execute_once` decides
+/// with it, and the CLI asks it (while it reads the files) before loading
+/// anything for a run that may have nothing to do.
+pub(crate) async fn fast_path_meta(ledger: &Ledger, client: &Client) -> Result<Meta, Error> {
+    let meta = ledger.meta(client).await?;
+    ledger.check_format(&meta)?;
+    Ok(meta)
+}
+
 /// One round: the fast path, else the lock, the ledger, the plan, the steps.
-async fn execute_once(
-    set: &MigrationSet,
+///
+/// The fast path is decided on the set's fingerprint alone: when the source
+/// knows it without loading the set ([`Migrator::known_fingerprint`]), a
+/// database at head costs one query and nothing is parsed. Otherwise, or
+/// when there is work, the set is loaded (and validated) here.
+async fn execute_once<M: Migrator + ?Sized>(
+    m: &M,
     cfg: &Config,
     db: Db<'_>,
     target: &Target,
@@ -463,12 +577,15 @@ async fn execute_once(
 ) -> Result<Round, Error> {
     let ledger = Ledger::new(&cfg.schema);
     let conn = db.conn().await?;
-    let meta = ledger.meta(conn.client()).await?;
-    ledger.check_format(&meta)?;
-    if mode == Mode::Upgrade && meta.at(&set.digest) {
+    let digest = match (mode, m.known_fingerprint()) {
+        (Mode::Upgrade, Some(digest)) => digest,
+        _ => m.migrations()?.fingerprint(),
+    };
+    if fast_path_meta(&ledger, conn.client()).await?.at(digest) && mode == Mode::Upgrade {
         tracing::debug!("nothing pending");
         return Ok(Round::Fast);
     }
+    let set = m.migrations()?;
     // While we wait, the holder may bring the database to where we are
     // going: then the fast path holds, and we return as if we had started
     // after it, instead of queueing for the lock to learn it.

@@ -86,6 +86,8 @@ pub(crate) fn expansion(dir: &LitStr) -> syn::Result<TokenStream> {
         // files are still the ones there; release builds do not keep it.
         const SOURCE: ::core::option::Option<&str> =
             if ::core::cfg!(debug_assertions) { #source } else { ::core::option::Option::None };
-        ::pgskein::Embedded::__new(FILES, #digest, SOURCE)
+        // Shared by every copy of the value: the set, parsed on first use.
+        static STATE: ::pgskein::EmbeddedState = ::pgskein::EmbeddedState::new();
+        ::pgskein::Embedded::__new(FILES, #digest, SOURCE, &STATE)
     }})
 }

@@ -115,15 +115,26 @@ impl<'a> Runner<'a> {
     }
 
     async fn locked(&mut self, bf: &Backfill) -> Result<Outcome, Error> {
+        loop {
+            if let Some(outcome) = self.pass(bf).await? {
+                return Ok(outcome);
+            }
+            tracing::info!(backfill = %bf.name, "backfill reset while this process ran it; starting it over");
+        }
+    }
+
+    /// Starts or resumes `bf` and walks it; `None` when its row was reset
+    /// while it ran, to start over.
+    async fn pass(&mut self, bf: &Backfill) -> Result<Option<Outcome>, Error> {
         use BackfillState::*;
         let names = std::slice::from_ref(&bf.name);
         let row = read_rows(self.client(), &self.ledger, names).await?.remove(&bf.name);
         match row.as_ref().map(|r| r.state) {
-            Some(Done) => return Ok(Outcome::AlreadyDone),
-            Some(Paused) => return Ok(Outcome::Paused),
+            Some(Done) => return Ok(Some(Outcome::AlreadyDone)),
+            Some(Paused) => return Ok(Some(Outcome::Paused)),
             None | Some(Pending) => {
                 if !self.start(bf).await? {
-                    return Ok(Outcome::Paused);
+                    return Ok(Some(Outcome::Paused));
                 }
             }
             Some(Running | Failed) => {
@@ -138,7 +149,7 @@ impl<'a> Runner<'a> {
                 )
                 .await?;
                 if !resumed {
-                    return Ok(Outcome::Paused);
+                    return Ok(Some(Outcome::Paused));
                 }
             }
         }
@@ -147,8 +158,8 @@ impl<'a> Runner<'a> {
         };
         match row.state {
             Running => {}
-            Done => return Ok(Outcome::AlreadyDone),
-            _ => return Ok(Outcome::Paused),
+            Done => return Ok(Some(Outcome::AlreadyDone)),
+            _ => return Ok(Some(Outcome::Paused)),
         }
         tracing::info!(
             backfill = %bf.name,
@@ -261,12 +272,13 @@ impl<'a> Runner<'a> {
         Ok(Ok((checkpoint, work)))
     }
 
-    /// The batch loop.
-    async fn walk(&mut self, bf: &Backfill, row: Row) -> Result<Outcome, Error> {
+    /// Walks `bf` in batches from `row`. `None`: its row was reset (removed)
+    /// while this process ran it, and the walk is to start over.
+    async fn walk(&mut self, bf: &Backfill, row: Row) -> Result<Option<Outcome>, Error> {
         let o = &bf.opts;
         let (checkpoint, work) = match self.prepare(bf).await? {
             Ok(prepared) => prepared,
-            Err(outcome) => return Ok(outcome),
+            Err(outcome) => return Ok(Some(outcome)),
         };
         let begin = begin_sql(o);
         let mut walk = Walk::new(bf, &row);
@@ -274,7 +286,7 @@ impl<'a> Runner<'a> {
             if walk.last_check.is_none_or(|t| t.elapsed() >= o.health_interval) {
                 if self.wait_healthy(bf, &mut walk.progress).await? {
                     tracing::info!(backfill = %bf.name, "backfill paused");
-                    return Ok(Outcome::Paused);
+                    return Ok(Some(Outcome::Paused));
                 }
                 walk.last_check = Some(Instant::now());
             }
@@ -302,7 +314,7 @@ impl<'a> Runner<'a> {
                     self.batches += 1;
                     walk.committed(bf, &row, BatchDone { rows, units, size, took, event_due }, next, done);
                     if done {
-                        return Ok(Outcome::Done);
+                        return Ok(Some(Outcome::Done));
                     }
                 }
                 Ok(Step::Moved) => return self.moved(bf, walk.rows_done).await,
@@ -323,7 +335,7 @@ impl<'a> Runner<'a> {
                         walk.sizer.halve();
                     }
                     if walk.failures > o.max_retries {
-                        return self.fail(bf, walk.failures, e).await;
+                        return self.fail(bf, walk.failures, e).await.map(Some);
                     }
                     tracing::warn!(
                         backfill = %bf.name,
@@ -340,15 +352,18 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// A batch's checkpoint found the row moved by someone else: paused, or done.
-    async fn moved(&mut self, bf: &Backfill, rows_done: u64) -> Result<Outcome, Error> {
+    /// A batch's checkpoint found the row moved by someone else: paused,
+    /// done, or reset (then `None`: start over).
+    async fn moved(&mut self, bf: &Backfill, rows_done: u64) -> Result<Option<Outcome>, Error> {
         let now = read_rows(self.client(), &self.ledger, std::slice::from_ref(&bf.name)).await?;
         match now.get(&bf.name).map(|r| r.state) {
             Some(BackfillState::Paused) => {
                 tracing::info!(backfill = %bf.name, rows_done, "backfill paused");
-                Ok(Outcome::Paused)
+                Ok(Some(Outcome::Paused))
             }
-            Some(BackfillState::Done) => Ok(Outcome::AlreadyDone),
+            Some(BackfillState::Done) => Ok(Some(Outcome::AlreadyDone)),
+            // Reset by an operator (`reset_backfill` with force), or its revision reverted: start over.
+            None | Some(BackfillState::Pending) => Ok(None),
             _ => Err(self.corrupt(bf, "its checkpoint moved while this process held its lock")),
         }
     }

@@ -209,6 +209,17 @@ pub(crate) enum BackfillCommand {
     Pause(BackfillName),
     /// Resume a paused backfill; the next run (or `backfill run`) continues it.
     Resume(BackfillName),
+    /// Reset a done, failed or paused backfill to pending: the next run starts it over (asks for confirmation).
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ResetArgs {
+    /// The backfill's name.
+    pub(crate) name: String,
+    /// Reset it even while another session runs it (that session starts it over).
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -60,17 +60,30 @@ impl Ctx<'_> {
     /// The embedded set, or the directory's, which may have several heads
     /// (so that `heads`, `history` and `merge` work on it).
     fn load(&self) -> Result<Cow<'_, MigrationSet>, Failure> {
-        if let (Some(set), false) = (self.embedded, self.uses_files()) {
-            return Ok(Cow::Borrowed(set));
+        if let (Some(m), false) = (self.embedded, self.uses_files()) {
+            return m.set().map(Cow::Borrowed).map_err(|e| self.load_failure(e));
         }
-        self.files().build().map(Cow::Owned).map_err(|e| self.load_failure(e))
+        self.files()?.build().map(Cow::Owned).map_err(|e| self.load_failure(e))
+    }
+
+    /// What [`load`](Ctx::load) loads, not parsed yet: the directory's files
+    /// read, or the service's migrations as given. A run towards every head
+    /// first compares its fingerprint with the database's.
+    fn source(&self) -> Result<Source<'_>, Failure> {
+        match (self.embedded, self.uses_files()) {
+            (Some(m), false) => Ok(Source::Service(m)),
+            _ => self.files()?.lazy().map(|l| Source::Files(Box::new(l))).map_err(|e| self.load_failure(e)),
+        }
     }
 
     /// The directory's files, with the embedded set's Rust-coded revisions
     /// and backfills when there is one (`myservice migrate --dir migrations`).
-    fn files(&self) -> crate::SetBuilder {
-        let builder = self.embedded.map(MigrationSet::without_files).unwrap_or_default();
-        builder.dir(self.dir()).allow_multiple_heads(true)
+    fn files(&self) -> Result<crate::SetBuilder, Failure> {
+        let builder = match self.embedded {
+            Some(m) => m.set().map_err(|e| self.load_failure(e))?.without_files(),
+            None => crate::SetBuilder::default(),
+        };
+        Ok(builder.dir(self.dir()).allow_multiple_heads(true))
     }
 
     fn load_failure(&self, e: Error) -> Failure {
@@ -303,8 +316,13 @@ fn graph(ctx: &Ctx<'_>, a: &GraphArgs) -> Result<u8, Failure> {
 
 fn check(ctx: &Ctx<'_>, a: &CheckArgs) -> Result<u8, Failure> {
     let loaded = if ctx.uses_files() {
-        let all = ctx.files().build_reporting_all();
-        all.map(Cow::Owned).map_err(|errors| errors.into_iter().map(|e| ctx.load_failure(e)).collect())
+        match ctx.files() {
+            Ok(files) => files
+                .build_reporting_all()
+                .map(Cow::Owned)
+                .map_err(|errors| errors.into_iter().map(|e| ctx.load_failure(e)).collect()),
+            Err(f) => Err(vec![f]),
+        }
     } else {
         ctx.load().map_err(|f| vec![f])
     };
@@ -828,12 +846,52 @@ async fn preflight_gate(
 
 // ----- changing the database -----
 
+/// Where a command's revisions come from, read but not parsed.
+enum Source<'c> {
+    /// The files of `--dir` (with an embedded CLI's Rust-coded revisions and backfills).
+    Files(Box<crate::LazySet>),
+    /// The migrations of the service that embeds the CLI.
+    Service(&'c dyn super::Migrations),
+}
+
+impl Source<'_> {
+    fn known_fingerprint(&self) -> Option<&str> {
+        match self {
+            Source::Files(files) => crate::Migrator::known_fingerprint(&**files),
+            Source::Service(m) => m.known_fingerprint(),
+        }
+    }
+
+    fn set(&self) -> Result<&MigrationSet, Error> {
+        match self {
+            Source::Files(files) => files.set(),
+            Source::Service(m) => m.set(),
+        }
+    }
+}
+
 async fn upgrade(ctx: &Ctx<'_>, a: &UpgradeArgs) -> Result<u8, Failure> {
+    let started = std::time::Instant::now();
+    // Towards every head, the files are parsed and checked only when the
+    // database does not hold exactly them already (docs/running.md).
+    let towards_heads = !a.run.sql && matches!(a.target.as_deref(), None | Some("heads"));
+    let (source, connected) = if towards_heads {
+        let (source, client, meta) = fast_path(ctx).await?;
+        if source.known_fingerprint().is_some_and(|digest| meta.at(digest)) {
+            return Ok(nothing_to_do(ctx, &a.run, started.elapsed()));
+        }
+        (source, Some(client))
+    } else {
+        (ctx.source()?, None)
+    };
     let bars = ctx.bars();
-    let set = ctx.with_bars(ctx.load()?, &bars);
+    let set = ctx.with_bars(Cow::Borrowed(source.set().map_err(|e| ctx.load_failure(e))?), &bars);
     ctx.single_head(&set)?;
     let target = a.target.as_deref().map_or(Ok(Target::Heads), |t| parse_target(&set, t))?;
-    let client = ctx.connect().await?;
+    let client = match connected {
+        Some(client) => client,
+        None => ctx.connect().await?,
+    };
     if a.run.sql {
         return print_sql(ctx, &ctx.runner(&set), &client, &target, a.run.single_transaction).await;
     }
@@ -893,6 +951,52 @@ async fn stamp(ctx: &Ctx<'_>, a: &StampArgs) -> Result<u8, Failure> {
     let report = m.stamp(&client, &target).await?;
     let opts = RunOptions { backup: None, single_transaction: false, sql: false, no_preflight: true };
     finish(ctx, &m, &client, "stamp", &target, &report, &opts, &Arc::new(AtomicBool::new(false))).await
+}
+
+/// The source, connected, and what the ledger's `meta` holds. The standalone
+/// binary's files are read and hashed on another thread while this one
+/// connects and asks: a start at head then costs about the longer of the two,
+/// not their sum.
+async fn fast_path<'c>(ctx: &'c Ctx<'_>) -> Result<(Source<'c>, Client, crate::state::Meta), Failure> {
+    ctx.config.validate().map_err(Failure::from)?;
+    let reading = ctx.embedded.is_none().then(|| {
+        let dir = ctx.dir();
+        tokio::task::spawn_blocking(move || {
+            crate::SetBuilder::default().dir(dir).allow_multiple_heads(true).lazy()
+        })
+    });
+    let client = ctx.connect().await?;
+    let ledger = crate::ledger::Ledger::new(ctx.config.schema_name());
+    let meta = crate::migrator::fast_path_meta(&ledger, &client).await?;
+    let source = match reading {
+        Some(reading) => {
+            let read = reading.await.map_err(|e| {
+                Failure::new(exit::ERROR, "io", format!("reading {} failed", ctx.dir().display()))
+                    .caused_by(&e)
+            })?;
+            Source::Files(Box::new(read.map_err(|e| ctx.load_failure(e))?))
+        }
+        None => ctx.source()?,
+    };
+    Ok((source, client, meta))
+}
+
+/// `upgrade` towards every head on a database that holds exactly the set:
+/// what `finish` prints for a run that took the fast path, without the
+/// current revisions (the set was not loaded to name them).
+fn nothing_to_do(ctx: &Ctx<'_>, opts: &RunOptions, duration: Duration) -> u8 {
+    let report = Report { fast_path: true, duration, ..Report::default() };
+    let mut doc = report_json(&report);
+    doc["command"] = json!("upgrade");
+    doc["target"] = json!(Target::Heads.to_string());
+    doc["backup"] = Value::Null;
+    doc["current"] = Value::Null;
+    ctx.ui.json(doc);
+    let backup = if opts.backup.is_some() { " (no backup taken)" } else { "" };
+    ctx.ui.line(
+        ctx.ui.paint(Style::Green, &format!("nothing to do for heads: the database is at head{backup}")),
+    );
+    exit::OK
 }
 
 /// Prints a run's report and where the database is now.
@@ -1194,6 +1298,51 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
                 format!("the next run, or `{} backfill run`, continues it", ctx.ui.bin)
             };
             ctx.ui.line(format!("{}: {}; {next}", n.name, state.as_str()));
+            Ok(exit::OK)
+        }
+        BackfillCommand::Reset(r) => {
+            known_backfill(&set, &r.name)?;
+            let now = m.backfill_status(&client).await?.into_iter().find(|b| b.name == r.name);
+            let Some(now) = now.filter(|b| b.state != BackfillState::Pending) else {
+                ctx.ui.json(json!({ "name": r.name, "reset_from": Value::Null, "state": "pending" }));
+                ctx.ui.line(format!("{}: pending already; nothing to reset", r.name));
+                return Ok(exit::OK);
+            };
+            let running = if now.active { ", and another session is running it now" } else { "" };
+            let question = format!(
+                "{} is {} with {} rows done{running}. Reset it in {}, so that the next run starts it over \
+                 (its statement runs again on rows it already changed)?",
+                r.name,
+                now.state,
+                thousands(now.rows_done),
+                ctx.database()
+            );
+            ctx.ui.confirm(ctx.args.yes, &question)?;
+            let from = m.reset_backfill(&client, &r.name, r.force).await.map_err(|e| {
+                let running = matches!(e, Error::BackfillRunning { .. });
+                let f = Failure::from(e);
+                if running {
+                    let (bin, name) = (&ctx.ui.bin, &r.name);
+                    f.hint(format!(
+                        "`{bin} backfill pause {name}`, then reset it once that session has stopped; \
+                         or pass --force to reset it while it runs"
+                    ))
+                } else {
+                    f
+                }
+            })?;
+            ctx.ui.json(json!({
+                "name": r.name,
+                "reset_from": from.map(BackfillState::as_str),
+                "state": "pending",
+            }));
+            match from {
+                Some(was) => ctx.ui.line(format!(
+                    "{}: reset from {was} to pending; the next run, or `{} backfill run`, starts it over",
+                    r.name, ctx.ui.bin
+                )),
+                None => ctx.ui.line(format!("{}: pending already; nothing to reset", r.name)),
+            }
             Ok(exit::OK)
         }
     }

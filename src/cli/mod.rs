@@ -11,9 +11,8 @@
 //! static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
 //!
 //! fn main() -> std::process::ExitCode {
-//!     let set = MIGRATIONS.builder().build().expect("valid migrations");
-//!     // `myservice status`, `myservice upgrade`, ...
-//!     pgskein::cli::run_with(set, std::env::args_os())
+//!     // `myservice status`, `myservice upgrade`, ... (`upgrade` at head parses nothing)
+//!     pgskein::cli::run_with(MIGRATIONS, std::env::args_os())
 //! }
 //! ```
 //!
@@ -96,7 +95,7 @@ where
         .about("Database migrations: status, upgrade, downgrade, history and more (pgskein)");
     let parsed = command.try_get_matches_from(args).and_then(|m| Args::from_arg_matches(&m));
     match parsed {
-        Ok(args) => block_on(Some(migrator.migrations()), migrator.config(), args, name_for_hints),
+        Ok(args) => block_on(Some(&migrator), migrator.config(), args, name_for_hints),
         Err(e) => clap_exit(&e),
     }
 }
@@ -119,7 +118,7 @@ pub async fn execute<M: Migrator>(migrator: &M, args: Args) -> ExitCode {
         .next()
         .and_then(|a| std::path::Path::new(&a).file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "pgskein".to_owned());
-    ExitCode::from(run(Some(migrator.migrations()), migrator.config(), args, program).await)
+    ExitCode::from(run(Some(migrator), migrator.config(), args, program).await)
 }
 
 #[derive(Parser)]
@@ -141,7 +140,7 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
     ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK })
 }
 
-fn block_on(set: Option<&MigrationSet>, config: Config, args: Args, program: String) -> ExitCode {
+fn block_on(set: Option<&dyn Migrations>, config: Config, args: Args, program: String) -> ExitCode {
     init_logging(args.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -173,7 +172,7 @@ fn init_logging(verbose: u8) {
 }
 
 /// `program` is how the commands are invoked, unless `args` says otherwise.
-async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args, program: String) -> u8 {
+async fn run(embedded: Option<&dyn Migrations>, config: Config, args: Args, program: String) -> u8 {
     let bin = args.program.clone().unwrap_or(program);
     let mut ui = Ui::new(args.json, args.color, bin);
     let conn = args.database_url.as_deref().map(ConnStr::parse);
@@ -209,12 +208,29 @@ async fn run(embedded: Option<&MigrationSet>, config: Config, args: Args, progra
     }
 }
 
+/// A service's migrations as the commands see them: loaded (and checked)
+/// when a command needs the revisions, which `upgrade` at head does not.
+pub(crate) trait Migrations: Sync {
+    fn set(&self) -> Result<&MigrationSet, crate::Error>;
+    fn known_fingerprint(&self) -> Option<&str>;
+}
+
+impl<M: Migrator> Migrations for M {
+    fn set(&self) -> Result<&MigrationSet, crate::Error> {
+        self.migrations()
+    }
+    fn known_fingerprint(&self) -> Option<&str> {
+        Migrator::known_fingerprint(self)
+    }
+}
+
 /// What every command gets: the parsed arguments, the output, the source
 /// of the migrations and the settings.
 pub(crate) struct Ctx<'a> {
     pub(crate) args: &'a Args,
     pub(crate) ui: Ui,
-    pub(crate) embedded: Option<&'a MigrationSet>,
+    /// The service's migrations (an embedded CLI); `None` for the standalone binary.
+    pub(crate) embedded: Option<&'a dyn Migrations>,
     pub(crate) config: Config,
     /// `--database-url` or `DATABASE_URL`, read once.
     pub(crate) conn: Option<Result<ConnStr, ConnStrError>>,
@@ -229,8 +245,11 @@ pub(crate) struct Run<'a> {
 }
 
 impl Migrator for Run<'_> {
-    fn migrations(&self) -> &MigrationSet {
-        self.set
+    fn migrations(&self) -> Result<&MigrationSet, crate::Error> {
+        Ok(self.set)
+    }
+    fn known_fingerprint(&self) -> Option<&str> {
+        Some(self.set.fingerprint())
     }
     fn config(&self) -> Config {
         self.config.clone()

@@ -329,8 +329,8 @@ pub(crate) fn exit_code(e: &Error) -> u8 {
         | Error::AmbiguousTarget { .. }
         | Error::BadRequirement { .. } => exit::USAGE,
         Error::ReleaseRequired { .. } => exit::ATTENTION,
-        // A revision waits for a backfill: finish or resume the backfill.
-        Error::BackfillIncomplete { .. } => exit::ATTENTION,
+        // A revision waits for a backfill, or a backfill to reset is running: see to the backfill.
+        Error::BackfillIncomplete { .. } | Error::BackfillRunning { .. } => exit::ATTENTION,
         _ => exit::ERROR,
     }
 }
@@ -381,6 +381,7 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
         Error::UnknownBackfill { .. } => "unknown_backfill",
         Error::BackfillIncomplete { .. } => "backfill_incomplete",
         Error::BackfillFailed { .. } => "backfill_failed",
+        Error::BackfillRunning { .. } => "backfill_running",
         Error::BackfillTaskCancelled => "backfill_task_cancelled",
         Error::BackfillThroughPooler { .. } => "backfill_through_pooler",
         Error::LockReleased { .. } => "lock_released",

@@ -1,8 +1,8 @@
 //! Revisions embedded at compile time by `embed_migrations!`: the files'
 //! bytes, their checksums and the set digest, computed by the macro with the
 //! runtime's parser. Nothing is parsed until a [`MigrationSet`] is asked for,
-//! so a caller that only needs the digest (a start at head) does no parsing
-//! and no hashing.
+//! so a run at head, which needs only the digest, does no parsing and no
+//! hashing.
 
 use std::path::Path;
 use std::sync::{Once, OnceLock};
@@ -12,14 +12,20 @@ use crate::id::Checksum;
 use crate::migrator::{Db, Migrator};
 use crate::report::Report;
 
-use super::{MigrationSet, SetBuilder, parse};
+use super::{MigrationSet, SetBuilder};
 
 /// A directory of revision files embedded at compile time by
 /// [`embed_migrations!`](crate::embed_migrations).
 ///
 /// It holds each file's bytes and checksum and the digest of the whole set,
 /// all computed when the crate was compiled; it parses the files only when a
-/// [`MigrationSet`] is needed, and keeps that set.
+/// [`MigrationSet`] is needed, and keeps that set. It is a [`Migrator`]: a
+/// run on a database at head compares the compile-time digest with the
+/// database's in one query and returns, without parsing or hashing anything;
+/// a run with work to do (and `status`, `plan`, ...) parses the files first.
+/// Each file was parsed and checked while the crate compiled, so what a run
+/// can still report is the graph's errors (an unknown parent, a cycle,
+/// several heads).
 ///
 /// ```no_run
 /// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
@@ -29,22 +35,45 @@ use super::{MigrationSet, SetBuilder, parse};
 /// # Ok(()) }
 /// ```
 ///
-/// To add Rust-coded revisions or backfills, start a [`SetBuilder`] from it
-/// with [`Embedded::builder`].
+/// With settings of your own, [`with_config`](Migrator::with_config). To add
+/// Rust-coded revisions or backfills, start a [`SetBuilder`] from it with
+/// [`Embedded::builder`], and finish with [`SetBuilder::lazy`] to keep the
+/// fast start.
 ///
 /// In debug builds, the first [`set`](Embedded::set) or [`run`](Embedded::run)
 /// compares the embedded files with the directory on disk and logs a warning
 /// (with `tracing`) when they differ: a file added since the last build is
 /// only embedded after a rebuild, which `build.rs` asks for with
 /// `println!("cargo:rerun-if-changed=migrations");`.
+///
+/// It is `Copy`: a copy shares the parsed set with the original, so
+/// `MIGRATIONS.with_config(...)` on a `static` parses the files at most once too.
+#[derive(Clone, Copy)]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub struct Embedded {
     files: &'static [EmbeddedFile],
     digest: &'static str,
     /// The directory the files came from; `None` in release builds.
     source: Option<&'static str>,
+    state: &'static EmbeddedState,
+}
+
+/// What an [`Embedded`] set learns at run time, in a `static` of its own
+/// that `embed_migrations!` declares, so that copies of the set share it.
+/// Not a stable API.
+#[doc(hidden)]
+pub struct EmbeddedState {
     set: OnceLock<MigrationSet>,
     checked: Once,
+}
+
+impl EmbeddedState {
+    /// Called by the code `embed_migrations!` generates; not a stable API.
+    #[doc(hidden)]
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Self { set: OnceLock::new(), checked: Once::new() }
+    }
 }
 
 /// One file of an [`Embedded`] set.
@@ -64,8 +93,9 @@ impl Embedded {
         files: &'static [EmbeddedFile],
         digest: &'static str,
         source: Option<&'static str>,
+        state: &'static EmbeddedState,
     ) -> Self {
-        Self { files, digest, source, set: OnceLock::new(), checked: Once::new() }
+        Self { files, digest, source, state }
     }
 
     /// The digest of the embedded files, computed at compile time: equal to the
@@ -115,11 +145,11 @@ impl Embedded {
     /// ```
     pub fn set(&self) -> Result<&MigrationSet, Error> {
         self.check_source();
-        if let Some(set) = self.set.get() {
+        if let Some(set) = self.state.set.get() {
             return Ok(set);
         }
         let set = self.builder().build()?;
-        Ok(self.set.get_or_init(|| set))
+        Ok(self.state.set.get_or_init(|| set))
     }
 
     /// A [`SetBuilder`] holding these files, to add Rust-coded revisions,
@@ -147,9 +177,9 @@ impl Embedded {
         MigrationSet::builder().files(self)
     }
 
-    /// Upgrades to every head with the default [`Config`](crate::Config):
-    /// [`Migrator::run`] on [`set`](Embedded::set). At head it costs one query
-    /// and takes no lock.
+    /// Upgrades to every head with the default [`Config`]: [`Migrator::run`],
+    /// callable without importing the trait. At head it costs one query,
+    /// takes no lock and parses nothing.
     ///
     /// ```no_run
     /// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
@@ -160,14 +190,14 @@ impl Embedded {
     /// # Ok(()) }
     /// ```
     pub async fn run<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Report, Error> {
-        self.set()?.run(db).await
+        Migrator::run(self, db).await
     }
 
     /// In debug builds, once: warns when the directory the files came from
     /// no longer holds the same revision files.
     fn check_source(&self) {
         let Some(dir) = self.source else { return };
-        self.checked.call_once(|| {
+        self.state.checked.call_once(|| {
             if let Some(difference) = differs_from_disk(self.files, Path::new(dir)) {
                 tracing::warn!(
                     directory = dir,
@@ -178,6 +208,19 @@ impl Embedded {
                 );
             }
         });
+    }
+}
+
+impl Migrator for Embedded {
+    fn migrations(&self) -> Result<&MigrationSet, Error> {
+        self.set()
+    }
+
+    /// The digest computed at compile time. In debug builds, the first call
+    /// also warns when the files on disk differ from the embedded ones.
+    fn known_fingerprint(&self) -> Option<&str> {
+        self.check_source();
+        Some(self.digest)
     }
 }
 
@@ -235,7 +278,7 @@ impl SetBuilder {
     /// ```
     pub fn files(mut self, embedded: &Embedded) -> Self {
         for f in embedded.files {
-            self.push(parse::parse(f.path, f.contents));
+            self.push_file(f.path.into(), f.contents.into(), Some(f.checksum()));
         }
         self
     }

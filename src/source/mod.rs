@@ -2,6 +2,11 @@
 //! `embed_migrations!` (checked there by this same parser), one bundled with
 //! include_dir, or the same directory read at run time. All hand (path,
 //! bytes) pairs to the one parser in `parse`, then to the graph builder.
+//!
+//! A builder keeps the files it is given unparsed until the set is built, so
+//! that a [`LazySet`] can compute the set's fingerprint from the files' ids
+//! and bytes alone (the same digest the graph computes from the parsed
+//! revisions), and parse only when a run has work to do.
 
 #[cfg(feature = "macros")]
 mod embedded;
@@ -10,14 +15,18 @@ pub(crate) mod parse;
 pub(crate) mod parse_error;
 
 #[cfg(feature = "macros")]
-pub use embedded::{Embedded, EmbeddedFile};
+pub use embedded::{Embedded, EmbeddedFile, EmbeddedState};
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::backfill::Backfill;
+use crate::digest::SetDigest;
 use crate::error::Error;
 use crate::graph::Graph;
-use crate::id::RevisionId;
+use crate::id::{Checksum, RevisionId};
 use crate::migration::{Body, Revision};
 
 /// A validated set of revisions: the revision graph the migrator works from.
@@ -65,7 +74,9 @@ impl MigrationSet {
         Self::builder().embedded(dir).build()
     }
 
-    /// Loads the `*.sql` files of a directory on disk.
+    /// Loads the `*.sql` files of a directory on disk, parsing and validating
+    /// every one. To parse them only when a run has work to do, build a
+    /// [`LazySet`] instead: `MigrationSet::builder().dir(path).lazy()?`.
     pub fn from_dir(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::builder().dir(path).build()
     }
@@ -159,7 +170,11 @@ impl MigrationSet {
     /// keep the service's own revisions and backfills.
     pub(crate) fn without_files(&self) -> SetBuilder {
         SetBuilder {
-            revisions: self.revisions().filter(|r| matches!(r.up, Body::Rust(_))).cloned().collect(),
+            entries: self
+                .revisions()
+                .filter(|r| matches!(r.up, Body::Rust(_)))
+                .map(|r| Entry::Source(Source::Revision(Box::new(r.clone()))))
+                .collect(),
             backfills: self.backfills.clone(),
             ..SetBuilder::default()
         }
@@ -182,14 +197,101 @@ impl MigrationSet {
     }
 }
 
-/// Collects sources for a [`MigrationSet`]. Errors are reported by [`build`](SetBuilder::build).
+/// Collects sources for a [`MigrationSet`]. Errors are reported by
+/// [`build`](SetBuilder::build): the files are read when added, and parsed
+/// when the set is built.
 #[derive(Debug, Default)]
 pub struct SetBuilder {
-    revisions: Vec<Revision>,
-    /// Every file that did not load, in the order the sources were added.
-    errors: Vec<Error>,
+    /// The sources and the entries that could not be read, in the order added.
+    entries: Vec<Entry>,
     allow_multiple_heads: bool,
     backfills: Vec<Backfill>,
+}
+
+/// What a source added to a builder.
+#[derive(Debug)]
+enum Entry {
+    Source(Source),
+    /// An entry that could not be read, or a Rust-coded revision that is invalid.
+    Failed(Error),
+}
+
+/// A revision of a set, as given: built already, or a file not parsed yet.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A Rust-coded revision.
+    Revision(Box<Revision>),
+    File(File),
+}
+
+/// A revision file read but not parsed.
+#[derive(Clone)]
+struct File {
+    /// The path errors name; its stem is the id.
+    path: Cow<'static, str>,
+    bytes: Cow<'static, [u8]>,
+    /// The checksum, when the source computed it already (`embed_migrations!`).
+    checksum: Option<Checksum>,
+}
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("File").field("path", &self.path).field("len", &self.bytes.len()).finish()
+    }
+}
+
+impl Source {
+    fn revision(&self) -> Result<Revision, Error> {
+        match self {
+            Source::Revision(r) => Ok((**r).clone()),
+            Source::File(f) => parse::parse(&f.path, &f.bytes),
+        }
+    }
+
+    /// The id and checksum the parsed revision would have, without parsing
+    /// it; `None` for a file whose name is no revision id. (A file that is
+    /// not UTF-8 gets a checksum no loaded file has, so it never matches.)
+    fn fingerprint(&self) -> Option<(Cow<'_, str>, Checksum)> {
+        match self {
+            Source::Revision(r) => Some((Cow::Borrowed(r.id.as_str()), r.checksum)),
+            Source::File(f) => {
+                let id = parse::file_id(&f.path).ok()?;
+                let checksum = f.checksum.unwrap_or_else(|| Checksum::of_sql_bytes(&f.bytes));
+                Some((Cow::Owned(id.as_str().to_owned()), checksum))
+            }
+        }
+    }
+}
+
+/// The fingerprint of the set these sources build, computed from the files'
+/// ids and whole-file checksums without parsing them: the graph's digest of
+/// the same revisions (see `Graph::digest`). `None` when a file's name is
+/// no revision id or two sources give the same id: such a set never builds,
+/// and only building it reports why.
+fn fingerprint_of(sources: &[Source]) -> Option<String> {
+    let mut digest = SetDigest::default();
+    let mut seen = HashSet::with_capacity(sources.len());
+    for source in sources {
+        let (id, checksum) = source.fingerprint()?;
+        digest.add(&id, &checksum.to_hex());
+        if !seen.insert(id) {
+            return None;
+        }
+    }
+    Some(digest.to_string())
+}
+
+/// Parses the sources and builds the graph; every source that does not
+/// parse is an error, in order.
+fn build_set(
+    revisions: Vec<Revision>,
+    allow_multiple_heads: bool,
+    backfills: Vec<Backfill>,
+) -> Result<MigrationSet, Error> {
+    let attached = crate::backfill::validate(&backfills, &revisions)?;
+    let graph = Graph::build_with_backfills(revisions, allow_multiple_heads, &attached)?;
+    let digest = graph.digest();
+    Ok(MigrationSet { graph, digest, backfills })
 }
 
 impl SetBuilder {
@@ -203,11 +305,16 @@ impl SetBuilder {
         let mut files: Vec<_> = dir.files().filter_map(|f| looks(f.path()).map(|l| (f, l))).collect();
         files.sort_by_key(|(f, _)| f.path());
         for (f, looks) in files {
-            let parsed = match looks {
-                fs::Looks::UpperCase => Err(not_a_file(f.path(), fs::Unreadable::UpperCase.problem())),
-                fs::Looks::Revision => parse::parse(&f.path().to_string_lossy(), f.contents()),
-            };
-            self.push(parsed);
+            match looks {
+                fs::Looks::UpperCase => {
+                    self.push(Err(not_a_file(f.path(), fs::Unreadable::UpperCase.problem())))
+                }
+                fs::Looks::Revision => self.push_file(
+                    f.path().to_string_lossy().into_owned().into(),
+                    f.contents().to_vec().into(),
+                    None,
+                ),
+            }
         }
         self
     }
@@ -226,12 +333,11 @@ impl SetBuilder {
             }
         };
         for (f, read) in entries {
-            let parsed = match read {
-                Ok(bytes) => parse::parse(&f.to_string_lossy(), &bytes),
-                Err(fs::Unreadable::Io(e)) => Err(io_error(&f, e)),
-                Err(other) => Err(not_a_file(&f, other.problem())),
-            };
-            self.push(parsed);
+            match read {
+                Ok(bytes) => self.push_file(f.to_string_lossy().into_owned().into(), bytes.into(), None),
+                Err(fs::Unreadable::Io(e)) => self.push(Err(io_error(&f, e))),
+                Err(other) => self.push(Err(not_a_file(&f, other.problem()))),
+            }
         }
         self
     }
@@ -247,7 +353,7 @@ impl SetBuilder {
     /// # Ok::<(), pgskein::Error>(())
     /// ```
     pub fn file(mut self, path: &str, contents: &[u8]) -> Self {
-        self.push(parse::parse(path, contents));
+        self.push_file(path.to_owned().into(), contents.to_vec().into(), None);
         self
     }
 
@@ -288,13 +394,11 @@ impl SetBuilder {
         self
     }
 
-    /// Validates the graph: duplicate ids, unknown parents, cycles, several
-    /// heads; and the backfills: unique names, known revisions.
-    pub fn build(mut self) -> Result<MigrationSet, Error> {
-        if !self.errors.is_empty() {
-            return Err(self.errors.swap_remove(0));
-        }
-        self.build_graph()
+    /// Parses the files and validates the graph: duplicate ids, unknown
+    /// parents, cycles, several heads; and the backfills: unique names, known
+    /// revisions. Returns the first error.
+    pub fn build(self) -> Result<MigrationSet, Error> {
+        self.build_reporting_all().map_err(|mut errors| errors.swap_remove(0))
     }
 
     /// [`build`](SetBuilder::build), but a set whose files do not all load
@@ -311,23 +415,152 @@ impl SetBuilder {
     /// assert_eq!(errors.len(), 2);
     /// ```
     pub fn build_reporting_all(self) -> Result<MigrationSet, Vec<Error>> {
-        if !self.errors.is_empty() {
-            return Err(self.errors);
+        let mut revisions = Vec::with_capacity(self.entries.len());
+        let mut errors = Vec::new();
+        for entry in self.entries {
+            let revision = match entry {
+                Entry::Source(Source::Revision(r)) => Ok(*r),
+                Entry::Source(source) => source.revision(),
+                Entry::Failed(e) => Err(e),
+            };
+            match revision {
+                Ok(r) => revisions.push(r),
+                Err(e) => errors.push(e),
+            }
         }
-        self.build_graph().map_err(|e| vec![e])
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        build_set(revisions, self.allow_multiple_heads, self.backfills).map_err(|e| vec![e])
     }
 
-    fn build_graph(self) -> Result<MigrationSet, Error> {
-        let attached = crate::backfill::validate(&self.backfills, &self.revisions)?;
-        let graph = Graph::build_with_backfills(self.revisions, self.allow_multiple_heads, &attached)?;
-        let digest = graph.digest();
-        Ok(MigrationSet { graph, digest, backfills: self.backfills })
+    /// A set that is parsed and validated only when first needed: see
+    /// [`LazySet`]. What could not be read (a missing directory, an
+    /// unreadable file, an invalid Rust-coded revision) is an error now;
+    /// what does not parse, and the graph's errors, when the set is built.
+    ///
+    /// ```
+    /// use pgskein::Migrator;
+    ///
+    /// let migrations = pgskein::MigrationSet::builder().dir("migrations").lazy()?;
+    /// assert!(migrations.known_fingerprint().is_some());
+    /// assert_eq!(migrations.set()?.len(), 10);
+    /// # Ok::<(), pgskein::Error>(())
+    /// ```
+    pub fn lazy(self) -> Result<LazySet, Error> {
+        let mut sources = Vec::with_capacity(self.entries.len());
+        for entry in self.entries {
+            match entry {
+                Entry::Source(s) => sources.push(s),
+                Entry::Failed(e) => return Err(e),
+            }
+        }
+        let fingerprint = fingerprint_of(&sources);
+        Ok(LazySet {
+            sources,
+            allow_multiple_heads: self.allow_multiple_heads,
+            backfills: self.backfills,
+            fingerprint,
+            set: OnceLock::new(),
+        })
     }
 
     fn push(&mut self, r: Result<Revision, Error>) {
-        match r {
-            Ok(r) => self.revisions.push(r),
-            Err(e) => self.errors.push(e),
+        self.entries.push(match r {
+            Ok(r) => Entry::Source(Source::Revision(Box::new(r))),
+            Err(e) => Entry::Failed(e),
+        });
+    }
+
+    fn push_file(&mut self, path: Cow<'static, str>, bytes: Cow<'static, [u8]>, checksum: Option<Checksum>) {
+        self.entries.push(Entry::Source(Source::File(File { path, bytes, checksum })));
+    }
+}
+
+/// A migration set checked when first needed, from [`SetBuilder::lazy`].
+///
+/// It holds the files unparsed and knows the set's
+/// [fingerprint](MigrationSet::fingerprint) from their ids and bytes alone, so
+/// a run on a database at head compares it with the database's in one query
+/// and returns without parsing anything. When a run has work to do, or
+/// anything else needs the revisions ([`set`](LazySet::set), `status`,
+/// `plan`, ...), the files are parsed and the graph validated, once; the set
+/// is kept.
+///
+/// A file that no longer parses therefore goes unnoticed while the database
+/// holds exactly these files (they were valid when applied: this happens only
+/// when a newer pgskein is stricter), and is reported by the first run that
+/// has work and by `pgskein check`. Likewise a set with several heads applied
+/// with [`allow_multiple_heads`](SetBuilder::allow_multiple_heads) is not
+/// refused again at head.
+///
+/// ```no_run
+/// use pgskein::{Backfill, MigrationSet, Migrator};
+///
+/// # async fn start(pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+/// let migrations = MigrationSet::builder()
+///     .dir("/srv/app/migrations")
+///     .backfill(Backfill::sql(
+///         "documents_sha256_fill",
+///         "0003_enhance_documents",
+///         "documents",
+///         "id",
+///         "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2",
+///     ))
+///     .lazy()?;
+/// migrations.run(&pool).await?;
+/// # Ok(()) }
+/// ```
+pub struct LazySet {
+    sources: Vec<Source>,
+    allow_multiple_heads: bool,
+    backfills: Vec<Backfill>,
+    fingerprint: Option<String>,
+    set: OnceLock<MigrationSet>,
+}
+
+impl LazySet {
+    /// The validated set: the files are parsed and the graph built on the
+    /// first call, which reports the first error; the set is then kept.
+    pub fn set(&self) -> Result<&MigrationSet, Error> {
+        if let Some(set) = self.set.get() {
+            return Ok(set);
+        }
+        let revisions = self.sources.iter().map(Source::revision).collect::<Result<Vec<_>, _>>()?;
+        let set = build_set(revisions, self.allow_multiple_heads, self.backfills.clone())?;
+        Ok(self.set.get_or_init(|| set))
+    }
+
+    /// The number of revisions given (files and Rust-coded revisions).
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Whether no revision was given.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+}
+
+impl std::fmt::Debug for LazySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazySet")
+            .field("revisions", &self.sources.len())
+            .field("fingerprint", &self.fingerprint)
+            .field("built", &self.set.get().is_some())
+            .finish()
+    }
+}
+
+impl crate::Migrator for LazySet {
+    fn migrations(&self) -> Result<&MigrationSet, Error> {
+        self.set()
+    }
+
+    fn known_fingerprint(&self) -> Option<&str> {
+        match self.set.get() {
+            Some(set) => Some(set.fingerprint()),
+            None => self.fingerprint.as_deref(),
         }
     }
 }
@@ -376,4 +609,96 @@ fn rust_revision(r: crate::RustRevision) -> Result<Revision, Error> {
         statement_timeout: None,
         repeatable: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Migrator;
+
+    fn root() -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn noop() -> crate::RustRevision {
+        crate::RustRevision::from_fn("0011_rust", "2", |_| Box::pin(async { Ok(()) }))
+            .revises(["0010_audit_log"])
+    }
+
+    #[test]
+    fn the_fingerprint_of_unparsed_files_is_the_built_sets() {
+        for dir in ["migrations", "tests/fixtures/embed_tricky", "tests/fixtures/linear"] {
+            let lazy = MigrationSet::builder().dir(root().join(dir)).lazy().unwrap();
+            let built = MigrationSet::builder().dir(root().join(dir)).build().unwrap();
+            assert_eq!(lazy.known_fingerprint(), Some(built.fingerprint()), "{dir}");
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_covers_rust_revisions_and_crlf_and_bom_as_the_checksum_does() {
+        let lazy = MigrationSet::builder().dir(root().join("migrations")).rust(noop()).lazy().unwrap();
+        let built = MigrationSet::builder().dir(root().join("migrations")).rust(noop()).build().unwrap();
+        assert_eq!(lazy.known_fingerprint(), Some(built.fingerprint()));
+
+        let unix = MigrationSet::builder().file("0001_a.sql", b"-- pgskein: up\nSELECT 1;\n").lazy().unwrap();
+        let windows = MigrationSet::builder()
+            .file("0001_a.sql", b"\xef\xbb\xbf-- pgskein: up\r\nSELECT 1;\r\n")
+            .lazy()
+            .unwrap();
+        assert_eq!(unix.known_fingerprint(), windows.known_fingerprint());
+        assert_eq!(unix.known_fingerprint(), Some(windows.set().unwrap().fingerprint()));
+    }
+
+    #[test]
+    fn a_lazy_set_parses_nothing_until_it_is_asked_for_the_set() {
+        let lazy = MigrationSet::builder()
+            .file("0001_a.sql", b"-- pgskein: up\nSELECT 1;\n")
+            .file("0002_b.sql", b"-- pgskein: revises 0001_a\n-- pgskein: upp\nSELECT 2;\n")
+            .lazy()
+            .expect("nothing is parsed yet");
+        assert!(lazy.known_fingerprint().is_some());
+        assert_eq!(lazy.len(), 2);
+        let e = lazy.set().unwrap_err();
+        assert!(matches!(&e, Error::Parse { path, line: Some(2), .. } if path == "0002_b.sql"), "{e}");
+        // Asked again, it says the same: nothing half-built was kept.
+        assert!(matches!(lazy.set().unwrap_err(), Error::Parse { .. }));
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_an_error_of_lazy_itself() {
+        let e = MigrationSet::builder().dir(root().join("no/such/dir")).lazy().unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_set_that_cannot_build_has_no_fingerprint_to_compare() {
+        let bad_name = MigrationSet::builder().file("0001 a.sql", b"-- pgskein: up\nSELECT 1;\n");
+        assert_eq!(bad_name.lazy().unwrap().known_fingerprint(), None);
+        let twice = MigrationSet::builder()
+            .file("a/0001_a.sql", b"-- pgskein: up\nSELECT 1;\n")
+            .file("b/0001_a.sql", b"-- pgskein: up\nSELECT 1;\n");
+        let twice = twice.lazy().unwrap();
+        assert_eq!(twice.known_fingerprint(), None);
+        assert!(matches!(twice.set().unwrap_err(), Error::DuplicateRevision { .. }));
+    }
+
+    #[test]
+    fn build_reports_every_file_in_the_order_added() {
+        let errors = MigrationSet::builder()
+            .file("0001_a.sql", b"-- pgskein: upp\n")
+            .dir(root().join("no/such/dir"))
+            .file("0002_b.sql", b"SELECT 1;\n")
+            .build_reporting_all()
+            .unwrap_err();
+        let kinds: Vec<&str> = errors
+            .iter()
+            .map(|e| match e {
+                Error::Parse { path, .. } if path == "0001_a.sql" => "first",
+                Error::Io { .. } => "dir",
+                Error::Parse { path, .. } if path == "0002_b.sql" => "last",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["first", "dir", "last"]);
+    }
 }

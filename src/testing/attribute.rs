@@ -13,8 +13,8 @@ use super::template::{MigratedDatabase, Template};
 /// Connections in the pool a test receives.
 const POOL_SIZE: usize = 8;
 
-/// Where a test's migrations come from: any [`Migrator`] (a `MigrationSet`,
-/// one with a `Config`) or an `Embedded` set.
+/// Where a test's migrations come from: any [`Migrator`] (an `Embedded`
+/// set, a `MigrationSet`, one with a `Config`).
 #[diagnostic::on_unimplemented(
     message = "`migrations = ...` of #[pgskein::test] must be an `Embedded`, a `MigrationSet` or another `Migrator`",
     label = "not a migration set"
@@ -27,14 +27,6 @@ pub trait TestMigrations: Sync {
 impl<M: Migrator> TestMigrations for M {
     async fn template(&self) -> Result<Template, String> {
         Template::shared(self).await.map_err(|e| error_chain(&e))
-    }
-}
-
-#[cfg(feature = "macros")]
-impl TestMigrations for crate::Embedded {
-    async fn template(&self) -> Result<Template, String> {
-        let set = self.set().map_err(|e| error_chain(&e))?;
-        Template::shared(set).await.map_err(|e| error_chain(&e))
     }
 }
 

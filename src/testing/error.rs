@@ -34,6 +34,13 @@ pub enum SetupError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The migrations do not load: a file does not parse, or the graph is invalid.
+    #[error("the migrations do not load")]
+    Load {
+        /// Why, naming the file or revisions.
+        #[source]
+        source: crate::Error,
+    },
     /// Migrating the template database (or the fresh schema) failed.
     #[error("could not migrate {object} to head")]
     Migrate {
@@ -142,7 +149,7 @@ pub enum ReversibilityError {
     /// A whole upgrade or downgrade failed.
     #[error("{operation} failed")]
     Run {
-        /// `upgrade to head`, `downgrade to base` or `planning`.
+        /// `upgrade to head`, `downgrade to base`, `planning` or `loading the migrations`.
         operation: &'static str,
         /// What the migrator reported.
         #[source]

@@ -59,7 +59,9 @@ pub async fn check_reversible<'a, M: Migrator>(
         .plan(client, &Target::Heads)
         .await
         .map_err(|source| ReversibilityError::Run { operation: "planning", source })?;
-    let set = migrator.migrations();
+    let set = migrator
+        .migrations()
+        .map_err(|source| ReversibilityError::Run { operation: "loading the migrations", source })?;
     let irreversible = plan
         .steps
         .iter()
@@ -226,7 +228,9 @@ async fn one_step<M: Migrator>(
     }
     .map_err(|source| ReversibilityError::Step { revision: id.clone(), direction, source })?;
     let ran: Vec<RevisionId> = report.steps.iter().map(|s| s.id.clone()).collect();
-    let set = migrator.migrations();
+    let set = migrator
+        .migrations()
+        .map_err(|source| ReversibilityError::Run { operation: "loading the migrations", source })?;
     let others =
         ran.iter().filter(|r| *r != id).all(|r| set.get(r.as_str()).is_some_and(|r| r.is_repeatable()));
     if ran.iter().filter(|r| *r == id).count() != 1 || !others {

@@ -105,7 +105,7 @@ impl Template {
     /// same build.
     pub async fn shared<M: Migrator>(migrator: &M) -> Result<Template, SetupError> {
         let server = TestServer::shared()?;
-        let name = template_name(migrator);
+        let name = template_name(migrator).map_err(load_error)?;
         let cell = {
             let mut cache = SHARED.get_or_init(Cache::default).lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(cache.entry(name).or_default())
@@ -116,13 +116,13 @@ impl Template {
     /// The template of `migrator` on `server`, building it unless it exists.
     /// Unlike [`Template::shared`] this looks at the server on every call.
     pub async fn on<M: Migrator>(server: &TestServer, migrator: &M) -> Result<Template, SetupError> {
-        let name = template_name(migrator);
+        let name = template_name(migrator).map_err(load_error)?;
         let version = ensure_built(server, migrator, &name).await?;
         Ok(Template {
             inner: Arc::new(TemplateInner {
                 server: server.handle(),
                 name,
-                set: migrator.migrations().clone(),
+                set: migrator.migrations().map_err(load_error)?.clone(),
                 config: migrator.config(),
                 strategy: if version >= 150000 { " STRATEGY FILE_COPY" } else { "" },
                 ready: OnceLock::new(),
@@ -309,8 +309,11 @@ pub(super) struct WithConfig<'a, M> {
 }
 
 impl<M: Migrator> Migrator for WithConfig<'_, M> {
-    fn migrations(&self) -> &MigrationSet {
+    fn migrations(&self) -> Result<&MigrationSet, crate::Error> {
         self.inner.migrations()
+    }
+    fn known_fingerprint(&self) -> Option<&str> {
+        self.inner.known_fingerprint()
     }
     fn config(&self) -> crate::Config {
         self.config.clone()
@@ -327,8 +330,8 @@ pub(super) fn for_tests<M: Migrator>(migrator: &M) -> WithConfig<'_, M> {
 /// `pgskein_t_<history>_<set>`: 35 bytes, well within PostgreSQL's 63.
 /// `<set>` changes with any revision, backfill, the bookkeeping schema or
 /// this crate's version; `<history>` only with the root revisions.
-pub(super) fn template_name<M: Migrator>(migrator: &M) -> String {
-    let set = migrator.migrations();
+pub(super) fn template_name<M: Migrator>(migrator: &M) -> Result<String, crate::Error> {
+    let set = migrator.migrations()?;
     let schema = migrator.config().schema_name().to_owned();
     let mut history = Sha256::new();
     history.update(schema.as_bytes());
@@ -356,11 +359,16 @@ pub(super) fn template_name<M: Migrator>(migrator: &M) -> String {
             version.update(b"\0");
         }
     }
-    format!(
+    Ok(format!(
         "pgskein_t_{}_{}",
         crate::id::hex(&history.finalize()[..4]),
         crate::id::hex(&version.finalize()[..8])
-    )
+    ))
+}
+
+/// Why a migrator's set does not load, as a setup error.
+fn load_error(source: crate::Error) -> SetupError {
+    SetupError::Load { source }
 }
 
 pub(super) fn clone_sql(clone: &str, template: &str, strategy: &str) -> String {
@@ -455,7 +463,7 @@ async fn build<M: Migrator>(
     wait_for_no_sessions(admin, &building).await?;
     let comment = format!(
         "pgskein test template: migration set {} at head ({steps} revisions), pgskein {}",
-        migrator.migrations().fingerprint(),
+        migrator.migrations().map_err(load_error)?.fingerprint(),
         env!("CARGO_PKG_VERSION")
     );
     let finish = format!(
@@ -559,27 +567,31 @@ mod tests {
 
     #[test]
     fn template_name_is_stable_for_an_unchanged_set() {
-        let name = template_name(&set("SELECT 1;", FILL));
-        assert_eq!(name, template_name(&set("SELECT 1;", FILL)));
+        let name = template_name(&set("SELECT 1;", FILL)).unwrap();
+        assert_eq!(name, template_name(&set("SELECT 1;", FILL)).unwrap());
         assert_eq!(name.len(), 35);
         assert!(name.starts_with("pgskein_t_"), "{name}");
     }
 
     #[test]
     fn an_edited_revision_keeps_the_history_and_changes_the_version() {
-        let (a, b) = (template_name(&set("SELECT 1;", FILL)), template_name(&set("SELECT 2;", FILL)));
+        let (a, b) = (
+            template_name(&set("SELECT 1;", FILL)).unwrap(),
+            template_name(&set("SELECT 2;", FILL)).unwrap(),
+        );
         assert_ne!(a, b);
         assert_eq!(a[..18], b[..18], "same history: {a} {b}");
     }
 
     #[test]
     fn an_edited_backfill_or_another_ledger_schema_changes_the_name() {
-        let base = template_name(&set("SELECT 1;", FILL));
-        let refill = template_name(&set("SELECT 1;", "UPDATE a SET x = 2 WHERE id >= $1 AND id < $2"));
+        let base = template_name(&set("SELECT 1;", FILL)).unwrap();
+        let refill =
+            template_name(&set("SELECT 1;", "UPDATE a SET x = 2 WHERE id >= $1 AND id < $2")).unwrap();
         assert_ne!(base, refill);
         assert_eq!(base[..18], refill[..18]);
         let other_schema = set("SELECT 1;", FILL).with_config(crate::Config::default().schema("ledger"));
-        let other = template_name(&other_schema);
+        let other = template_name(&other_schema).unwrap();
         assert_ne!(base[..18], other[..18], "another history: {base} {other}");
     }
 }

@@ -694,3 +694,147 @@ async fn inline_backfills_let_one_run_go_past_the_revision_that_waits_for_them()
     assert_eq!(ledger(&client).await.len(), 2);
     assert!(set.run(&pool).await.unwrap().fast_path, "at head, nothing runs and no backfill is looked at");
 }
+
+// ----- reset -----
+
+/// The `backfill_reset` events' details, oldest first.
+async fn resets(client: &tokio_postgres::Client) -> Vec<serde_json::Value> {
+    client
+        .query("SELECT detail::text FROM pgskein.events WHERE kind = 'backfill_reset' ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(r.get(0)).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn reset_returns_a_done_backfill_to_pending_and_the_next_run_does_it_again() {
+    let db = fresh_db("bf_reset_done").await;
+    let pool = db.pool(2);
+    let client = db.connect().await.unwrap();
+    let set = set_with(300, Backfill::sql("touch", "0001_items", "items", "id", TOUCH));
+    assert_eq!(set.reset_backfill(&pool, "touch", false).await.unwrap(), None, "nothing migrated yet");
+    set.run(&pool).await.unwrap();
+    set.run_backfills(&pool).await.unwrap();
+    assert_eq!(state(&set, &pool, "touch").await.state, BackfillState::Done);
+
+    assert_eq!(set.reset_backfill(&pool, "touch", false).await.unwrap(), Some(BackfillState::Done));
+    let now = state(&set, &pool, "touch").await;
+    assert_eq!((now.state, now.rows_done, now.key_range), (BackfillState::Pending, 0, None));
+    let details = resets(&client).await;
+    assert_eq!(details.len(), 1);
+    assert_eq!(details[0]["backfill"], "touch");
+    assert_eq!(details[0]["state"], "done");
+    assert_eq!(details[0]["rows_done"], 300);
+    assert_eq!(details[0]["why"], "reset");
+
+    assert_eq!(set.reset_backfill(&pool, "touch", false).await.unwrap(), None, "pending already");
+    assert_eq!(resets(&client).await.len(), 1, "a reset that changed nothing records nothing");
+    let report = set.run_backfills(&pool).await.unwrap();
+    assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Done);
+    let twice: i64 =
+        client.query_one("SELECT count(*) FROM items WHERE touched = 2", &[]).await.unwrap().get(0);
+    assert_eq!(twice, 300, "every row ran again");
+
+    let e = set.reset_backfill(&pool, "nope", false).await.unwrap_err();
+    assert!(matches!(e, Error::UnknownBackfill { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn reset_takes_paused_and_failed_backfills_back_to_pending() {
+    let db = fresh_db("bf_reset_states").await;
+    let pool = db.pool(2);
+    let failing = Backfill::sql(
+        "broken",
+        "0001_items",
+        "items",
+        "id",
+        "UPDATE items SET touched = touched / 0 WHERE id >= $1 AND id < $2",
+    )
+    .max_retries(0);
+    let set = MigrationSet::builder()
+        .file("0001_items.sql", items(50).as_bytes())
+        .backfill(Backfill::sql("touch", "0001_items", "items", "id", TOUCH))
+        .backfill(failing)
+        .build()
+        .unwrap();
+    set.run(&pool).await.unwrap();
+    set.pause_backfill(&pool, "touch").await.unwrap();
+    let e = set.run_backfills(&pool).await.unwrap_err();
+    assert!(matches!(e, Error::BackfillFailed { .. }), "{e}");
+    assert_eq!(state(&set, &pool, "broken").await.state, BackfillState::Failed);
+
+    assert_eq!(set.reset_backfill(&pool, "touch", false).await.unwrap(), Some(BackfillState::Paused));
+    assert_eq!(set.reset_backfill(&pool, "broken", false).await.unwrap(), Some(BackfillState::Failed));
+    let broken = state(&set, &pool, "broken").await;
+    assert_eq!((broken.state, broken.last_error), (BackfillState::Pending, None));
+    let report = set.run_backfills(&pool).await.unwrap_err();
+    assert!(matches!(report, Error::BackfillFailed { .. }), "the reset one runs again: {report}");
+    assert_eq!(state(&set, &pool, "touch").await.state, BackfillState::Done, "no longer paused");
+}
+
+/// A Rust backfill whose first batch says it started and waits to be let go.
+struct Gate {
+    started: Arc<tokio::sync::Notify>,
+    go: Arc<tokio::sync::Notify>,
+    cursors: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+#[async_trait::async_trait]
+impl BackfillStep for Gate {
+    async fn batch(
+        &self,
+        tx: &MigrationDb<'_>,
+        cursor: Option<&str>,
+        _limit: u64,
+    ) -> Result<Batch, BoxError> {
+        let first = {
+            let mut seen = self.cursors.lock().unwrap();
+            seen.push(cursor.map(str::to_owned));
+            seen.len() == 1
+        };
+        if first {
+            self.started.notify_one();
+            self.go.notified().await;
+        }
+        let n = tx.execute("UPDATE items SET touched = touched + 1", &[]).await?;
+        Ok(Batch::done(n))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_refuses_a_backfill_another_session_runs_unless_forced_and_the_runner_starts_over() {
+    let db = fresh_db("bf_reset_running").await;
+    let pool = db.pool(4);
+    let client = db.connect().await.unwrap();
+    let (started, go) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let cursors: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let gate = Gate { started: started.clone(), go: go.clone(), cursors: cursors.clone() };
+    let set = Arc::new(set_with(40, Backfill::rust("gated", "0001_items", gate).table("items")));
+    set.run(&pool).await.unwrap();
+    let runner = tokio::spawn({
+        let (set, pool) = (set.clone(), pool.clone());
+        async move { set.run_backfills(&pool).await }
+    });
+    started.notified().await;
+
+    let e = set.reset_backfill(&pool, "gated", false).await.unwrap_err();
+    let Error::BackfillRunning { name, pid } = &e else { panic!("{e}") };
+    assert_eq!(name, "gated");
+    assert!(*pid > 0);
+    let now = state(&set, &pool, "gated").await;
+    assert_eq!((now.state, now.active), (BackfillState::Running, true), "refused: nothing changed");
+    assert!(resets(&client).await.is_empty());
+
+    assert_eq!(set.reset_backfill(&pool, "gated", true).await.unwrap(), Some(BackfillState::Running));
+    assert_eq!(resets(&client).await[0]["why"], "reset while running (forced)");
+    go.notify_one();
+    let report = runner.await.unwrap().unwrap();
+    assert_eq!(report.get("gated").unwrap().outcome, BackfillOutcome::Done);
+    assert_eq!(*cursors.lock().unwrap(), [None, None], "the runner started over from nothing");
+    let once: i64 =
+        client.query_one("SELECT count(*) FROM items WHERE touched = 1", &[]).await.unwrap().get(0);
+    assert_eq!(once, 40, "the interrupted batch rolled back; the new one ran once");
+    assert_eq!(state(&set, &pool, "gated").await.state, BackfillState::Done);
+}

@@ -228,3 +228,43 @@ async fn backfill_commands_pause_resume_and_run_a_services_backfill() {
     assert_eq!(out, ExitCode::from(1), "an unknown backfill is an error");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn backfill_reset_asks_for_confirmation_and_takes_a_done_backfill_back_to_pending() {
+    let db = fresh_db("cli_backfill_reset").await;
+    let client = db.connect().await.unwrap();
+    let dir = scratch_dir("backfill_reset");
+    gadget_files(&dir);
+    let set = MigrationSet::builder().dir(&dir).backfill(gadget_backfill()).build().unwrap();
+    let state = async || set.backfill_status(&client).await.unwrap()[0].clone();
+    let reset = |extra: &[&str]| {
+        let mut argv = vec!["backfill", "reset", "gadgets_label_fill"];
+        argv.extend_from_slice(extra);
+        migrate(&argv, db.url())
+    };
+
+    let out = pgskein::cli::execute(&set, reset(&["--yes"])).await;
+    assert_eq!(out, ExitCode::SUCCESS, "nothing to reset is not an error");
+    pgskein::cli::execute(&set, migrate(&["upgrade"], db.url())).await;
+    let out = pgskein::cli::execute(&set, migrate(&["backfill", "run"], db.url())).await;
+    assert_eq!(out, ExitCode::SUCCESS);
+    assert_eq!(state().await.state, BackfillState::Done);
+
+    let out = pgskein::cli::execute(&set, reset(&[])).await;
+    assert_eq!(out, ExitCode::from(3), "destructive: refused without a terminal or --yes");
+    assert_eq!(state().await.state, BackfillState::Done);
+    let out = pgskein::cli::execute(&set, reset(&["--yes", "--json"])).await;
+    assert_eq!(out, ExitCode::SUCCESS);
+    let now = state().await;
+    assert_eq!((now.state, now.rows_done), (BackfillState::Pending, 0));
+    let resets: i64 = client
+        .query_one("SELECT count(*) FROM pgskein.events WHERE kind = 'backfill_reset'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(resets, 1);
+
+    let args = migrate(&["backfill", "reset", "no_such_fill", "--yes"], db.url());
+    assert_eq!(pgskein::cli::execute(&set, args).await, ExitCode::from(1), "an unknown backfill");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

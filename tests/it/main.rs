@@ -16,6 +16,7 @@ mod drift;
 mod embed;
 mod example;
 mod failures;
+mod fast_start;
 mod hooks;
 mod hostile;
 mod lease;
