@@ -167,12 +167,13 @@ pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
 pub use lint::{LintRule, LintWarning};
 pub use migration::{Body, Revision, TxMode};
-pub use migrator::{Blocked, Configured, Db, Migrator, Resolution, Status, VerifyReport};
+pub use migrator::{Blocked, Configured, Migrator, Resolution, Status, VerifyReport};
 pub use offline::SqlStyle;
 pub use plan::{DriftPolicy, Plan, Policy, Step, Target};
 pub use preflight::{Preflight, Problem, ProblemKind};
 pub use report::{Direction, Report, StepReport, Warning};
 pub use rust::{MigrationDb, MigrationFuture, ReversibleMigration, RustCode, RustMigration, RustRevision};
+pub use session::Db;
 #[cfg(feature = "macros")]
 #[doc(hidden)]
 pub use source::EmbeddedState;

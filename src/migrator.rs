@@ -14,52 +14,14 @@ use crate::executor::Executor;
 use crate::graph::Graph;
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Resolved};
-use crate::lock::{Conn, Settled};
+use crate::lock::Settled;
 use crate::offline::SqlStyle;
 use crate::plan::{self, Direction, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
 use crate::preflight::Preflight;
 use crate::report::{Report, Warning};
-use crate::session::{Opened, Session};
+use crate::session::{Db, Opened, Session};
 use crate::source::MigrationSet;
 use crate::state::{BlockedState, LockHolder, Meta, Record, RowState};
-
-/// A database to migrate: a borrowed client, or a pool to take a connection from.
-///
-/// Every [`Migrator`] method accepts `&tokio_postgres::Client`,
-/// `&deadpool_postgres::Pool` or `&deadpool_postgres::Object`.
-#[derive(Clone, Copy)]
-#[non_exhaustive]
-pub enum Db<'a> {
-    /// A connected client, used as is.
-    Client(&'a Client),
-    /// A pool: the run takes one connection for its whole duration.
-    Pool(&'a deadpool_postgres::Pool),
-}
-
-impl<'a> From<&'a Client> for Db<'a> {
-    fn from(c: &'a Client) -> Self {
-        Db::Client(c)
-    }
-}
-impl<'a> From<&'a deadpool_postgres::Pool> for Db<'a> {
-    fn from(p: &'a deadpool_postgres::Pool) -> Self {
-        Db::Pool(p)
-    }
-}
-impl<'a> From<&'a deadpool_postgres::Object> for Db<'a> {
-    fn from(o: &'a deadpool_postgres::Object) -> Self {
-        Db::Client(o)
-    }
-}
-
-impl<'a> Db<'a> {
-    pub(crate) async fn conn(self) -> Result<Conn<'a>, Error> {
-        Ok(match self {
-            Db::Client(c) => Conn::Borrowed(c),
-            Db::Pool(p) => Conn::Pooled(Box::new(p.get().await.map_err(|source| Error::Pool { source })?)),
-        })
-    }
-}
 
 /// What `status` reports.
 #[derive(Debug, Clone, Default)]
@@ -427,6 +389,51 @@ impl<M: Migrator> Migrator for &M {
     }
     fn config(&self) -> Config {
         (**self).config()
+    }
+}
+
+// ----- the sources that load their set when first needed -----
+
+#[cfg(feature = "macros")]
+impl Migrator for crate::Embedded {
+    fn migrations(&self) -> Result<&MigrationSet, Error> {
+        self.set()
+    }
+
+    /// The digest computed at compile time. In debug builds, the first call
+    /// also warns when the files on disk differ from the embedded ones.
+    fn known_fingerprint(&self) -> Option<&str> {
+        self.check_source();
+        Some(self.digest())
+    }
+}
+
+#[cfg(feature = "macros")]
+impl crate::Embedded {
+    /// Upgrades to every head with the default [`Config`]: [`Migrator::run`],
+    /// callable without importing the trait. At head it costs one query,
+    /// takes no lock and parses nothing.
+    ///
+    /// ```no_run
+    /// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
+    ///
+    /// # async fn start(client: tokio_postgres::Client) -> Result<(), pgskein::Error> {
+    /// let report = MIGRATIONS.run(&client).await?;
+    /// println!("applied {} revisions", report.steps.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Report, Error> {
+        Migrator::run(self, db).await
+    }
+}
+
+impl Migrator for crate::LazySet {
+    fn migrations(&self) -> Result<&MigrationSet, Error> {
+        self.set()
+    }
+
+    fn known_fingerprint(&self) -> Option<&str> {
+        self.fingerprint_if_known()
     }
 }
 

@@ -29,6 +29,44 @@ use crate::lock::{Acquired, Conn, LockGuard, LockMode, Settled};
 use crate::quote::{quote_ident, quote_literal};
 use crate::state::{LedgerState, Meta, RowState};
 
+/// A database to migrate: a borrowed client, or a pool to take a connection from.
+///
+/// Every [`Migrator`] method accepts `&tokio_postgres::Client`,
+/// `&deadpool_postgres::Pool` or `&deadpool_postgres::Object`.
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub enum Db<'a> {
+    /// A connected client, used as is.
+    Client(&'a Client),
+    /// A pool: the run takes one connection for its whole duration.
+    Pool(&'a deadpool_postgres::Pool),
+}
+
+impl<'a> From<&'a Client> for Db<'a> {
+    fn from(c: &'a Client) -> Self {
+        Db::Client(c)
+    }
+}
+impl<'a> From<&'a deadpool_postgres::Pool> for Db<'a> {
+    fn from(p: &'a deadpool_postgres::Pool) -> Self {
+        Db::Pool(p)
+    }
+}
+impl<'a> From<&'a deadpool_postgres::Object> for Db<'a> {
+    fn from(o: &'a deadpool_postgres::Object) -> Self {
+        Db::Client(o)
+    }
+}
+
+impl<'a> Db<'a> {
+    pub(crate) async fn conn(self) -> Result<Conn<'a>, Error> {
+        Ok(match self {
+            Db::Client(c) => Conn::Borrowed(c),
+            Db::Pool(p) => Conn::Pooled(Box::new(p.get().await.map_err(|source| Error::Pool { source })?)),
+        })
+    }
+}
+
 /// The session state a run found, and the SQL that restores it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Baseline {

@@ -9,8 +9,6 @@ use std::sync::{Once, OnceLock};
 
 use crate::error::Error;
 use crate::id::Checksum;
-use crate::migrator::{Db, Migrator};
-use crate::report::Report;
 
 use super::{MigrationSet, SetBuilder};
 
@@ -177,25 +175,9 @@ impl Embedded {
         MigrationSet::builder().files(self)
     }
 
-    /// Upgrades to every head with the default [`Config`]: [`Migrator::run`],
-    /// callable without importing the trait. At head it costs one query,
-    /// takes no lock and parses nothing.
-    ///
-    /// ```no_run
-    /// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
-    ///
-    /// # async fn start(client: tokio_postgres::Client) -> Result<(), pgskein::Error> {
-    /// let report = MIGRATIONS.run(&client).await?;
-    /// println!("applied {} revisions", report.steps.len());
-    /// # Ok(()) }
-    /// ```
-    pub async fn run<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Report, Error> {
-        Migrator::run(self, db).await
-    }
-
     /// In debug builds, once: warns when the directory the files came from
     /// no longer holds the same revision files.
-    fn check_source(&self) {
+    pub(crate) fn check_source(&self) {
         let Some(dir) = self.source else { return };
         self.state.checked.call_once(|| {
             if let Some(difference) = differs_from_disk(self.files, Path::new(dir)) {
@@ -208,19 +190,6 @@ impl Embedded {
                 );
             }
         });
-    }
-}
-
-impl Migrator for Embedded {
-    fn migrations(&self) -> Result<&MigrationSet, Error> {
-        self.set()
-    }
-
-    /// The digest computed at compile time. In debug builds, the first call
-    /// also warns when the files on disk differ from the embedded ones.
-    fn known_fingerprint(&self) -> Option<&str> {
-        self.check_source();
-        Some(self.digest)
     }
 }
 

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::backfill::Backfill;
+use crate::backfill::decl::Backfill;
 use crate::digest::SetDigest;
 use crate::error::Error;
 use crate::graph::Graph;
@@ -288,7 +288,7 @@ fn build_set(
     allow_multiple_heads: bool,
     backfills: Vec<Backfill>,
 ) -> Result<MigrationSet, Error> {
-    let attached = crate::backfill::validate(&backfills, &revisions)?;
+    let attached = crate::backfill::decl::validate(&backfills, &revisions)?;
     let graph = Graph::build_with_backfills(revisions, allow_multiple_heads, &attached)?;
     let digest = graph.digest();
     Ok(MigrationSet { graph, digest, backfills })
@@ -552,12 +552,9 @@ impl std::fmt::Debug for LazySet {
     }
 }
 
-impl crate::Migrator for LazySet {
-    fn migrations(&self) -> Result<&MigrationSet, Error> {
-        self.set()
-    }
-
-    fn known_fingerprint(&self) -> Option<&str> {
+impl LazySet {
+    /// The set's fingerprint when it is known without building the set.
+    pub(crate) fn fingerprint_if_known(&self) -> Option<&str> {
         match self.set.get() {
             Some(set) => Some(set.fingerprint()),
             None => self.fingerprint.as_deref(),

@@ -13,8 +13,9 @@ use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::id::RevisionId;
-use crate::migrator::{Db, Migrator};
+use crate::migrator::Migrator;
 use crate::plan::{Direction, Target};
+use crate::session::Db;
 use crate::source::MigrationSet;
 
 use super::error::{ReversibilityError, error_chain};

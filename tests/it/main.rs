@@ -19,6 +19,7 @@ mod failures;
 mod fast_start;
 mod hooks;
 mod hostile;
+mod layers;
 mod lease;
 mod lock_timeouts;
 mod locking;
