@@ -16,8 +16,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pgskein::backfill::Backfill;
 use pgskein::testing::TestServer;
-use pgskein::{Backfill, MigrationSet, Migrator};
+use pgskein::{MigrationSet, Migrator};
 
 const TABLE: &str = "
     CREATE TABLE {t} (

@@ -41,8 +41,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use pgskein::config::TransactionMode;
 use pgskein::testing::{TestDatabase, TestServer};
-use pgskein::{Config, MigrationSet, Migrator, TransactionMode};
+use pgskein::{Config, MigrationSet, Migrator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

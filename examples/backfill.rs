@@ -13,8 +13,9 @@
 
 use std::time::Duration;
 
+use pgskein::backfill::Backfill;
 use pgskein::testing::TestServer;
-use pgskein::{Backfill, Error, MigrationSet, Migrator};
+use pgskein::{Error, MigrationSet, Migrator};
 
 const DOCUMENTS: &str = "\
 -- pgskein: up

@@ -7,18 +7,17 @@
 //! Like the demo, it needs no setup: with `DATABASE_URL` unset it starts a
 //! throwaway PostgreSQL from the machine's binaries.
 
+use pgskein::error::BoxError;
+use pgskein::rust::{Conn, ReversibleMigration, RustMigration, RustRevision};
 use pgskein::testing::TestServer;
-use pgskein::{
-    BoxError, Config, Error, Hooks, MigrationDb, MigrationSet, Migrator, ReversibleMigration, RustMigration,
-    RustRevision, Step, StepReport, Target,
-};
+use pgskein::{Config, Error, Hooks, MigrationSet, Migrator, Step, StepReport, Target};
 
 /// Splits `people.name` into first and last names, in Rust.
 struct SplitNames;
 
 #[pgskein::async_trait]
 impl RustMigration for SplitNames {
-    async fn up(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+    async fn up(&self, db: &Conn<'_>) -> Result<(), BoxError> {
         db.batch_execute("ALTER TABLE people ADD COLUMN first_name text, ADD COLUMN last_name text").await?;
         let update = db.prepare("UPDATE people SET first_name = $1, last_name = $2 WHERE id = $3").await?;
         for row in db.query("SELECT id, name FROM people", &[]).await? {
@@ -33,7 +32,7 @@ impl RustMigration for SplitNames {
 /// Its down: implementing `ReversibleMigration` is what makes it reversible.
 #[pgskein::async_trait]
 impl ReversibleMigration for SplitNames {
-    async fn down(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+    async fn down(&self, db: &Conn<'_>) -> Result<(), BoxError> {
         db.batch_execute("ALTER TABLE people DROP COLUMN first_name, DROP COLUMN last_name").await?;
         Ok(())
     }

@@ -19,7 +19,8 @@
 use std::error::Error;
 use std::str::FromStr;
 
-use pgskein::{Config, LazySet, MigrationSet, Migrator, TransactionMode};
+use pgskein::config::TransactionMode;
+use pgskein::{Config, LazySet, MigrationSet, Migrator};
 use tokio_postgres::NoTls;
 
 fn usage() -> ! {

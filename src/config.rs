@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::hooks::{Hooks, Installed};
 use crate::migration::Revision;
-use crate::plan::DriftPolicy;
+pub use crate::plan::{DriftPolicy, Policy};
 
-/// Settings of a [`Migrator`]. Every setting has a default; change them with the
+/// Settings of a [`Migrator`](crate::Migrator). Every setting has a default; change them with the
 /// builder methods.
 ///
 /// ```
@@ -159,7 +159,7 @@ impl Config {
     /// eligible backfills run to completion (the run waits, the lock stays
     /// free for other replicas), and the upgrade goes on past the revisions
     /// they unblock. Off, backfills run only through
-    /// [`Migrator::run_backfills`] or [`Migrator::spawn_backfills`].
+    /// [`Migrator::run_backfills`](crate::Migrator::run_backfills) or [`Migrator::spawn_backfills`](crate::Migrator::spawn_backfills).
     pub fn inline_backfills(mut self, inline: bool) -> Self {
         self.inline_backfills = inline;
         self
@@ -305,7 +305,8 @@ impl Attempts {
 /// How a run keeps concurrent runs apart. See `docs/locking.md`.
 ///
 /// ```
-/// use pgskein::{Config, LockMode};
+/// use pgskein::config::LockMode;
+/// use pgskein::Config;
 /// // The default: the advisory lock on a direct connection, the lease through a pooler.
 /// assert_eq!(LockMode::default(), LockMode::Auto);
 /// let always_the_lease = Config::default().lock_mode(LockMode::Lease);
@@ -322,7 +323,7 @@ pub enum LockMode {
     Auto,
     /// Always the session advisory lock, on the run's one connection. A
     /// connection through a pooler or proxy is refused with
-    /// [`Error::PoolerDetected`](crate::Error::PoolerDetected) before anything is changed.
+    /// [`Error::PoolerDetected`] before anything is changed.
     Advisory,
     /// Always the lease: a row of the bookkeeping schema with an owner, an
     /// expiry and a fencing token, taken and renewed in short transactions

@@ -246,7 +246,7 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
     /// A Rust-coded revision returned an error; its transaction was rolled back
-    /// (for `TxMode::None`, it is recorded as failed).
+    /// (for `Transaction::None`, it is recorded as failed).
     #[error("revision {id} ({path}) failed")]
     RustRevisionFailed {
         /// The revision.
@@ -465,7 +465,7 @@ pub enum Error {
     )]
     LockNotHeld,
     /// The connection goes through a connection pooler or proxy, and
-    /// [`LockMode::Advisory`](crate::LockMode::Advisory), whose session lock
+    /// [`LockMode::Advisory`](crate::config::LockMode::Advisory), whose session lock
     /// needs one server session for the whole run, was asked for. Recognised
     /// before anything was changed: the backend that answered is not the one
     /// the connection was given at startup.

@@ -41,10 +41,10 @@ use crate::graph::Graph;
 use crate::hooks::Hooks;
 use crate::ledger::{Ledger, Resolved, Write};
 use crate::lock::lease::{Held, Lost};
-use crate::migration::{Body, Revision, TxMode};
+use crate::migration::{Body, Revision, Transaction};
 use crate::plan::{Direction, Step};
 use crate::report::{Report, StepReport};
-use crate::rust::{BoxError, MigrationDb, RustCode};
+use crate::rust::{BoxError, Conn, RustCode};
 use crate::session::{BODY_RAN, Baseline, Session};
 use crate::split;
 use crate::state::Record;
@@ -472,7 +472,7 @@ impl<'s> Executor<'s> {
         mode: TransactionMode,
     ) -> Result<(), Error> {
         if mode == TransactionMode::Single {
-            if let Some(&(i, _)) = steps.iter().find(|(i, _)| graph.revs[*i].tx == TxMode::None) {
+            if let Some(&(i, _)) = steps.iter().find(|(i, _)| graph.revs[*i].tx == Transaction::None) {
                 let r = &graph.revs[i];
                 return Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() });
             }
@@ -517,8 +517,8 @@ impl<'s> Executor<'s> {
             }
             self.before_step(&step).await?;
             let result = match rev.tx {
-                TxMode::Transactional => self.transactional_with_retries(rev, dir).await,
-                TxMode::None => self.non_transactional(rev, dir).await,
+                Transaction::Transactional => self.transactional_with_retries(rev, dir).await,
+                Transaction::None => self.non_transactional(rev, dir).await,
             };
             if let Some(h) = &self.hooks {
                 match &result {
@@ -583,7 +583,7 @@ impl<'s> Executor<'s> {
             id: rev.id.clone(),
             path: rev.origin.clone(),
             attempts: attempts.attempt,
-            lock_timeout: if rev.tx == TxMode::None { rev.lock_timeout } else { lock_timeout },
+            lock_timeout: if rev.tx == Transaction::None { rev.lock_timeout } else { lock_timeout },
             waited: attempts.started.elapsed(),
             report: Box::new(self.report.clone()),
             source,
@@ -614,7 +614,7 @@ impl<'s> Executor<'s> {
             Code::Rust(code) => {
                 let begun = pipe.take().outcome().await;
                 let ran = match begun.fault {
-                    None => run_rust(code, client, TxMode::Transactional).await,
+                    None => run_rust(code, client, Transaction::Transactional).await,
                     Some((_, fault)) => Err(fault),
                 };
                 if let Err(fault) = ran {
@@ -700,7 +700,10 @@ impl<'s> Executor<'s> {
                         recorded.extend(before.recorded);
                         fault = before.fault;
                         if fault.is_none() {
-                            fault = run_rust(code, client, TxMode::Transactional).await.err().map(|f| (n, f));
+                            fault = run_rust(code, client, Transaction::Transactional)
+                                .await
+                                .err()
+                                .map(|f| (n, f));
                         }
                         if fault.is_some() {
                             break;
@@ -865,7 +868,7 @@ impl<'s> Executor<'s> {
         let client = self.client;
         let outcome = match code_of(rev, dir) {
             Code::Sql(body, body_line) => self.statements(rev, body, body_line, from, invalid_before).await,
-            Code::Rust(code) => run_rust(code, client, TxMode::None).await.map_err(|f| (f, 1)),
+            Code::Rust(code) => run_rust(code, client, Transaction::None).await.map_err(|f| (f, 1)),
         };
         // pgskein's writes run as the baseline, outside anything the body opened.
         let restored = simple(client, &self.restore()).await;
@@ -1098,7 +1101,7 @@ pub(crate) fn check_pooled(
 ) -> Result<(), Error> {
     for &(i, dir) in steps {
         let rev = &graph.revs[i];
-        if rev.tx != TxMode::None {
+        if rev.tx != Transaction::None {
             continue;
         }
         let refuse =
@@ -1165,8 +1168,8 @@ fn oids(list: &str) -> Vec<u32> {
     list.split_whitespace().filter_map(|o| o.parse().ok()).collect()
 }
 
-async fn run_rust(code: &RustCode, client: &Client, tx: TxMode) -> Result<(), Fault> {
-    code.run(&MigrationDb::new(client, tx == TxMode::Transactional)).await.map_err(Fault::Rust)
+async fn run_rust(code: &RustCode, client: &Client, tx: Transaction) -> Result<(), Fault> {
+    code.run(&Conn::new(client, tx == Transaction::Transactional)).await.map_err(Fault::Rust)
 }
 
 /// The 1-based statement of a failed script, and its line in the file: from

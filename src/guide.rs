@@ -8,6 +8,7 @@
 //! | [`file_format`] | The revision file format: directives, sections, checksums, load-time checks. |
 //! | [`graph`] | The revision graph and targets: branches, merges, heads, releases. |
 //! | [`running`] | Running migrations: transactions, failures, drift, the fast path. |
+//! | [`connections`] | Connections: connection strings, TLS, poolers, secrets. |
 //! | [`locking`] | Locking and many replicas: the advisory lock, waiters, poolers. |
 //! | [`rust_migrations`] | Rust-coded revisions in the same graph as SQL files. |
 //! | [`hooks`] | Hooks around runs and steps: backups, metrics, notifications. |
@@ -41,6 +42,12 @@ pub mod graph {
 pub mod running {
     // Rebuilds the documentation when the page changes.
     const _: &str = include_str!("../docs/running.md");
+}
+
+#[doc = pgskein_macros::__guide_page!("docs/connections.md")]
+pub mod connections {
+    // Rebuilds the documentation when the page changes.
+    const _: &str = include_str!("../docs/connections.md");
 }
 
 #[doc = pgskein_macros::__guide_page!("docs/locking.md")]

@@ -17,7 +17,8 @@ use crate::rust::BoxError;
 /// Taking a backup before a run that has work to do:
 ///
 /// ```no_run
-/// use pgskein::{BoxError, Hooks, Plan};
+/// use pgskein::error::BoxError;
+/// use pgskein::{Hooks, Plan};
 ///
 /// struct Backup { url: String }
 ///

@@ -34,25 +34,33 @@
 //!
 //! The [`guide`] module holds the user guide: [getting started](guide::getting_started),
 //! [the file format](guide::file_format), [the graph and targets](guide::graph),
-//! [running](guide::running), [locking](guide::locking),
+//! [running](guide::running), [connections](guide::connections), [locking](guide::locking),
 //! [Rust-coded revisions](guide::rust_migrations), [hooks](guide::hooks),
 //! [backfills](guide::backfills), [testing](guide::testing), [the command line](guide::cli)
 //! and [operations](guide::operations).
 //!
 //! ## Layout
 //!
-//! | module | owns |
+//! The crate root holds the names of the path every user walks; the rest is
+//! grouped in modules named after what they hold.
+//!
+//! | item | what it is |
 //! |---|---|
 //! | [`embed_migrations!`], [`Embedded`] | revision files read and checked at compile time |
-//! | [`MigrationSet`], [`LazySet`] | loading revision files (embedded or from disk) and validating the graph, at once or when first needed |
-//! | [`Target`], [`Plan`] | targets and deterministic plans |
-//! | [`Migrator`], [`Config`] | running upgrades, downgrades, stamps; status |
+//! | [`MigrationSet`], [`SetBuilder`], [`LazySet`] | loading revision files (embedded or from disk) and validating the graph, at once or when first needed |
+//! | [`Migrator`], [`Config`], [`Db`] | running upgrades, downgrades, stamps; status; on a client, a pool or a pooled connection |
+//! | [`Target`], [`Plan`], [`Step`] | targets and deterministic plans |
+//! | [`Report`], [`StepReport`], [`Status`] | what a run did, what the database holds |
+//! | [`Revision`], [`RevisionId`], [`Checksum`] | one revision, its id and its file's checksum |
 //! | [`Error`] | every failure, with the revision and file it concerns |
-//! | [`MigrationSet::lint`] | warnings about statements that hold heavy locks for long |
-//! | [`Backfill`], [`BackfillHandle`] | batched, resumable data backfills attached to revisions |
-//! | [`RustMigration`], [`RustRevision`] | Rust-coded revisions in the same graph as SQL files |
 //! | [`Hooks`] | callbacks around runs and steps (backups, metrics) |
-//! | [`SqlStyle`], [`Preflight`] | offline SQL scripts and pre-flight checks |
+//! | [`config`] | settings: transaction mode, lock mode, drift policies |
+//! | [`backfill`] | batched, resumable data backfills attached to revisions |
+//! | [`rust`] | Rust-coded revisions in the same graph as SQL files |
+//! | [`migration`] | the revision model: bodies and their transaction mode |
+//! | [`status`], [`report`] | status details, blocked revisions and their resolution; report details |
+//! | [`preflight`], [`lint`] | pre-flight checks; warnings about statements that hold heavy locks for long |
+//! | [`error`] | the error's parts: hook stages, parse error kinds, boxed errors of user code |
 //! | `testing` | a throwaway PostgreSQL server, per-test databases, reversibility checks (feature `testing`) |
 //! | `cli` | the operator commands of the `pgskein` binary, embeddable in a service's binary (feature `cli`) |
 //!
@@ -73,19 +81,20 @@
 //! Supabase and Neon poolers, RDS Proxy), recognised before anything is
 //! changed, it takes the lease instead: a row of the bookkeeping schema with
 //! an owner, an expiry and a fencing token that every ledger write proves
-//! ([`LockMode`]). See `docs/locking.md`.
+//! ([`config::LockMode`]). See `docs/locking.md`.
 //!
 //! ## Backfills
 //!
-//! A [`Backfill`] is a named, batched data change attached to a revision: SQL
-//! over a key range, or a Rust [`BackfillStep`]. Each batch commits together
+//! A [`Backfill`](backfill::Backfill) is a named, batched data change attached to a revision: SQL
+//! over a key range, or a Rust [`BackfillStep`](backfill::BackfillStep). Each batch commits together
 //! with its checkpoint in the `backfills` table, so a crash resumes where it
 //! stopped; batch sizes adapt to a target duration, with throttles and health
 //! checks. A revision may `depends-on` a backfill and is not applied until the
 //! backfill is done. See `docs/backfills.md`.
 //!
 //! ```no_run
-//! use pgskein::{Backfill, MigrationSet, Migrator};
+//! use pgskein::backfill::Backfill;
+//! use pgskein::{MigrationSet, Migrator};
 //!
 //! # async fn start(pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
 //! let set = MigrationSet::builder()
@@ -108,17 +117,17 @@
 // The examples of a `build.rs` show its whole `fn main`.
 #![allow(clippy::needless_doctest_main)]
 
-mod backfill;
+pub mod backfill;
 pub mod build;
 #[cfg(feature = "cli")]
 pub mod cli;
-mod config;
+pub mod config;
 #[cfg(any(feature = "cli", feature = "testing"))]
 // Each of the two features uses a part of it.
 #[cfg_attr(not(all(feature = "cli", feature = "testing")), allow(dead_code))]
 mod connstr;
 mod digest;
-mod error;
+pub mod error;
 mod executor;
 mod graph;
 #[cfg(feature = "macros")]
@@ -127,21 +136,22 @@ pub mod guide;
 mod hooks;
 mod id;
 mod ledger;
-mod lint;
+pub mod lint;
 mod lock;
-mod migration;
+pub mod migration;
 mod migrator;
 mod offline;
 mod plan;
 mod pooler;
-mod preflight;
+pub mod preflight;
 mod quote;
-mod report;
-mod rust;
+pub mod report;
+pub mod rust;
 mod session;
 mod source;
 mod split;
 mod state;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -156,23 +166,14 @@ pub mod __fuzz {
     }
 }
 
-pub use backfill::{
-    Backfill, BackfillHandle, BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BackfillStatus,
-    BackfillStep, Batch, Health, HealthCheck, Progress,
-};
-pub use config::LockMode;
-pub use config::{Config, TransactionMode};
-pub use error::{BoxError, Error, HookStage, ParseErrorKind, SessionNeed};
+pub use config::Config;
+pub use error::Error;
 pub use hooks::Hooks;
 pub use id::{Checksum, RevisionId};
-pub use lint::{LintRule, LintWarning};
-pub use migration::{Body, Revision, TxMode};
-pub use migrator::{Blocked, Configured, Migrator, Resolution, Status, VerifyReport};
-pub use offline::SqlStyle;
-pub use plan::{DriftPolicy, Plan, Policy, Step, Target};
-pub use preflight::{Preflight, Problem, ProblemKind};
-pub use report::{Direction, Report, StepReport, Warning};
-pub use rust::{MigrationDb, MigrationFuture, ReversibleMigration, RustCode, RustMigration, RustRevision};
+pub use migration::Revision;
+pub use migrator::{Configured, Migrator};
+pub use plan::{Plan, Step, Target};
+pub use report::{Report, StepReport};
 pub use session::Db;
 #[cfg(feature = "macros")]
 #[doc(hidden)]
@@ -180,7 +181,7 @@ pub use source::EmbeddedState;
 #[cfg(feature = "macros")]
 pub use source::{Embedded, EmbeddedFile};
 pub use source::{LazySet, MigrationSet, SetBuilder};
-pub use state::{BlockedState, LockHolder};
+pub use status::Status;
 
 /// Embeds a directory of revision files at compile time, checked by the
 /// runtime's own parser, as an [`Embedded`] value.

@@ -69,8 +69,8 @@ impl LintRule {
     /// The rule's stable name, e.g. `create-index`.
     ///
     /// ```
-    /// assert_eq!(pgskein::LintRule::SetNotNull.name(), "set-not-null");
-    /// assert_eq!("set-not-null".parse::<pgskein::LintRule>(), Ok(pgskein::LintRule::SetNotNull));
+    /// assert_eq!(pgskein::lint::LintRule::SetNotNull.name(), "set-not-null");
+    /// assert_eq!("set-not-null".parse::<pgskein::lint::LintRule>(), Ok(pgskein::lint::LintRule::SetNotNull));
     /// ```
     pub fn name(self) -> &'static str {
         match self {

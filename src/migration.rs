@@ -11,7 +11,7 @@ use crate::rust::RustCode;
 /// How a revision's body is wrapped in transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum TxMode {
+pub enum Transaction {
     /// The body, its verify section and its ledger row commit together (the default).
     #[default]
     Transactional,
@@ -73,7 +73,7 @@ pub struct Revision {
     pub(crate) branch: Option<String>,
     pub(crate) message: Option<String>,
     pub(crate) release: Option<semver::Version>,
-    pub(crate) tx: TxMode,
+    pub(crate) tx: Transaction,
     pub(crate) up: Body,
     pub(crate) up_line: usize,
     pub(crate) down: Option<Body>,
@@ -116,7 +116,7 @@ impl Revision {
         self.release.as_ref()
     }
     /// The transaction mode.
-    pub fn tx_mode(&self) -> TxMode {
+    pub fn transaction(&self) -> Transaction {
         self.tx
     }
     /// The up body.

@@ -8,94 +8,20 @@ use async_trait::async_trait;
 use tokio_postgres::Client;
 
 use crate::backfill::{BackfillHandle, BackfillReport, BackfillState, BackfillStatus};
-use crate::config::Config;
+use crate::config::{Config, TransactionMode};
 use crate::error::Error;
 use crate::executor::Executor;
 use crate::graph::Graph;
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Resolved};
 use crate::lock::Settled;
-use crate::offline::SqlStyle;
-use crate::plan::{self, Direction, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
+use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
 use crate::preflight::Preflight;
 use crate::report::{Report, Warning};
 use crate::session::{Db, Opened, Session};
 use crate::source::MigrationSet;
-use crate::state::{BlockedState, LockHolder, Meta, Record, RowState};
-
-/// What `status` reports.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct Status {
-    /// Applied revisions known to the code, in canonical order.
-    pub applied: Vec<RevisionId>,
-    /// The applied revisions that no applied revision builds on (Alembic's "current").
-    pub current: Vec<RevisionId>,
-    /// The code's heads.
-    pub heads: Vec<RevisionId>,
-    /// Revisions not yet applied, in the order `run` would apply them.
-    pub pending: Vec<RevisionId>,
-    /// `transaction none` revisions recorded as failed or running.
-    pub blocked: Vec<Blocked>,
-    /// Applied revisions unknown to the code.
-    pub unknown: Vec<String>,
-    /// Whether the unknown revisions descend from the code's heads.
-    pub ahead: bool,
-    /// Applied revisions whose file changed since.
-    pub changed: Vec<RevisionId>,
-    /// The newest release whose revisions are all applied, if the set declares releases.
-    pub release: Option<semver::Version>,
-}
-
-/// A revision that blocks runs until resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Blocked {
-    /// Its id.
-    pub id: String,
-    /// Whether it failed or never finished.
-    pub state: BlockedState,
-    /// The direction it was going.
-    pub direction: Direction,
-    /// The 1-based statement that failed, or that was about to run.
-    pub statement: Option<usize>,
-    /// The recorded error.
-    pub error: Option<String>,
-    /// The session holding the migration lock when status was read: a
-    /// `running` revision is then most likely running right now, not stuck.
-    pub holder: Option<LockHolder>,
-}
-
-impl Blocked {
-    /// True when the revision is recorded as running and a migrator holds the
-    /// lock: it is being applied right now, not blocking anything yet.
-    pub fn is_running_now(&self) -> bool {
-        self.state == BlockedState::Running && self.holder.is_some()
-    }
-}
-
-/// How an operator settles a failed or interrupted `transaction none` revision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Resolution {
-    /// Run it again from the statement that failed (after dropping an invalid
-    /// index that statement left behind), then record it.
-    Retry,
-    /// The remaining statements were completed by hand: record it as applied.
-    MarkApplied,
-    /// What it did was undone by hand: forget it, so the next run applies it again.
-    MarkReverted,
-}
-
-/// What [`Migrator::verify`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct VerifyReport {
-    /// Applied revisions whose verify section ran, in canonical order.
-    pub checked: Vec<RevisionId>,
-    /// Those whose verify section failed: the revision and why.
-    pub failed: Vec<(RevisionId, String)>,
-}
+use crate::state::{LockHolder, Meta, Record, RowState};
+use crate::status::{Blocked, Resolution, Status, VerifyReport};
 
 /// Runs migrations. Implement [`migrations`](Migrator::migrations); everything else is provided.
 ///
@@ -202,7 +128,7 @@ pub trait Migrator: Send + Sync {
         &self,
         db: impl Into<Db<'a>> + Send + 'a,
         target: &Target,
-        style: SqlStyle,
+        style: TransactionMode,
     ) -> Result<String, Error> {
         let config = self.config();
         let set = self.migrations()?;
@@ -519,8 +445,12 @@ async fn execute<M: Migrator + ?Sized>(
                     Err(e) => break Err(e),
                 };
                 // Finished here, or by another replica while this one waited.
-                let finished = |b: &crate::BackfillRun| {
-                    matches!(b.outcome, crate::BackfillOutcome::Done | crate::BackfillOutcome::AlreadyDone)
+                let finished = |b: &crate::backfill::BackfillRun| {
+                    matches!(
+                        b.outcome,
+                        crate::backfill::BackfillOutcome::Done
+                            | crate::backfill::BackfillOutcome::AlreadyDone
+                    )
                 };
                 if !done.get(&backfill).is_some_and(finished) {
                     break Err(Error::BackfillIncomplete {
@@ -553,7 +483,7 @@ async fn run_backfills<M: Migrator + ?Sized>(
     m: &M,
     cfg: &Config,
     db: Db<'_>,
-) -> Result<crate::BackfillReport, Error> {
+) -> Result<crate::backfill::BackfillReport, Error> {
     crate::backfill::run(m.migrations()?, cfg, db).await
 }
 

@@ -5,26 +5,14 @@
 
 use std::fmt::Write;
 
+use crate::config::TransactionMode;
 use crate::error::Error;
 use crate::id::Checksum;
 use crate::ledger::Ledger;
-use crate::migration::{Body, Revision, TxMode};
+use crate::migration::{Body, Revision, Transaction};
 use crate::plan::{Direction, Plan};
 use crate::quote::{quote_ident, quote_literal};
 use crate::source::MigrationSet;
-
-/// How an offline script wraps revisions in transactions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum SqlStyle {
-    /// `BEGIN; ... COMMIT;` around each transactional revision, like a
-    /// per-revision run: run it with `psql -v ON_ERROR_STOP=1 -f`.
-    #[default]
-    PerRevision,
-    /// No transaction statements, for `psql -1` (one transaction for the
-    /// whole script); refused when the plan has a `transaction none` revision.
-    Single,
-}
 
 impl MigrationSet {
     /// The offline script from a list of applied revision ids to `target`,
@@ -35,7 +23,7 @@ impl MigrationSet {
         applied: impl IntoIterator<Item = &'a str>,
         target: &crate::Target,
         schema: &str,
-        style: SqlStyle,
+        style: TransactionMode,
     ) -> Result<String, Error> {
         let rec = self.reconcile_ids(applied);
         let plan = crate::plan::either_way(&self.graph, &rec, target)?;
@@ -49,15 +37,15 @@ pub(crate) fn render(
     set: &MigrationSet,
     schema: &str,
     plan: &Plan,
-    style: SqlStyle,
+    style: TransactionMode,
 ) -> Result<String, Error> {
     let revs: Vec<(&Revision, Direction)> = plan
         .steps
         .iter()
         .map(|s| (set.get(s.id.as_str()).expect("planned from this set"), s.direction))
         .collect();
-    if style == SqlStyle::Single {
-        if let Some((r, _)) = revs.iter().find(|(r, _)| r.tx == TxMode::None) {
+    if style == TransactionMode::Single {
+        if let Some((r, _)) = revs.iter().find(|(r, _)| r.tx == Transaction::None) {
             return Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() });
         }
     }
@@ -80,7 +68,7 @@ pub(crate) fn render(
 
 /// One step of the script: its body (wrapped in a transaction for a
 /// per-revision script) and its bookkeeping rows, in schema `s` (quoted).
-fn step(out: &mut String, s: &str, rev: &Revision, dir: Direction, style: SqlStyle) {
+fn step(out: &mut String, s: &str, rev: &Revision, dir: Direction, style: TransactionMode) {
     let _ = writeln!(out, "\n-- {dir} {} ({})", rev.id, rev.origin);
     let body = match dir {
         Direction::Up => Some(&rev.up),
@@ -99,7 +87,7 @@ fn step(out: &mut String, s: &str, rev: &Revision, dir: Direction, style: SqlSty
         }
         None => "",
     };
-    let wrap = style == SqlStyle::PerRevision && rev.tx == TxMode::Transactional;
+    let wrap = style == TransactionMode::PerRevision && rev.tx == Transaction::Transactional;
     if wrap {
         out.push_str("BEGIN;\n");
     }

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::id::RevisionId;
-pub use crate::report::Direction;
+pub(crate) use crate::report::Direction;
 use crate::state::Record;
 
 /// Where to take the database.
@@ -312,7 +312,7 @@ pub enum Policy {
 /// How drift between the ledger and the code is handled.
 ///
 /// ```
-/// use pgskein::{DriftPolicy, Policy};
+/// use pgskein::config::{DriftPolicy, Policy};
 /// let lenient = DriftPolicy { changed_checksum: Policy::Warn, ..DriftPolicy::default() };
 /// assert_eq!(lenient.ahead, Policy::Warn);
 /// ```

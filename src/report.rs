@@ -37,7 +37,7 @@ pub struct StepReport {
     pub stamped: bool,
 }
 
-/// Drift a run accepted because of its [`DriftPolicy`](crate::DriftPolicy).
+/// Drift a run accepted because of its [`DriftPolicy`](crate::config::DriftPolicy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Warning {

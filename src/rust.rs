@@ -1,5 +1,5 @@
 //! Rust-coded revisions: the traits of their code (`RustMigration` for `up`,
-//! `ReversibleMigration` for `down`), the `MigrationDb` handle they receive,
+//! `ReversibleMigration` for `down`), the `Conn` handle they receive,
 //! and, in `revision`, `RustRevision`, the metadata that places one in the
 //! graph next to SQL files. The executor owns the
 //! transaction; the handle only runs statements inside it.
@@ -15,7 +15,7 @@ use tokio_postgres::{Client, Row, RowStream, SimpleQueryMessage, Statement, ToSt
 mod revision;
 pub use revision::RustRevision;
 
-pub use crate::error::BoxError;
+pub(crate) use crate::error::BoxError;
 
 /// A Rust-coded revision's code: its `up`. A revision made from it with
 /// [`RustRevision::new`] is irreversible; to make one that can be reverted,
@@ -23,17 +23,18 @@ pub use crate::error::BoxError;
 /// or add a down closure with [`RustRevision::with_down`].
 ///
 /// `up` runs inside the revision's transaction (or on a plain connection for
-/// `TxMode::None` revisions); returning an error rolls the transaction back
+/// `Transaction::None` revisions); returning an error rolls the transaction back
 /// and fails the run with [`Error::RustRevisionFailed`](crate::Error::RustRevisionFailed).
 ///
 /// ```
-/// use pgskein::{BoxError, MigrationDb, ReversibleMigration, RustMigration, RustRevision};
+/// use pgskein::error::BoxError;
+/// use pgskein::rust::{Conn, ReversibleMigration, RustMigration, RustRevision};
 ///
 /// struct SplitNames;
 ///
 /// #[pgskein::async_trait]
 /// impl RustMigration for SplitNames {
-///     async fn up(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+///     async fn up(&self, db: &Conn<'_>) -> Result<(), BoxError> {
 ///         db.batch_execute("ALTER TABLE people ADD COLUMN first text, ADD COLUMN last text").await?;
 ///         for row in db.query("SELECT id, name FROM people", &[]).await? {
 ///             let (id, name): (i64, String) = (row.get(0), row.get(1));
@@ -46,7 +47,7 @@ pub use crate::error::BoxError;
 ///
 /// #[pgskein::async_trait]
 /// impl ReversibleMigration for SplitNames {
-///     async fn down(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+///     async fn down(&self, db: &Conn<'_>) -> Result<(), BoxError> {
 ///         db.batch_execute("ALTER TABLE people DROP COLUMN first, DROP COLUMN last").await?;
 ///         Ok(())
 ///     }
@@ -57,7 +58,7 @@ pub use crate::error::BoxError;
 #[async_trait]
 pub trait RustMigration: Send + Sync + 'static {
     /// Applies the revision.
-    async fn up(&self, db: &MigrationDb<'_>) -> Result<(), BoxError>;
+    async fn up(&self, db: &Conn<'_>) -> Result<(), BoxError>;
 }
 
 /// A Rust-coded revision that can be reverted: plans may downgrade through a
@@ -65,10 +66,10 @@ pub trait RustMigration: Send + Sync + 'static {
 #[async_trait]
 pub trait ReversibleMigration: RustMigration {
     /// Reverts the revision.
-    async fn down(&self, db: &MigrationDb<'_>) -> Result<(), BoxError>;
+    async fn down(&self, db: &Conn<'_>) -> Result<(), BoxError>;
 }
 
-/// One direction of a Rust-coded revision, as a revision's [`Body::Rust`]
+/// One direction of a Rust-coded revision, as a revision's [`Body::Rust`](crate::migration::Body::Rust)
 /// holds it: the up, or the down, ready to run. Made by [`RustRevision`].
 #[derive(Clone)]
 pub struct RustCode(pub(crate) Arc<dyn Step>);
@@ -76,11 +77,11 @@ pub struct RustCode(pub(crate) Arc<dyn Step>);
 /// What [`RustCode`] runs.
 #[async_trait]
 pub(crate) trait Step: Send + Sync {
-    async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError>;
+    async fn run(&self, db: &Conn<'_>) -> Result<(), BoxError>;
 }
 
 impl RustCode {
-    pub(crate) async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+    pub(crate) async fn run(&self, db: &Conn<'_>) -> Result<(), BoxError> {
         self.0.run(db).await
     }
 }
@@ -105,37 +106,37 @@ pub(crate) struct Closure(pub(crate) MigrationFn);
 
 #[async_trait]
 impl<M: RustMigration> Step for Up<M> {
-    async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+    async fn run(&self, db: &Conn<'_>) -> Result<(), BoxError> {
         self.0.up(db).await
     }
 }
 
 #[async_trait]
 impl<M: ReversibleMigration> Step for Down<M> {
-    async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+    async fn run(&self, db: &Conn<'_>) -> Result<(), BoxError> {
         self.0.down(db).await
     }
 }
 
 #[async_trait]
 impl Step for Closure {
-    async fn run(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+    async fn run(&self, db: &Conn<'_>) -> Result<(), BoxError> {
         (self.0)(db).await
     }
 }
 
 /// The handle a Rust-coded revision runs its statements through: the
 /// tokio-postgres query methods, on the connection that holds the open
-/// transaction (or, for `TxMode::None`, a plain connection).
+/// transaction (or, for `Transaction::None`, a plain connection).
 ///
 /// Do not run `COMMIT` or `ROLLBACK` through it: the revision and its ledger
 /// row must commit together.
-pub struct MigrationDb<'a> {
+pub struct Conn<'a> {
     client: &'a Client,
     in_transaction: bool,
 }
 
-impl<'a> MigrationDb<'a> {
+impl<'a> Conn<'a> {
     pub(crate) fn new(client: &'a Client, in_transaction: bool) -> Self {
         Self { client, in_transaction }
     }
@@ -227,4 +228,4 @@ impl<'a> MigrationDb<'a> {
 /// The future a migration closure returns: `Box::pin(async move { ... })`.
 pub type MigrationFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
 
-pub(crate) type MigrationFn = Box<dyn for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync>;
+pub(crate) type MigrationFn = Box<dyn for<'a> Fn(&'a Conn<'a>) -> MigrationFuture<'a> + Send + Sync>;

@@ -25,13 +25,13 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::ledger::{Ledger, groups};
 use crate::lock::lease::{self, Held};
-use crate::lock::{Acquired, Conn, LockGuard, LockMode, Settled};
+use crate::lock::{Acquired, ClientRef, LockGuard, LockMode, Settled};
 use crate::quote::{quote_ident, quote_literal};
 use crate::state::{LedgerState, Meta, RowState};
 
 /// A database to migrate: a borrowed client, or a pool to take a connection from.
 ///
-/// Every [`Migrator`] method accepts `&tokio_postgres::Client`,
+/// Every [`Migrator`](crate::Migrator) method accepts `&tokio_postgres::Client`,
 /// `&deadpool_postgres::Pool` or `&deadpool_postgres::Object`.
 #[derive(Clone, Copy)]
 #[non_exhaustive]
@@ -59,10 +59,12 @@ impl<'a> From<&'a deadpool_postgres::Object> for Db<'a> {
 }
 
 impl<'a> Db<'a> {
-    pub(crate) async fn conn(self) -> Result<Conn<'a>, Error> {
+    pub(crate) async fn conn(self) -> Result<ClientRef<'a>, Error> {
         Ok(match self {
-            Db::Client(c) => Conn::Borrowed(c),
-            Db::Pool(p) => Conn::Pooled(Box::new(p.get().await.map_err(|source| Error::Pool { source })?)),
+            Db::Client(c) => ClientRef::Borrowed(c),
+            Db::Pool(p) => {
+                ClientRef::Pooled(Box::new(p.get().await.map_err(|source| Error::Pool { source })?))
+            }
         })
     }
 }
@@ -198,7 +200,7 @@ pub(crate) enum Opened<'a> {
 
 impl<'a> Session<'a> {
     /// A read-only session: the ledger and who holds the lock, without taking it.
-    pub(crate) async fn read(conn: Conn<'a>, cfg: &Config) -> Result<Session<'a>, Error> {
+    pub(crate) async fn read(conn: ClientRef<'a>, cfg: &Config) -> Result<Session<'a>, Error> {
         cfg.validate()?;
         let ledger = Ledger::new(cfg.schema_name());
         let state = ledger.read(conn.client(), cfg.lock_key()).await?;
@@ -208,7 +210,7 @@ impl<'a> Session<'a> {
     /// A locked session. While waiting, `settled` is asked whether the lock is
     /// still needed; when it says no, the connection goes back as it came.
     pub(crate) async fn lock(
-        conn: Conn<'a>,
+        conn: ClientRef<'a>,
         cfg: &Config,
         settled: Option<&(dyn Settled + '_)>,
     ) -> Result<Opened<'a>, Error> {
@@ -263,7 +265,7 @@ impl<'a> Session<'a> {
     }
 
     /// A locked session, waiting as long as the configuration allows.
-    pub(crate) async fn locked(conn: Conn<'a>, cfg: &Config) -> Result<Session<'a>, Error> {
+    pub(crate) async fn locked(conn: ClientRef<'a>, cfg: &Config) -> Result<Session<'a>, Error> {
         match Self::lock(conn, cfg, None).await? {
             Opened::Locked(session, _) => Ok(*session),
             // Without a `settled` check, waiting only ends with the lock or an error.

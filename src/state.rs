@@ -67,7 +67,7 @@ impl Meta {
 #[non_exhaustive]
 pub enum BlockedState {
     /// Recorded as started and never finished: the process running it died or
-    /// lost its connection, or it is running right now (see [`Blocked::holder`](crate::Blocked::holder)).
+    /// lost its connection, or it is running right now (see [`Blocked::holder`](crate::status::Blocked::holder)).
     Running,
     /// One of its statements failed.
     Failed,

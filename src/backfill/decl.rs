@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use crate::error::Error;
 use crate::id::RevisionId;
 use crate::migration::Revision;
-use crate::rust::{BoxError, MigrationDb};
+use crate::rust::{BoxError, Conn};
 
 /// A named, batched data change attached to a revision.
 ///
@@ -34,7 +34,7 @@ use crate::rust::{BoxError, MigrationDb};
 ///
 /// ```
 /// use std::time::Duration;
-/// use pgskein::Backfill;
+/// use pgskein::backfill::Backfill;
 ///
 /// let fill = Backfill::sql(
 ///     "documents_sha256",
@@ -311,7 +311,7 @@ impl fmt::Debug for Backfill {
 /// One batch of a Rust backfill.
 ///
 /// `batch` runs inside the batch's transaction, through the same
-/// [`MigrationDb`] handle Rust-coded revisions get (never `COMMIT` through it);
+/// [`Conn`] handle Rust-coded revisions get (never `COMMIT` through it);
 /// pgskein commits it together
 /// with the returned cursor, so the next call (in this process or, after a
 /// crash, in another) starts exactly where this one ended. Return an error to
@@ -322,7 +322,9 @@ impl fmt::Debug for Backfill {
 /// the upper bound on the first call (cursor `None`) and carry it in the cursor.
 ///
 /// ```
-/// use pgskein::{BackfillStep, Batch, BoxError, MigrationDb};
+/// use pgskein::backfill::{BackfillStep, Batch};
+/// use pgskein::error::BoxError;
+/// use pgskein::rust::Conn;
 ///
 /// struct LowercaseEmails;
 ///
@@ -330,7 +332,7 @@ impl fmt::Debug for Backfill {
 /// impl BackfillStep for LowercaseEmails {
 ///     async fn batch(
 ///         &self,
-///         tx: &MigrationDb<'_>,
+///         tx: &Conn<'_>,
 ///         cursor: Option<&str>,
 ///         limit: u64,
 ///     ) -> Result<Batch, BoxError> {
@@ -355,7 +357,7 @@ impl fmt::Debug for Backfill {
 pub trait BackfillStep: Send + Sync + 'static {
     /// Processes at most about `limit` rows after `cursor` (`None`: from the
     /// start) in `tx`, and says where the next batch starts.
-    async fn batch(&self, tx: &MigrationDb<'_>, cursor: Option<&str>, limit: u64) -> Result<Batch, BoxError>;
+    async fn batch(&self, tx: &Conn<'_>, cursor: Option<&str>, limit: u64) -> Result<Batch, BoxError>;
 }
 
 /// What one batch of a Rust backfill did.
@@ -390,7 +392,8 @@ pub enum Health {
 /// A check consulted before batches; the backfill waits while it says [`Health::Wait`].
 ///
 /// ```
-/// use pgskein::{BoxError, Health, HealthCheck};
+/// use pgskein::backfill::{Health, HealthCheck};
+/// use pgskein::error::BoxError;
 ///
 /// /// Waits while more than 50 sessions are active.
 /// struct NotTooBusy;

@@ -15,9 +15,9 @@ use super::{
 use crate::backfill::Backfill;
 use crate::error::Error;
 use crate::ledger::Ledger;
-use crate::lock::{self, Conn};
+use crate::lock::{self, ClientRef};
 use crate::quote::quote_ident;
-use crate::rust::MigrationDb;
+use crate::rust::Conn;
 
 /// How often a waiting runner looks again at a paused or busy backfill.
 const POLL: Duration = Duration::from_millis(500);
@@ -39,7 +39,7 @@ pub(crate) enum Outcome {
 /// connection to `lock::discard`: a pooled connection is closed, which rolls
 /// the batch back and frees the lock; a borrowed one gets ROLLBACK and unlock queued.
 pub(crate) struct Runner<'a> {
-    conn: Option<Conn<'a>>,
+    conn: Option<ClientRef<'a>>,
     ledger: Ledger,
     held: Option<i64>,
     in_tx: bool,
@@ -79,7 +79,7 @@ enum Step {
 }
 
 impl<'a> Runner<'a> {
-    pub(crate) fn new(conn: Conn<'a>, ledger: Ledger) -> Self {
+    pub(crate) fn new(conn: ClientRef<'a>, ledger: Ledger) -> Self {
         Self { conn: Some(conn), ledger, held: None, in_tx: false, lost: false, rows: 0, batches: 0 }
     }
 
@@ -400,7 +400,7 @@ impl<'a> Runner<'a> {
                     _ => (0, 0, cursor.clone(), true),
                 },
                 Work::Rust(step) => {
-                    let batch = step.batch(&MigrationDb::new(client, true), cursor.as_deref(), size).await?;
+                    let batch = step.batch(&Conn::new(client, true), cursor.as_deref(), size).await?;
                     let done = batch.next.is_none();
                     (batch.rows, size, batch.next, done)
                 }
@@ -806,7 +806,7 @@ fn run_entry(
 /// `conn`. A backfill another process is running is waited for; a paused one
 /// is skipped. The first failure stops the call.
 pub(crate) async fn run_inline(
-    conn: Conn<'_>,
+    conn: ClientRef<'_>,
     ledger: &Ledger,
     backfills: &[Backfill],
 ) -> Result<BackfillReport, Error> {
@@ -961,7 +961,7 @@ async fn deferred(
     let mut pending: Vec<usize> = (0..n).collect();
     while !pending.is_empty() {
         let conn = pool.get().await.map_err(|source| Error::Pool { source })?;
-        let mut runner = Runner::new(Conn::Pooled(Box::new(conn)), ledger.clone());
+        let mut runner = Runner::new(ClientRef::Pooled(Box::new(conn)), ledger.clone());
         let applied = if ensure_table(runner.client(), ledger).await? {
             let afters: Vec<String> = pending.iter().map(|&i| backfills[i].after.clone()).collect();
             applied_among(runner.client(), ledger, &afters).await?

@@ -140,12 +140,12 @@ pub(crate) enum LockModeArg {
     Lease,
 }
 
-impl From<LockModeArg> for crate::LockMode {
+impl From<LockModeArg> for crate::config::LockMode {
     fn from(mode: LockModeArg) -> Self {
         match mode {
-            LockModeArg::Auto => crate::LockMode::Auto,
-            LockModeArg::Advisory => crate::LockMode::Advisory,
-            LockModeArg::Lease => crate::LockMode::Lease,
+            LockModeArg::Auto => crate::config::LockMode::Auto,
+            LockModeArg::Advisory => crate::config::LockMode::Advisory,
+            LockModeArg::Lease => crate::config::LockMode::Lease,
         }
     }
 }

@@ -19,11 +19,14 @@ use super::render;
 use super::scaffold;
 use super::ui::{Failure, Style, list_lines, ms_text, report_json, warning_text};
 use super::{Backup, Ctx, Run, exit};
+use crate::backfill::{BackfillOutcome, BackfillState, BackfillStatus};
+use crate::config::TransactionMode;
 use crate::connstr::{self, ConnStr};
-use crate::{
-    BackfillOutcome, BackfillState, BackfillStatus, Config, Direction, Error, MigrationSet, Migrator,
-    Preflight, ProblemKind, Report, Resolution, RevisionId, SqlStyle, Target, TransactionMode, TxMode,
-};
+use crate::migration::Transaction;
+use crate::preflight::{Preflight, ProblemKind};
+use crate::report::Direction;
+use crate::status::Resolution;
+use crate::{Config, Error, MigrationSet, Migrator, Report, RevisionId, Target};
 
 pub(crate) async fn dispatch(ctx: &Ctx<'_>) -> Result<u8, Failure> {
     match &*ctx.args.command {
@@ -178,7 +181,7 @@ impl Ctx<'_> {
     }
 
     fn runner<'s>(&self, set: &'s MigrationSet) -> Run<'s> {
-        Run { set, config: self.config.clone() }
+        set.with_config(self.config.clone())
     }
 
     /// The migrator of a run, with the progress bar and the backup hook.
@@ -270,7 +273,7 @@ fn revision_json(set: &MigrationSet, r: &crate::Revision) -> Value {
         "branch": r.branch(),
         "message": r.message(),
         "release": r.release().map(|v| v.to_string()),
-        "transaction": if r.tx_mode() == TxMode::None { "none" } else { "transactional" },
+        "transaction": if r.transaction() == Transaction::None { "none" } else { "transactional" },
         "kind": r.kind(),
         "reversible": r.down().is_some(),
         "repeatable": r.is_repeatable(),
@@ -692,7 +695,7 @@ async fn print_sql(
     target: &Target,
     single_transaction: bool,
 ) -> Result<u8, Failure> {
-    let style = if single_transaction { SqlStyle::Single } else { SqlStyle::PerRevision };
+    let style = if single_transaction { TransactionMode::Single } else { TransactionMode::PerRevision };
     let script = m.sql(client, target, style).await?;
     ctx.ui.json(json!({
         "target": target.to_string(),
@@ -897,7 +900,7 @@ async fn upgrade(ctx: &Ctx<'_>, a: &UpgradeArgs) -> Result<u8, Failure> {
     }
     preflight_gate(ctx, &ctx.runner(&set), &client, &target, a.run.no_preflight).await?;
     let (config, backup) = ctx.run_config(&a.run, &bars)?;
-    let m = Run { set: &set, config };
+    let m = <&MigrationSet as Migrator>::with_config(&set, config);
     let report = m.upgrade(&client, &target).await?;
     finish(ctx, &m, &client, "upgrade", &target, &report, &a.run, &backup).await
 }
@@ -932,7 +935,7 @@ async fn downgrade(ctx: &Ctx<'_>, a: &DowngradeArgs) -> Result<u8, Failure> {
         preflight_gate(ctx, &plain, &client, &target, a.run.no_preflight).await?;
     }
     let (config, backup) = ctx.run_config(&a.run, &bars)?;
-    let m = Run { set: &set, config };
+    let m = <&MigrationSet as Migrator>::with_config(&set, config);
     let report = m.downgrade(&client, &target).await?;
     finish(ctx, &m, &client, "downgrade", &target, &report, &a.run, &backup).await
 }
@@ -1066,7 +1069,7 @@ async fn resolve(ctx: &Ctx<'_>, a: &ResolveArgs) -> Result<u8, Failure> {
     let st = m.status(&client).await?;
     let row = blocked_row(&set, &st.blocked, &a.revision)?;
     // Which way the failed step was going decides what each resolution means.
-    let down = row.direction == crate::Direction::Down;
+    let down = row.direction == crate::report::Direction::Down;
     let (how, question, done) = match (a.retry, a.mark_applied, down) {
         (true, _, false) => {
             ("retry", "Retry applying it from the statement that failed?", "applied after the retry")
@@ -1124,13 +1127,13 @@ async fn resolve(ctx: &Ctx<'_>, a: &ResolveArgs) -> Result<u8, Failure> {
 /// prefix of several, is an error naming them.
 fn blocked_row<'b>(
     set: &MigrationSet,
-    blocked: &'b [crate::Blocked],
+    blocked: &'b [crate::status::Blocked],
     given: &str,
-) -> Result<&'b crate::Blocked, Failure> {
+) -> Result<&'b crate::status::Blocked, Failure> {
     if let Some(row) = blocked.iter().find(|b| b.id == given) {
         return Ok(row);
     }
-    let matching: Vec<&crate::Blocked> = blocked.iter().filter(|b| b.id.starts_with(given)).collect();
+    let matching: Vec<&crate::status::Blocked> = blocked.iter().filter(|b| b.id.starts_with(given)).collect();
     match matching.as_slice() {
         [row] => Ok(row),
         [] => {

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use tokio_postgres::CancelToken;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::{BoxError, Hooks, Step};
+use crate::error::BoxError;
+use crate::{Hooks, Step};
 
 /// The exit code after a second signal: 128 + SIGINT, as shells report it.
 pub(crate) const INTERRUPTED: u8 = 130;

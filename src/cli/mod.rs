@@ -42,7 +42,8 @@ use clap::{FromArgMatches, Parser};
 pub use args::Args;
 
 use crate::connstr::{ConnStr, ConnStrError};
-use crate::{BoxError, Config, Hooks, MigrationSet, Migrator, Plan};
+use crate::error::BoxError;
+use crate::{Config, Hooks, MigrationSet, Migrator, Plan};
 use ui::Ui;
 
 /// The exit codes of every command.
@@ -239,22 +240,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// The migrator a command runs: the loaded set with the CLI's settings.
-pub(crate) struct Run<'a> {
-    pub(crate) set: &'a MigrationSet,
-    pub(crate) config: Config,
-}
-
-impl Migrator for Run<'_> {
-    fn migrations(&self) -> Result<&MigrationSet, crate::Error> {
-        Ok(self.set)
-    }
-    fn known_fingerprint(&self) -> Option<&str> {
-        Some(self.set.fingerprint())
-    }
-    fn config(&self) -> Config {
-        self.config.clone()
-    }
-}
+pub(crate) type Run<'a> = crate::Configured<&'a MigrationSet>;
 
 /// `--backup FILE`: `pg_dump --format=custom` before a run that has work to do,
 /// with the lock held, so no other migrator runs between the dump and the run.

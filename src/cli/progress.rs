@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::{Backfill, BoxError, Error, Hooks, MigrationSet, Plan, Progress, Report, Step, StepReport};
+use crate::backfill::{Backfill, Progress};
+use crate::error::BoxError;
+use crate::{Error, Hooks, MigrationSet, Plan, Report, Step, StepReport};
 
 /// The bars of one command.
 pub(crate) struct Bars {

@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(c.revises()[0].as_str(), "0001_a");
         assert_eq!(c.depends_on()[0].as_str(), "0002_b");
         assert_eq!(c.branch(), Some("auth"));
-        assert_eq!(c.tx_mode(), crate::TxMode::None);
+        assert_eq!(c.transaction(), crate::migration::Transaction::None);
         assert_eq!(c.message(), Some("Add users"));
         assert!(c.down().is_some());
     }

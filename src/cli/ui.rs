@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::args::ColorChoice;
 use super::exit;
-use crate::{Error, Report, Warning};
+use crate::report::Warning;
+use crate::{Error, Report};
 
 /// Where output goes and how it looks.
 pub(crate) struct Ui {
@@ -279,7 +280,7 @@ impl From<Error> for Failure {
         let mut f = match &e {
             // The library's message names its API; the hint names the command.
             Error::Blocked { id, state, direction, statement, error, invalid_indexes } => {
-                let going = if *direction == crate::Direction::Down { " (going down)" } else { "" };
+                let going = if *direction == crate::report::Direction::Down { " (going down)" } else { "" };
                 let at = statement.map(|s| format!("{going} at statement {s}")).unwrap_or(going.to_owned());
                 let error = error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
                 let indexes = if invalid_indexes.is_empty() {
@@ -467,8 +468,8 @@ mod tests {
     fn hints_name_the_command_as_the_operator_invokes_it_with_its_flags() {
         let blocked = Failure::from(Error::Blocked {
             id: crate::RevisionId::new("0004_index").unwrap(),
-            state: crate::BlockedState::Failed,
-            direction: crate::Direction::Up,
+            state: crate::status::BlockedState::Failed,
+            direction: crate::report::Direction::Up,
             statement: Some(2),
             error: Some("relation \"x\" does not exist".into()),
             invalid_indexes: vec!["x_idx".into()],

@@ -137,8 +137,8 @@ fn drop_table_lists_flag_each_existing_table_but_not_one_created_here() {
 #[test]
 fn rust_revisions_and_down_bodies_are_not_linted() {
     let sql = b"-- pgskein: up\nSELECT 1;\n-- pgskein: down\nDROP TABLE t;\n";
-    let rust =
-        crate::RustRevision::from_fn("0002_rust", "1", |_| Box::pin(async { Ok(()) })).revises(["0001_x"]);
+    let rust = crate::rust::RustRevision::from_fn("0002_rust", "1", |_| Box::pin(async { Ok(()) }))
+        .revises(["0001_x"]);
     let set = MigrationSet::builder().file("0001_x.sql", sql).rust(rust).build().unwrap();
     assert_eq!(set.len(), 2);
     assert!(set.lint().is_empty());

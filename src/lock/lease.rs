@@ -32,7 +32,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
 use super::{
-    Acquired, Conn, LockGuard, LockHolder, Settled, Waiting, current_holder, discard, try_xact_lock_sql,
+    Acquired, ClientRef, LockGuard, LockHolder, Settled, Waiting, current_holder, discard, try_xact_lock_sql,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -85,7 +85,7 @@ enum Take {
 /// configured wait. Between two attempts `settled` is asked whether the lease
 /// is still needed; when it says no, the connection is handed back.
 pub(crate) async fn acquire<'a>(
-    conn: Conn<'a>,
+    conn: ClientRef<'a>,
     ledger: &Ledger,
     cfg: &Config,
     settled: Option<&(dyn Settled + '_)>,
@@ -233,7 +233,7 @@ pub(crate) enum Lost {
 impl Held {
     /// The lease `token`, just taken, with a heartbeat on a second
     /// connection from the run's pool when there is one to take.
-    async fn start(conn: &Conn<'_>, ledger: &Ledger, token: i64, ttl: Duration) -> Held {
+    async fn start(conn: &ClientRef<'_>, ledger: &Ledger, token: i64, ttl: Duration) -> Held {
         let mut held = Held {
             token,
             ttl,
@@ -312,7 +312,7 @@ impl Held {
     /// Stops the heartbeat and gives the lease back on the run's connection,
     /// with `restore` (the session state the run found). If that fails, the
     /// lease expires by itself, and a pooled connection is closed.
-    pub(crate) async fn release(mut self, conn: Conn<'_>, restore: &str) {
+    pub(crate) async fn release(mut self, conn: ClientRef<'_>, restore: &str) {
         if let Some(heartbeat) = self.heartbeat.take() {
             let _ = heartbeat.stop.send(false);
             let _ = heartbeat.task.await;
@@ -330,7 +330,7 @@ impl Held {
     /// When the run is dropped mid-way: the heartbeat gives the lease back on
     /// its own connection; the run's connection is closed if pooled, or gets
     /// `ROLLBACK` and the release queued if borrowed.
-    pub(crate) fn abandon(mut self, conn: Conn<'_>) {
+    pub(crate) fn abandon(mut self, conn: ClientRef<'_>) {
         if let Some(heartbeat) = self.heartbeat.take() {
             let _ = heartbeat.stop.send(true);
         }

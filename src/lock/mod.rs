@@ -32,28 +32,28 @@ pub(crate) mod lease;
 use crate::error::Error;
 use crate::ledger::{Ledger, Proof, groups, holder_of, holder_of_xml, holder_sql, live_sql};
 use crate::quote::quote_literal;
-pub use crate::state::LockHolder;
+pub(crate) use crate::state::LockHolder;
 use lease::Held;
 
 /// The connection a run works on: borrowed from the caller, or taken from a pool.
-pub(crate) enum Conn<'a> {
+pub(crate) enum ClientRef<'a> {
     Borrowed(&'a Client),
     Pooled(Box<deadpool_postgres::Object>),
 }
 
-impl Conn<'_> {
+impl ClientRef<'_> {
     pub(crate) fn client(&self) -> &Client {
         match self {
-            Conn::Borrowed(c) => c,
-            Conn::Pooled(o) => o,
+            ClientRef::Borrowed(c) => c,
+            ClientRef::Pooled(o) => o,
         }
     }
 
     /// The pool the connection came from, if any.
     pub(crate) fn pool(&self) -> Option<deadpool_postgres::Pool> {
         match self {
-            Conn::Borrowed(_) => None,
-            Conn::Pooled(o) => deadpool_postgres::Object::pool(o),
+            ClientRef::Borrowed(_) => None,
+            ClientRef::Pooled(o) => deadpool_postgres::Object::pool(o),
         }
     }
 }
@@ -75,7 +75,7 @@ pub(crate) enum Acquired<'a> {
     NotNeeded(Duration),
     /// The connection goes through a pooler: nothing was taken or changed,
     /// and the connection is handed back as it came.
-    Pooled(Conn<'a>, Pooled),
+    Pooled(ClientRef<'a>, Pooled),
 }
 
 /// What gave a pooler away.
@@ -98,7 +98,7 @@ pub(crate) enum Hold {
 
 /// Holds the lock until released or dropped.
 pub(crate) struct LockGuard<'a> {
-    conn: Option<Conn<'a>>,
+    conn: Option<ClientRef<'a>>,
     hold: Hold,
     /// The session's application_name before the run changed it.
     restore_name: Option<String>,
@@ -170,12 +170,12 @@ impl<'a> LockGuard<'a> {
     }
 
     /// A guard that holds no lock, for [`LockMode::DangerousNone`].
-    pub(crate) fn unlocked(conn: Conn<'a>) -> Self {
+    pub(crate) fn unlocked(conn: ClientRef<'a>) -> Self {
         Self { conn: Some(conn), hold: Hold::None, restore_name: None, restore: String::new() }
     }
 
     /// A guard holding the lease.
-    pub(crate) fn leased(conn: Conn<'a>, held: Held) -> Self {
+    pub(crate) fn leased(conn: ClientRef<'a>, held: Held) -> Self {
         Self { conn: Some(conn), hold: Hold::Lease(held), restore_name: None, restore: String::new() }
     }
 
@@ -204,7 +204,7 @@ impl<'a> LockGuard<'a> {
     /// answers it: another one means a pooler, reported as
     /// [`Acquired::Pooled`].
     pub(crate) async fn acquire(
-        conn: Conn<'a>,
+        conn: ClientRef<'a>,
         ledger: &Ledger,
         timeout: Option<Duration>,
         application_name: Option<&str>,
@@ -315,7 +315,7 @@ impl<'a> LockGuard<'a> {
     }
 
     /// Gives the connection back without the lock, with the session settings undone.
-    async fn hand_back(mut self) -> Conn<'a> {
+    async fn hand_back(mut self) -> ClientRef<'a> {
         self.hold = Hold::None;
         let _ = self.client().simple_query(&reset_session(self.restore_name.as_deref())).await;
         self.conn.take().expect("present until release")
@@ -422,10 +422,10 @@ fn reset_session(restore_name: Option<&str>) -> String {
 /// close, gets `ROLLBACK` (a cancelled step may have left a transaction open)
 /// and `release` queued without waiting: the request is written when first
 /// polled, and the connection task sends it whether or not anyone reads the answer.
-pub(crate) fn discard(conn: Conn<'_>, release: &str) {
+pub(crate) fn discard(conn: ClientRef<'_>, release: &str) {
     match conn {
-        Conn::Pooled(obj) => drop(deadpool_postgres::Object::take(*obj)),
-        Conn::Borrowed(client) => {
+        ClientRef::Pooled(obj) => drop(deadpool_postgres::Object::take(*obj)),
+        ClientRef::Borrowed(client) => {
             let sql = format!("ROLLBACK; {release}");
             let fut = client.simple_query(&sql);
             let mut fut = pin!(fut);

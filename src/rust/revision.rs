@@ -5,15 +5,16 @@
 use std::panic::Location;
 use std::sync::Arc;
 
-use super::{Closure, Down, MigrationDb, MigrationFuture, ReversibleMigration, RustCode, RustMigration, Up};
-use crate::migration::TxMode;
+use super::{Closure, Conn, Down, MigrationFuture, ReversibleMigration, RustCode, RustMigration, Up};
+use crate::migration::Transaction;
 
 /// A Rust-coded revision's place in the graph: id, parents, transaction mode,
 /// and a version string that stands in for a checksum. Change the version when
 /// you change what the code does: applied revisions are compared by it.
 ///
 /// ```
-/// use pgskein::{MigrationSet, RustRevision};
+/// use pgskein::rust::RustRevision;
+/// use pgskein::MigrationSet;
 ///
 /// let backfill = RustRevision::from_fn("0002_default_names", "1", |db| {
 ///     Box::pin(async move {
@@ -37,7 +38,7 @@ pub struct RustRevision {
     pub(crate) depends_on: Vec<String>,
     pub(crate) branch: Option<String>,
     pub(crate) message: Option<String>,
-    pub(crate) tx: TxMode,
+    pub(crate) tx: Transaction,
     pub(crate) up: RustCode,
     pub(crate) down: Option<RustCode>,
     pub(crate) origin: String,
@@ -79,7 +80,7 @@ impl RustRevision {
     #[track_caller]
     pub fn from_fn<F>(id: impl Into<String>, version: impl Into<String>, up: F) -> Self
     where
-        F: for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync + 'static,
+        F: for<'a> Fn(&'a Conn<'a>) -> MigrationFuture<'a> + Send + Sync + 'static,
     {
         Self::with_code(id, version, RustCode(Arc::new(Closure(Box::new(up)))), Location::caller())
     }
@@ -92,7 +93,7 @@ impl RustRevision {
             depends_on: Vec::new(),
             branch: None,
             message: None,
-            tx: TxMode::Transactional,
+            tx: Transaction::Transactional,
             up,
             down: None,
             origin: format!("{}:{}", at.file(), at.line()),
@@ -103,7 +104,7 @@ impl RustRevision {
     /// down of a [`ReversibleMigration`], if it had one).
     pub fn with_down<F>(mut self, down: F) -> Self
     where
-        F: for<'a> Fn(&'a MigrationDb<'a>) -> MigrationFuture<'a> + Send + Sync + 'static,
+        F: for<'a> Fn(&'a Conn<'a>) -> MigrationFuture<'a> + Send + Sync + 'static,
     {
         self.down = Some(RustCode(Arc::new(Closure(Box::new(down)))));
         self
@@ -135,7 +136,7 @@ impl RustRevision {
 
     /// Runs outside a transaction (the handle then has no open transaction).
     pub fn no_transaction(mut self) -> Self {
-        self.tx = TxMode::None;
+        self.tx = Transaction::None;
         self
     }
 }

@@ -17,7 +17,7 @@ use super::{MigrationSet, SetBuilder};
 ///
 /// It holds each file's bytes and checksum and the digest of the whole set,
 /// all computed when the crate was compiled; it parses the files only when a
-/// [`MigrationSet`] is needed, and keeps that set. It is a [`Migrator`]: a
+/// [`MigrationSet`] is needed, and keeps that set. It is a [`Migrator`](crate::Migrator): a
 /// run on a database at head compares the compile-time digest with the
 /// database's in one query and returns, without parsing or hashing anything;
 /// a run with work to do (and `status`, `plan`, ...) parses the files first.
@@ -33,7 +33,7 @@ use super::{MigrationSet, SetBuilder};
 /// # Ok(()) }
 /// ```
 ///
-/// With settings of your own, [`with_config`](Migrator::with_config). To add
+/// With settings of your own, [`with_config`](crate::Migrator::with_config). To add
 /// Rust-coded revisions or backfills, start a [`SetBuilder`] from it with
 /// [`Embedded::builder`], and finish with [`SetBuilder::lazy`] to keep the
 /// fast start.
@@ -154,7 +154,7 @@ impl Embedded {
     /// backfills or other sources before building the set.
     ///
     /// ```
-    /// use pgskein::Backfill;
+    /// use pgskein::backfill::Backfill;
     ///
     /// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
     /// let set = MIGRATIONS

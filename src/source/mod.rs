@@ -358,7 +358,7 @@ impl SetBuilder {
     }
 
     /// Adds a Rust-coded revision.
-    pub fn rust(mut self, revision: crate::RustRevision) -> Self {
+    pub fn rust(mut self, revision: crate::rust::RustRevision) -> Self {
         self.push(rust_revision(revision));
         self
     }
@@ -375,7 +375,8 @@ impl SetBuilder {
     /// `-- pgskein: depends-on`; it is then not applied until the backfill is done.
     ///
     /// ```
-    /// use pgskein::{Backfill, MigrationSet};
+    /// use pgskein::backfill::Backfill;
+    /// use pgskein::MigrationSet;
     /// let set = MigrationSet::builder()
     ///     .file("0001_docs.sql", b"-- pgskein: up\nALTER TABLE documents ADD COLUMN sha256 text;\n")
     ///     .backfill(Backfill::sql(
@@ -495,7 +496,8 @@ impl SetBuilder {
 /// refused again at head.
 ///
 /// ```no_run
-/// use pgskein::{Backfill, MigrationSet, Migrator};
+/// use pgskein::backfill::Backfill;
+/// use pgskein::{MigrationSet, Migrator};
 ///
 /// # async fn start(pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
 /// let migrations = MigrationSet::builder()
@@ -576,7 +578,7 @@ fn not_a_file(path: &Path, problem: &'static str) -> Error {
 
 /// Validates a Rust-coded revision's ids and makes its graph node. Its
 /// checksum is derived from its id and version string.
-fn rust_revision(r: crate::RustRevision) -> Result<Revision, Error> {
+fn rust_revision(r: crate::rust::RustRevision) -> Result<Revision, Error> {
     let bad = |reason: String| Error::Parse {
         path: r.origin.clone(),
         line: None,
@@ -617,8 +619,8 @@ mod tests {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
 
-    fn noop() -> crate::RustRevision {
-        crate::RustRevision::from_fn("0011_rust", "2", |_| Box::pin(async { Ok(()) }))
+    fn noop() -> crate::rust::RustRevision {
+        crate::rust::RustRevision::from_fn("0011_rust", "2", |_| Box::pin(async { Ok(()) }))
             .revises(["0010_audit_log"])
     }
 

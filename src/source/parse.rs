@@ -7,7 +7,7 @@
 
 use crate::error::{Error, ParseErrorKind};
 use crate::id::{Checksum, RevisionId};
-use crate::migration::{Body, Revision, TxMode};
+use crate::migration::{Body, Revision, Transaction};
 use crate::split;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ struct Header {
     branch: Option<String>,
     message: Option<String>,
     release: Option<semver::Version>,
-    tx: Option<TxMode>,
+    tx: Option<Transaction>,
     lock_timeout: Option<std::time::Duration>,
     statement_timeout: Option<std::time::Duration>,
     repeatable: bool,
@@ -73,7 +73,7 @@ impl Header {
                         "expected `none` (revisions are transactional unless declared otherwise), found {value:?}"
                     )));
                 }
-                self.tx.replace(TxMode::None).is_none()
+                self.tx.replace(Transaction::None).is_none()
             }
             "message" => self.message.replace(value.to_owned()).is_none(),
             "repeatable" => {
@@ -109,7 +109,7 @@ impl Header {
             ("depends-on", self.depends_on.is_some()),
             ("branch", self.branch.is_some()),
             ("release", self.release.is_some()),
-            ("transaction", self.tx == Some(TxMode::None)),
+            ("transaction", self.tx == Some(Transaction::None)),
         ]
         .into_iter()
         .find_map(|(directive, set)| set.then_some(directive))
@@ -193,8 +193,8 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     let (down_line, down) = down.map_or((0, None), |(line, body)| (line, Some(body)));
     for (line, body) in std::iter::once((up_line, &up)).chain(down.as_ref().map(|d| (down_line, d))) {
         match tx {
-            TxMode::Transactional => check_transactional(path, line, body)?,
-            TxMode::None => check_transactions_end(path, line, body)?,
+            Transaction::Transactional => check_transactional(path, line, body)?,
+            Transaction::None => check_transactions_end(path, line, body)?,
         }
     }
     if let Some((line, verify)) = &verify {

@@ -15,7 +15,7 @@ use crate::quote::quote_ident;
 
 use super::error::SetupError;
 use super::server::{TestServer, execute_once, unique_name};
-use super::template::{WithConfig, connect, for_tests};
+use super::template::{connect, for_tests};
 
 /// A schema at head of a migrator, for one test, in an existing database.
 ///
@@ -96,7 +96,8 @@ impl MigratedSchema {
         };
         let client = connect(&schema.config).await.map_err(SetupError::db("connect to", &dbname))?;
         let migrator = for_tests(migrator);
-        let migrator = WithConfig { inner: &migrator, config: migrator.config().schema(&schema.ledger) };
+        let config = migrator.config().schema(&schema.ledger);
+        let migrator = migrator.with_config(config);
         migrator
             .run(&client)
             .await

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Config};
 
 use crate::ledger::Ledger;
-use crate::lock::{Acquired, Conn, LockGuard};
+use crate::lock::{Acquired, ClientRef, LockGuard};
 use crate::migrator::Migrator;
 use crate::quote::{quote_ident, quote_literal};
 use crate::source::MigrationSet;
@@ -302,29 +302,11 @@ impl Drop for MigratedDatabase {
     }
 }
 
-/// A borrowed migrator with other settings.
-pub(super) struct WithConfig<'a, M> {
-    pub(super) inner: &'a M,
-    pub(super) config: crate::Config,
-}
-
-impl<M: Migrator> Migrator for WithConfig<'_, M> {
-    fn migrations(&self) -> Result<&MigrationSet, crate::Error> {
-        self.inner.migrations()
-    }
-    fn known_fingerprint(&self) -> Option<&str> {
-        self.inner.known_fingerprint()
-    }
-    fn config(&self) -> crate::Config {
-        self.config.clone()
-    }
-}
-
 /// The migrator as test support runs it: with backfills inline, so that a
 /// database at head has its data changes done, and a revision that depends
 /// on a backfill can be applied.
-pub(super) fn for_tests<M: Migrator>(migrator: &M) -> WithConfig<'_, M> {
-    WithConfig { inner: migrator, config: migrator.config().inline_backfills(true) }
+pub(super) fn for_tests<M: Migrator>(migrator: &M) -> crate::Configured<&M> {
+    migrator.with_config(migrator.config().inline_backfills(true))
 }
 
 /// `pgskein_t_<history>_<set>`: 35 bytes, well within PostgreSQL's 63.
@@ -392,7 +374,7 @@ async fn ensure_built<M: Migrator>(server: &TestServer, migrator: &M, name: &str
     }
     let lock = format!("template {name}");
     let acquired = LockGuard::acquire(
-        Conn::Borrowed(&admin),
+        ClientRef::Borrowed(&admin),
         &Ledger::new(&lock),
         Some(BUILD_LOCK_WAIT),
         None,
@@ -549,7 +531,7 @@ pub(super) async fn connect(config: &Config) -> Result<Client, tokio_postgres::E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backfill;
+    use crate::backfill::Backfill;
 
     fn set(second_up: &str, fill: &str) -> MigrationSet {
         MigrationSet::builder()

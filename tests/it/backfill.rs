@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgskein::{
-    Backfill, BackfillOutcome, BackfillState, BackfillStep, Batch, BoxError, Error, MigrationDb,
-    MigrationSet, Migrator,
-};
+use pgskein::backfill::{Backfill, BackfillOutcome, BackfillState, BackfillStep, Batch};
+use pgskein::error::BoxError;
+use pgskein::rust::Conn;
+use pgskein::{Error, MigrationSet, Migrator};
 
 use crate::common::{CancelAfter, Rng, chain, fresh_db, ledger};
 
@@ -54,7 +54,11 @@ async fn wait_batches(counter: &AtomicU64, from: u64, by: u64, stop: impl Fn() -
     }
 }
 
-async fn state(set: &MigrationSet, db: &deadpool_postgres::Pool, name: &str) -> pgskein::BackfillStatus {
+async fn state(
+    set: &MigrationSet,
+    db: &deadpool_postgres::Pool,
+    name: &str,
+) -> pgskein::backfill::BackfillStatus {
     set.backfill_status(db).await.unwrap().into_iter().find(|s| s.name == name).unwrap()
 }
 
@@ -177,7 +181,7 @@ struct Touch {
 
 #[async_trait::async_trait]
 impl BackfillStep for Touch {
-    async fn batch(&self, tx: &MigrationDb<'_>, cursor: Option<&str>, limit: u64) -> Result<Batch, BoxError> {
+    async fn batch(&self, tx: &Conn<'_>, cursor: Option<&str>, limit: u64) -> Result<Batch, BoxError> {
         let after: i64 = cursor.map(str::parse).transpose()?.unwrap_or(0);
         let row = tx
             .query_one(
@@ -783,12 +787,7 @@ struct Gate {
 
 #[async_trait::async_trait]
 impl BackfillStep for Gate {
-    async fn batch(
-        &self,
-        tx: &MigrationDb<'_>,
-        cursor: Option<&str>,
-        _limit: u64,
-    ) -> Result<Batch, BoxError> {
+    async fn batch(&self, tx: &Conn<'_>, cursor: Option<&str>, _limit: u64) -> Result<Batch, BoxError> {
         let first = {
             let mut seen = self.cursors.lock().unwrap();
             seen.push(cursor.map(str::to_owned));

@@ -14,7 +14,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pgskein::{Config, Error, MigrationSet, Migrator, ParseErrorKind, Resolution, Target};
+use pgskein::error::ParseErrorKind;
+use pgskein::status::Resolution;
+use pgskein::{Config, Error, MigrationSet, Migrator, Target};
 use tokio_postgres::Client;
 
 use crate::common::{catalog, chain, fresh_db, ledger};

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use pgskein::{Backfill, BackfillState, MigrationSet, Migrator};
+use pgskein::backfill::{Backfill, BackfillState};
+use pgskein::{MigrationSet, Migrator};
 
 use crate::cli::{run, scratch_dir};
 use crate::cli_embedded::migrate_args;

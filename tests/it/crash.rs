@@ -10,7 +10,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pgskein::{Error, MigrationSet, Migrator, Resolution, Target};
+use pgskein::status::Resolution;
+use pgskein::{Error, MigrationSet, Migrator, Target};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::Client;
 

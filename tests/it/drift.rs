@@ -1,4 +1,6 @@
-use pgskein::{DriftPolicy, Error, Migrator, Policy, Target, Warning};
+use pgskein::config::{DriftPolicy, Policy};
+use pgskein::report::Warning;
+use pgskein::{Error, Migrator, Target};
 
 use crate::common::{fixture, fixture_dir, fresh_db, ledger, temp_set};
 

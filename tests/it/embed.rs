@@ -28,7 +28,7 @@ fn contents(r: &Revision) -> String {
         r.branch(),
         r.message(),
         r.release(),
-        r.tx_mode(),
+        r.transaction(),
         r.up().sql(),
         r.down().map(|b| b.sql()),
         r.verify(),
@@ -93,7 +93,7 @@ fn embedded_set_agrees_with_the_include_dir_loader() {
 fn embedded_set_takes_rust_revisions_and_backfills_through_its_builder() {
     let set = EXAMPLE
         .builder()
-        .backfill(pgskein::Backfill::sql(
+        .backfill(pgskein::backfill::Backfill::sql(
             "documents_sha256_fill",
             "0003_enhance_documents",
             "documents",

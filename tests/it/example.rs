@@ -16,7 +16,7 @@ fn embedded_and_on_disk_sources_give_the_same_revisions() {
         assert_eq!(a.revises(), b.revises());
         assert_eq!(a.depends_on(), b.depends_on());
         assert_eq!(a.branch(), b.branch());
-        assert_eq!(a.tx_mode(), b.tx_mode());
+        assert_eq!(a.transaction(), b.transaction());
         assert_eq!(a.up(), b.up());
         assert_eq!(a.down(), b.down());
         assert_eq!(a.verify(), b.verify());
@@ -31,7 +31,7 @@ fn example_schema_is_one_graph_with_branches_and_a_merge() {
     let merges = set.revisions().filter(|r| r.revises().len() > 1).count();
     assert!(merges >= 1);
     assert!(set.revisions().any(|r| !r.depends_on().is_empty()));
-    assert!(set.revisions().any(|r| r.tx_mode() == pgskein::TxMode::None));
+    assert!(set.revisions().any(|r| r.transaction() == pgskein::migration::Transaction::None));
     assert!(set.revisions().all(|r| r.down().is_some()));
 }
 
@@ -155,7 +155,7 @@ async fn single_transaction_mode_applies_everything_or_nothing() {
     let db = fresh_db("single").await;
     let client = db.connect().await.unwrap();
     let set = crate::common::fixture("linear");
-    let single = pgskein::Config::default().transaction_mode(pgskein::TransactionMode::Single);
+    let single = pgskein::Config::default().transaction_mode(pgskein::config::TransactionMode::Single);
     let err = set.clone().with_config(single.clone()).run(&client).await.unwrap_err();
     assert!(
         matches!(err, pgskein::Error::NoTransactionInSingleMode { ref id, .. } if id.as_str() == "0003_item_name_index"),

@@ -1,4 +1,5 @@
-use pgskein::{Error, Migrator, Resolution, Target};
+use pgskein::status::Resolution;
+use pgskein::{Error, Migrator, Target};
 
 use crate::common::{catalog, fixture, fresh_db, ledger, lock_held};
 
@@ -36,7 +37,7 @@ async fn single_transaction_failure_rolls_back_every_revision() {
     let db = fresh_db("singlefail").await;
     let client = db.connect().await.unwrap();
     let set = fixture("fails_halfway")
-        .with_config(pgskein::Config::default().transaction_mode(pgskein::TransactionMode::Single));
+        .with_config(pgskein::Config::default().transaction_mode(pgskein::config::TransactionMode::Single));
     let err = set.run(&client).await.unwrap_err();
     assert!(matches!(&err, Error::RevisionFailed { id, .. } if id.as_str() == "0002_orders"), "{err:?}");
     assert!(ledger(&client).await.is_empty());

@@ -1,6 +1,7 @@
 use std::sync::{Arc, Mutex};
 
-use pgskein::{BoxError, Config, Error, Hooks, Migrator, Plan, Report, Step, StepReport};
+use pgskein::error::BoxError;
+use pgskein::{Config, Error, Hooks, Migrator, Plan, Report, Step, StepReport};
 
 use crate::common::{fixture, fresh_db, ledger};
 
@@ -82,7 +83,10 @@ async fn a_failing_before_run_hook_records_nothing() {
     let rec = Recorder { fail_before_run: true, ..Recorder::default() };
     let set = fixture("linear").with_config(Config::default().hooks(rec.clone()));
     let err = set.run(&client).await.unwrap_err();
-    assert!(matches!(&err, Error::Hook { stage: pgskein::HookStage::BeforeRun, step: None, .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::Hook { stage: pgskein::error::HookStage::BeforeRun, step: None, .. }),
+        "{err:?}"
+    );
     assert!(crate::common::chain(&err).contains("backup failed: disk full"));
     assert!(ledger(&client).await.is_empty());
     let events: i64 = client.query_one("SELECT count(*) FROM pgskein.events", &[]).await.unwrap().get(0);
@@ -106,7 +110,7 @@ async fn a_failing_before_step_hook_stops_before_that_step() {
     let Error::Hook { stage, step, report, .. } = &err else { panic!("unexpected: {err:?}") };
     assert_eq!(
         (*stage, step.as_ref().map(|s| s.as_str())),
-        (pgskein::HookStage::BeforeStep, Some("0002_item_price"))
+        (pgskein::error::HookStage::BeforeStep, Some("0002_item_price"))
     );
     assert_eq!(report.steps.len(), 1);
     assert_eq!(ledger(&client).await, [("0001_items".to_owned(), "applied".to_owned())]);
@@ -122,7 +126,7 @@ async fn added_hooks_run_after_the_installed_ones_and_the_first_failure_stops_th
     let config = Config::default().hooks(first.clone()).add_hooks(second);
     let set = fixture("linear").with_config(config);
     let err = set.upgrade(&client, &"0001".parse().unwrap()).await.unwrap_err();
-    assert!(matches!(&err, Error::Hook { stage: pgskein::HookStage::BeforeRun, .. }), "{err:?}");
+    assert!(matches!(&err, Error::Hook { stage: pgskein::error::HookStage::BeforeRun, .. }), "{err:?}");
     // Both before_run hooks ran, in order, and both heard the outcome.
     assert_eq!(first.calls(), ["before_run 1", "before_run 1", "after_run err", "after_run err"]);
     assert!(ledger(&client).await.is_empty());

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use pgskein::{BlockedState, Config, Error, MigrationSet, Migrator, Resolution, Target};
+use pgskein::status::{BlockedState, Resolution};
+use pgskein::{Config, Error, MigrationSet, Migrator, Target};
 use tokio_postgres::Client;
 
 use crate::common::{chain, eventually, fresh_db};
@@ -203,7 +204,7 @@ async fn a_nul_byte_is_a_load_error_naming_the_file_and_line_and_nothing_is_touc
         let err = MigrationSet::builder().file("0001_a.sql", text.as_bytes()).build().unwrap_err();
         let line = if section == "up" { 2 } else { 4 };
         assert!(
-            matches!(&err, Error::Parse { path, line: Some(l), kind: pgskein::ParseErrorKind::NulByte } if path == "0001_a.sql" && *l == line),
+            matches!(&err, Error::Parse { path, line: Some(l), kind: pgskein::error::ParseErrorKind::NulByte } if path == "0001_a.sql" && *l == line),
             "{section}: {err:?}"
         );
         assert!(err.to_string().starts_with(&format!("0001_a.sql:{line}: ")), "{err}");
@@ -743,7 +744,7 @@ fn backfilled() -> MigrationSet {
               ALTER TABLE items ALTER COLUMN h2 SET NOT NULL;\n\
               -- pgskein: down\nALTER TABLE items ALTER COLUMN h2 DROP NOT NULL;\n",
         )
-        .backfill(pgskein::Backfill::sql("h2_fill", "0001_items", "items", "id", FILL))
+        .backfill(pgskein::backfill::Backfill::sql("h2_fill", "0001_items", "items", "id", FILL))
         .build()
         .unwrap()
 }
@@ -763,7 +764,7 @@ async fn a_backfill_starts_over_when_its_revision_is_reverted() {
         .get(0);
     assert_eq!(resets, 1);
     let state = m.backfill_status(&client).await.unwrap();
-    assert_eq!(state[0].state, pgskein::BackfillState::Pending);
+    assert_eq!(state[0].state, pgskein::backfill::BackfillState::Pending);
     // Upgraded again, the backfill runs again, so the NOT NULL revision applies.
     let again = m.run(&client).await.unwrap_or_else(|e| panic!("{}", chain(&e)));
     assert_eq!(again.steps.len(), 2);
@@ -785,7 +786,7 @@ struct Counting(std::sync::Arc<Seen>);
 
 #[async_trait::async_trait]
 impl pgskein::Hooks for Counting {
-    async fn before_run(&self, _plan: &pgskein::Plan) -> Result<(), pgskein::BoxError> {
+    async fn before_run(&self, _plan: &pgskein::Plan) -> Result<(), pgskein::error::BoxError> {
         self.0.before_run.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }

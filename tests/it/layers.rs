@@ -12,7 +12,18 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "vocabulary",
-        &["id", "quote", "digest", "split", "source::parse_error", "source::fs", "report", "state", "error"],
+        &[
+            "id",
+            "quote",
+            "digest",
+            "split",
+            "source::parse_error",
+            "source::fs",
+            "report",
+            "state",
+            "status",
+            "error",
+        ],
     ),
     (
         "pure",

@@ -10,8 +10,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pgskein::config::LockMode;
 use pgskein::testing::{ServerOptions, TestDatabase, TestServer};
-use pgskein::{Config, Error, LockMode, MigrationSet, Migrator, Report};
+use pgskein::{Config, Error, MigrationSet, Migrator, Report};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::Client;
 
@@ -560,15 +561,15 @@ async fn a_transaction_none_revision_that_needs_its_session_is_refused_under_the
     for (body, need, line) in [
         (
             "SET maintenance_work_mem = '1GB';\nCREATE INDEX CONCURRENTLY ax ON a (x);\n",
-            pgskein::SessionNeed::Setting,
+            pgskein::error::SessionNeed::Setting,
             Some(4),
         ),
         (
             "CREATE TEMP TABLE scratch (x int);\nINSERT INTO a SELECT x FROM scratch;\n",
-            pgskein::SessionNeed::TemporaryObject,
+            pgskein::error::SessionNeed::TemporaryObject,
             Some(4),
         ),
-        ("PREPARE q AS SELECT 1;\nEXECUTE q;\n", pgskein::SessionNeed::PreparedStatement, Some(4)),
+        ("PREPARE q AS SELECT 1;\nEXECUTE q;\n", pgskein::error::SessionNeed::PreparedStatement, Some(4)),
     ] {
         let err = file(body).with_config(lease.clone()).run(&client).await.unwrap_err();
         let Error::NeedsSession { need: got, line: got_line, .. } = &err else { panic!("{body}: {err:?}") };
@@ -584,7 +585,7 @@ async fn a_transaction_none_revision_that_needs_its_session_is_refused_under_the
         .build()
         .unwrap();
     let err = set.with_config(lease.clone()).run(&client).await.unwrap_err();
-    assert!(matches!(err, Error::NeedsSession { need: pgskein::SessionNeed::Timeout, .. }), "{err:?}");
+    assert!(matches!(err, Error::NeedsSession { need: pgskein::error::SessionNeed::Timeout, .. }), "{err:?}");
     // Inside a block of the file, the same statements run on one session: accepted.
     let block = "BEGIN;\nSET LOCAL work_mem = '64MB';\nCREATE TEMP TABLE scratch (x int) ON COMMIT DROP;\n\
                  INSERT INTO a SELECT x FROM scratch;\nCOMMIT;\nCREATE INDEX CONCURRENTLY ax ON a (x);\n";
@@ -726,7 +727,7 @@ async fn a_backfill_through_pgbouncer_is_refused_before_it_takes_its_session_loc
             b"-- pgskein: up\nCREATE TABLE items (id bigint PRIMARY KEY, v text);\n\
               INSERT INTO items (id) SELECT generate_series(1, 100);\n",
         )
-        .backfill(pgskein::Backfill::sql(
+        .backfill(pgskein::backfill::Backfill::sql(
             "fill",
             "0001_items",
             "items",
@@ -745,5 +746,5 @@ async fn a_backfill_through_pgbouncer_is_refused_before_it_takes_its_session_loc
     assert_eq!(count(&direct, "SELECT count(*) FROM items WHERE v IS NOT NULL").await, 0);
     // Over a direct connection it runs.
     let report = set.run_backfills(&direct).await.unwrap();
-    assert_eq!(report.get("fill").unwrap().outcome, pgskein::BackfillOutcome::Done);
+    assert_eq!(report.get("fill").unwrap().outcome, pgskein::backfill::BackfillOutcome::Done);
 }

@@ -1,4 +1,5 @@
-use pgskein::{Error, MigrationSet, Migrator, SqlStyle, Target};
+use pgskein::config::TransactionMode;
+use pgskein::{Error, MigrationSet, Migrator, Target};
 
 use crate::common::{catalog, example, fresh_db};
 
@@ -48,7 +49,7 @@ async fn the_offline_script_under_psql_1_gives_the_same_catalog_and_ledger_as_up
 
     let offline = fresh_db("offlinescript").await;
     let client = offline.connect().await.unwrap();
-    let script = set.sql(&client, &Target::Head, SqlStyle::Single).await.unwrap();
+    let script = set.sql(&client, &Target::Head, TransactionMode::Single).await.unwrap();
     assert!(!script.contains("BEGIN;"), "psql -1 provides the transaction");
     psql(&offline.url(), &script, true);
 
@@ -56,7 +57,7 @@ async fn the_offline_script_under_psql_1_gives_the_same_catalog_and_ledger_as_up
     assert_eq!(ledger_rows(&client).await, ledger_rows(&live_client).await);
     assert!(set.run(&client).await.unwrap().fast_path, "the script kept the fast-path digest current");
 
-    let down = set.sql(&client, &Target::Base, SqlStyle::Single).await.unwrap();
+    let down = set.sql(&client, &Target::Base, TransactionMode::Single).await.unwrap();
     psql(&offline.url(), &down, true);
     assert!(ledger_rows(&client).await.is_empty());
 }
@@ -70,11 +71,11 @@ async fn the_example_schema_renders_per_revision_and_replays_like_a_run() {
 
     let offline = fresh_db("offlineex").await;
     let client = offline.connect().await.unwrap();
-    let err = set.sql(&client, &Target::Head, SqlStyle::Single).await.unwrap_err();
+    let err = set.sql(&client, &Target::Head, TransactionMode::Single).await.unwrap_err();
     assert!(
         matches!(&err, Error::NoTransactionInSingleMode { id, .. } if id.as_str() == "0004_documents_source_index")
     );
-    let script = set.sql(&client, &Target::Head, SqlStyle::PerRevision).await.unwrap();
+    let script = set.sql(&client, &Target::Head, TransactionMode::PerRevision).await.unwrap();
     assert_eq!(script.matches("\n-- up ").count(), set.len());
     psql(&offline.url(), &script, false);
     assert_eq!(catalog(&client).await, catalog(&live_client).await);
@@ -87,11 +88,12 @@ fn rust_steps_appear_as_marked_comments() {
     let set = MigrationSet::builder()
         .file("0001_a.sql", b"-- pgskein: up\nCREATE TABLE a (id int);\n")
         .rust(
-            pgskein::RustRevision::from_fn("0002_b", "1", |_| Box::pin(async { Ok(()) })).revises(["0001_a"]),
+            pgskein::rust::RustRevision::from_fn("0002_b", "1", |_| Box::pin(async { Ok(()) }))
+                .revises(["0001_a"]),
         )
         .build()
         .unwrap();
-    let script = set.render_sql([], &Target::Head, "pgskein", SqlStyle::PerRevision).unwrap();
+    let script = set.render_sql([], &Target::Head, "pgskein", TransactionMode::PerRevision).unwrap();
     assert!(script.contains("-- WARNING: Rust-coded revision 0002_b cannot be rendered as SQL"), "{script}");
     assert_eq!(script.matches("INSERT INTO \"pgskein\".\"applied\"").count(), 1);
 }

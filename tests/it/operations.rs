@@ -1,4 +1,5 @@
-use pgskein::{Error, MigrationSet, Migrator, Resolution};
+use pgskein::status::Resolution;
+use pgskein::{Error, MigrationSet, Migrator};
 
 use crate::common::{fixture, fixture_dir, fresh_db, ledger, temp_set};
 

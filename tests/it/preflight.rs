@@ -1,4 +1,5 @@
-use pgskein::{Migrator, ProblemKind, Target};
+use pgskein::preflight::ProblemKind;
+use pgskein::{Migrator, Target};
 
 use crate::common::{catalog, fixture, fresh_db, ledger, temp_set};
 

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use pgskein::{Direction, Error, MigrationSet, Plan, Target};
+use pgskein::report::Direction;
+use pgskein::{Error, MigrationSet, Plan, Target};
 use proptest::prelude::*;
 
 // ----- the statement splitter -----

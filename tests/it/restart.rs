@@ -8,8 +8,10 @@
 
 use std::time::Duration;
 
+use pgskein::config::TransactionMode;
+use pgskein::status::Resolution;
 use pgskein::testing::{TestDatabase, TestServer};
-use pgskein::{Error, MigrationSet, Migrator, Resolution, TransactionMode};
+use pgskein::{Error, MigrationSet, Migrator};
 use tokio_postgres::Client;
 
 use crate::common::eventually;
@@ -195,7 +197,7 @@ async fn terminating_a_non_transactional_revision_leaves_it_running_until_resolv
     let client = db.connect().await.unwrap();
     let blocked = set.run(&client).await.unwrap_err();
     assert!(
-        matches!(&blocked, Error::Blocked { id, state, .. } if id.as_str() == "0003_gate" && *state == pgskein::BlockedState::Running),
+        matches!(&blocked, Error::Blocked { id, state, .. } if id.as_str() == "0003_gate" && *state == pgskein::status::BlockedState::Running),
         "{blocked:?}"
     );
     // Its first two statements did complete: the operator finishes by hand.

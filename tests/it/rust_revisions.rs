@@ -1,4 +1,6 @@
-use pgskein::{BoxError, Error, MigrationDb, MigrationSet, Migrator, RustMigration, RustRevision, Target};
+use pgskein::error::BoxError;
+use pgskein::rust::{Conn, RustMigration, RustRevision};
+use pgskein::{Error, MigrationSet, Migrator, Target};
 
 use crate::common::{catalog, chain, fresh_db, ledger};
 
@@ -103,7 +105,7 @@ struct Seed;
 
 #[async_trait::async_trait]
 impl RustMigration for Seed {
-    async fn up(&self, db: &MigrationDb<'_>) -> Result<(), BoxError> {
+    async fn up(&self, db: &Conn<'_>) -> Result<(), BoxError> {
         assert!(db.in_transaction());
         db.execute("INSERT INTO people VALUES (10, 'katherine johnson')", &[]).await?;
         Ok(())
@@ -149,8 +151,8 @@ async fn a_non_transactional_rust_revision_gets_a_plain_connection() {
 async fn single_transaction_mode_runs_rust_revisions_between_pipelined_sql() {
     let db = fresh_db("rustsingle").await;
     let client = db.connect().await.unwrap();
-    let set =
-        mixed("1").with_config(pgskein::Config::default().transaction_mode(pgskein::TransactionMode::Single));
+    let set = mixed("1")
+        .with_config(pgskein::Config::default().transaction_mode(pgskein::config::TransactionMode::Single));
     let report = set.run(&client).await.unwrap();
     assert_eq!(report.steps.len(), 3);
     let names: i64 = client

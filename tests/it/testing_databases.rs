@@ -386,7 +386,7 @@ fn set_with_a_backfill() -> MigrationSet {
               -- pgskein: up\nALTER TABLE items ALTER COLUMN upper_name SET NOT NULL;\n\
               -- pgskein: down\nALTER TABLE items ALTER COLUMN upper_name DROP NOT NULL;\n",
         )
-        .backfill(pgskein::Backfill::sql(
+        .backfill(pgskein::backfill::Backfill::sql(
             "items_upper_name_fill",
             "0002_upper_name",
             "items",

@@ -3,11 +3,12 @@
 //! something. That they pass on the example schema is shown by
 //! `testing_example`, the file users copy.
 
+use pgskein::Migrator;
+use pgskein::report::Direction;
 use pgskein::testing::{
     ReversibilityError, assert_reversible, assert_single_head, assert_up_down_up, check_reversible,
     check_single_head, check_up_down_up,
 };
-use pgskein::{Direction, Migrator};
 
 use crate::common::{chain, example, fixture, fresh_db, ledger, temp_set};
 

@@ -194,7 +194,7 @@ fn history_names_the_backfills_that_run_after_a_revision() {
             "0002_required.sql",
             b"-- pgskein: revises 0001_docs\n-- pgskein: depends-on docs_sha_fill\n-- pgskein: up\nSELECT 1;\n",
         )
-        .backfill(crate::Backfill::sql(
+        .backfill(crate::backfill::Backfill::sql(
             "docs_sha_fill",
             "0001_docs",
             "docs",

@@ -68,7 +68,7 @@ fn minimal_file_is_a_transactional_root_named_after_its_file() {
     assert_eq!(r.branch, None);
     assert_eq!(r.message, None);
     assert_eq!(r.release, None);
-    assert_eq!(r.tx, TxMode::Transactional);
+    assert_eq!(r.tx, Transaction::Transactional);
     assert_eq!(r.up.sql().unwrap().trim(), "CREATE TABLE t (id int);");
     assert_eq!(r.up_line, 2);
     assert!(r.down.is_none());
@@ -99,7 +99,7 @@ CREATE INDEX CONCURRENTLY i ON t (c);
     assert_eq!(ids(&r.revises), ["0001_a"]);
     assert_eq!(ids(&r.depends_on), ["0002_b"]);
     assert_eq!(r.branch.as_deref(), Some("auth"));
-    assert_eq!(r.tx, TxMode::None);
+    assert_eq!(r.tx, Transaction::None);
     assert_eq!(r.message.as_deref(), Some("Create the users table"));
     assert_eq!(r.release, Some(semver::Version::new(1, 2, 0)));
     assert_eq!(r.up_line, 8);
@@ -217,14 +217,14 @@ fn checksum_covers_the_whole_file_including_the_header() {
 fn transaction_none_allows_create_index_concurrently() {
     let text = "-- pgskein: transaction none\n-- pgskein: up\nCREATE INDEX CONCURRENTLY i ON t (c);\n-- pgskein: down\nDROP INDEX CONCURRENTLY i;\n";
     let r = parse_ok("0004_idx.sql", text);
-    assert_eq!(r.tx, TxMode::None);
+    assert_eq!(r.tx, Transaction::None);
     assert!(r.down.is_some());
 }
 
 #[test]
 fn transaction_none_revision_may_contain_transaction_control() {
     let text = "-- pgskein: transaction none\n-- pgskein: up\nINSERT INTO t VALUES (1);\nCOMMIT;\n";
-    assert_eq!(parse_ok("0004_x.sql", text).tx, TxMode::None);
+    assert_eq!(parse_ok("0004_x.sql", text).tx, Transaction::None);
 }
 
 #[test]
@@ -287,7 +287,7 @@ SELECT add_one(1);
 DROP FUNCTION add_one(int);
 ";
     let r = parse_ok("0005_fn.sql", text);
-    assert_eq!(r.tx, TxMode::Transactional);
+    assert_eq!(r.tx, Transaction::Transactional);
 }
 
 #[test]
@@ -301,13 +301,13 @@ END
 $$;
 DO $body$ BEGIN PERFORM 1; END $body$;
 ";
-    assert_eq!(parse_ok("0005_do.sql", text).tx, TxMode::Transactional);
+    assert_eq!(parse_ok("0005_do.sql", text).tx, Transaction::Transactional);
 }
 
 #[test]
 fn savepoints_are_allowed_in_a_transactional_revision() {
     let text = "-- pgskein: up\nSAVEPOINT s;\nROLLBACK TO SAVEPOINT s;\nRELEASE SAVEPOINT s;\n";
-    assert_eq!(parse_ok("0005_sp.sql", text).tx, TxMode::Transactional);
+    assert_eq!(parse_ok("0005_sp.sql", text).tx, Transaction::Transactional);
 }
 
 // ----- every ParseErrorKind, with its line -----
