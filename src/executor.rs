@@ -472,10 +472,7 @@ impl<'s> Executor<'s> {
         mode: TransactionMode,
     ) -> Result<(), Error> {
         if mode == TransactionMode::Single {
-            if let Some(&(i, _)) = steps.iter().find(|(i, _)| graph.revs[*i].tx == Transaction::None) {
-                let r = &graph.revs[i];
-                return Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() });
-            }
+            crate::plan::check_single(graph, steps)?;
             // The whole transaction is the step that is retried on a lock timeout.
             let mut attempts = Attempts::new(&self.timeouts);
             loop {

@@ -15,7 +15,7 @@ use crate::graph::Graph;
 use crate::id::RevisionId;
 use crate::ledger::{Ledger, Resolved};
 use crate::lock::Settled;
-use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Step, Target};
+use crate::plan::{self, DriftPolicy, Mode, Plan, Policy, Reconciled, Target};
 use crate::preflight::Preflight;
 use crate::report::{Report, Warning};
 use crate::session::{Db, Opened, Session};
@@ -116,7 +116,8 @@ pub trait Migrator: Send + Sync {
     async fn plan<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Plan, Error> {
         let graph = &self.migrations()?.graph;
         let session = Session::read(db.into().conn().await?, &self.config()).await?;
-        let plan = plan::either_way(graph, &plan::reconcile(graph, &session.state.records), target);
+        let plan = plan::either_way(graph, &plan::reconcile(graph, &session.state.records), target)
+            .map(|steps| Plan::of(graph, &steps));
         session.close(plan).await
     }
 
@@ -135,7 +136,7 @@ pub trait Migrator: Send + Sync {
         let session = Session::read(db.into().conn().await?, &config).await?;
         let rec = plan::reconcile(&set.graph, &session.state.records);
         let sql = plan::either_way(&set.graph, &rec, target)
-            .and_then(|plan| crate::offline::render(set, config.schema_name(), &plan, style));
+            .and_then(|steps| crate::offline::render(&set.graph, &steps, config.schema_name(), style));
         session.close(sql).await
     }
 
@@ -153,9 +154,9 @@ pub trait Migrator: Send + Sync {
         let set = self.migrations()?;
         let session = Session::read(db.into().conn().await?, &config).await?;
         let rec = plan::reconcile(&set.graph, &session.state.records);
-        let plan = plan::either_way(&set.graph, &rec, target)?;
+        let steps = plan::either_way(&set.graph, &rec, target)?;
         let fresh = session.state.meta == Meta::Missing;
-        let result = crate::preflight::check(set, session.client(), plan, fresh).await;
+        let result = crate::preflight::check(&set.graph, &steps, session.client(), fresh).await;
         session.close(result).await
     }
 
@@ -605,12 +606,7 @@ async fn locked(
     }
     let hooks = if mode == Mode::Stamp { None } else { cfg.hooks.0.clone() };
     if let (Some(h), false) = (&hooks, run.announced) {
-        let plan = Plan {
-            steps: steps
-                .iter()
-                .map(|&(i, direction)| Step { id: graph.revs[i].id.clone(), direction })
-                .collect(),
-        };
+        let plan = Plan::of(graph, steps);
         if let Err(source) = h.before_run(&plan).await {
             let error = Error::Hook {
                 stage: crate::error::HookStage::BeforeRun,

@@ -7,10 +7,11 @@ use std::fmt::Write;
 
 use crate::config::TransactionMode;
 use crate::error::Error;
+use crate::graph::Graph;
 use crate::id::Checksum;
 use crate::ledger::Ledger;
 use crate::migration::{Body, Revision, Transaction};
-use crate::plan::{Direction, Plan};
+use crate::plan::{Direction, check_single};
 use crate::quote::{quote_ident, quote_literal};
 use crate::source::MigrationSet;
 
@@ -26,33 +27,26 @@ impl MigrationSet {
         style: TransactionMode,
     ) -> Result<String, Error> {
         let rec = self.reconcile_ids(applied);
-        let plan = crate::plan::either_way(&self.graph, &rec, target)?;
-        render(self, schema, &plan, style)
+        let steps = crate::plan::either_way(&self.graph, &rec, target)?;
+        render(&self.graph, &steps, schema, style)
     }
 }
 
-/// Renders `plan`. The bookkeeping tables keep their digest by trigger, so
+/// Renders `steps`. The bookkeeping tables keep their digest by trigger, so
 /// the script writes only the rows and events.
 pub(crate) fn render(
-    set: &MigrationSet,
+    graph: &Graph,
+    steps: &[(usize, Direction)],
     schema: &str,
-    plan: &Plan,
     style: TransactionMode,
 ) -> Result<String, Error> {
-    let revs: Vec<(&Revision, Direction)> = plan
-        .steps
-        .iter()
-        .map(|s| (set.get(s.id.as_str()).expect("planned from this set"), s.direction))
-        .collect();
     if style == TransactionMode::Single {
-        if let Some((r, _)) = revs.iter().find(|(r, _)| r.tx == Transaction::None) {
-            return Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() });
-        }
+        check_single(graph, steps)?;
     }
+    let revs: Vec<(&Revision, Direction)> = steps.iter().map(|&(i, d)| (&graph.revs[i], d)).collect();
     let s = quote_ident(schema);
     let mut out = String::new();
-    let _ =
-        writeln!(out, "-- pgskein offline script: {} step(s), bookkeeping in schema {s}", plan.steps.len());
+    let _ = writeln!(out, "-- pgskein offline script: {} step(s), bookkeeping in schema {s}", steps.len());
     let _ = writeln!(
         out,
         "-- Style: {style:?}. Review before running; stop on the first error (psql -v ON_ERROR_STOP=1)."

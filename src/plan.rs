@@ -442,9 +442,14 @@ pub(crate) fn check_pinned(
 #[cfg(test)]
 mod tests;
 
-/// The plan towards `target` from `rec`: a downgrade for `base`, `-N` and
-/// applied revisions, else an upgrade.
-pub(crate) fn either_way(graph: &Graph, rec: &Reconciled, target: &Target) -> Result<Plan, Error> {
+/// The steps towards `target` from `rec`: a downgrade for `base`, `-N` and
+/// applied revisions, else an upgrade. Steps name graph nodes, so whoever
+/// runs or renders them holds the revisions, never looks them up by id.
+pub(crate) fn either_way(
+    graph: &Graph,
+    rec: &Reconciled,
+    target: &Target,
+) -> Result<Vec<(usize, Direction)>, Error> {
     let down = match target {
         Target::Base | Target::Relative(..0) => true,
         Target::Revision(r) => resolve(graph, r).map(|i| rec.applied[i]).unwrap_or(false),
@@ -455,9 +460,28 @@ pub(crate) fn either_way(graph: &Graph, rec: &Reconciled, target: &Target) -> Re
         steps = plan(graph, &rec.applied, target, Mode::Upgrade)?;
     }
     check_pinned(graph, rec, &steps)?;
-    let steps =
-        steps.into_iter().map(|(i, direction)| Step { id: graph.revs[i].id.clone(), direction }).collect();
-    Ok(Plan { steps })
+    Ok(steps)
+}
+
+impl Plan {
+    /// The public plan of internal steps.
+    pub(crate) fn of(graph: &Graph, steps: &[(usize, Direction)]) -> Plan {
+        Plan {
+            steps: steps
+                .iter()
+                .map(|&(i, direction)| Step { id: graph.revs[i].id.clone(), direction })
+                .collect(),
+        }
+    }
+}
+
+/// Refuses `transaction none` revisions in one transaction for the whole
+/// plan: they cannot run inside one.
+pub(crate) fn check_single(graph: &Graph, steps: &[(usize, Direction)]) -> Result<(), Error> {
+    match steps.iter().map(|&(i, _)| &graph.revs[i]).find(|r| r.tx == crate::migration::Transaction::None) {
+        Some(r) => Err(Error::NoTransactionInSingleMode { id: r.id.clone(), path: r.origin.clone() }),
+        None => Ok(()),
+    }
 }
 
 /// Revisions that declare a release at or before `version`.

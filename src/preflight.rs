@@ -10,10 +10,10 @@ use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
 use crate::error::Error;
+use crate::graph::Graph;
 use crate::id::RevisionId;
 use crate::migration::Body;
 use crate::plan::{Direction, Plan};
-use crate::source::MigrationSet;
 use crate::split;
 
 /// What [`Migrator::preflight`](crate::Migrator::preflight) found.
@@ -89,11 +89,11 @@ fn qualified(token: &str) -> (Option<String>, String) {
     }
 }
 
-fn scan(set: &MigrationSet, plan: &Plan) -> Needs {
+fn scan(graph: &Graph, steps: &[(usize, Direction)]) -> Needs {
     let mut needs = Needs::default();
-    for step in &plan.steps {
-        let rev = set.get(step.id.as_str()).expect("planned from this set");
-        let body = match step.direction {
+    for &(i, direction) in steps {
+        let rev = &graph.revs[i];
+        let body = match direction {
             Direction::Up => Some(&rev.up),
             Direction::Down => rev.down.as_ref(),
         };
@@ -171,13 +171,13 @@ struct Role {
     superuser: bool,
 }
 
-/// Runs the checks for `plan`. `ledger_missing`: the bookkeeping schema will be created.
+/// Runs the checks for `steps`. `ledger_missing`: the bookkeeping schema will be created.
 /// Every query is an unnamed statement, so the checks also run through a
 /// transaction-pooling proxy.
 pub(crate) async fn check(
-    set: &MigrationSet,
+    graph: &Graph,
+    steps: &[(usize, Direction)],
     client: &Client,
-    plan: Plan,
     ledger_missing: bool,
 ) -> Result<Preflight, Error> {
     let row = client
@@ -192,7 +192,7 @@ pub(crate) async fn check(
     let server_version: String = row.get(0);
     let role =
         Role { current_schema: row.get(1), db_create: row.get(2), superuser: row.get(3), name: row.get(4) };
-    let needs = scan(set, &plan);
+    let needs = scan(graph, steps);
     let mut problems = Vec::new();
     if !role.db_create && (ledger_missing || needs.creates_schema.is_some()) {
         let why = if ledger_missing { "the bookkeeping schema" } else { "a schema the plan creates" };
@@ -209,7 +209,7 @@ pub(crate) async fn check(
     problems.extend(extension_problems(client, &role, &needs).await?);
     problems.extend(lock_problems(client, &needs).await?);
     problems.extend(long_transactions(client).await?);
-    Ok(Preflight { server_version, plan, problems })
+    Ok(Preflight { server_version, plan: Plan::of(graph, steps), problems })
 }
 
 fn db(e: tokio_postgres::Error) -> Error {

@@ -136,7 +136,8 @@ impl MigrationSet {
         applied: impl IntoIterator<Item = &'a str>,
         target: &crate::Target,
     ) -> Result<crate::Plan, Error> {
-        crate::plan::either_way(&self.graph, &self.reconcile_ids(applied), target)
+        let steps = crate::plan::either_way(&self.graph, &self.reconcile_ids(applied), target)?;
+        Ok(crate::Plan::of(&self.graph, &steps))
     }
 
     pub(crate) fn reconcile_ids<'a>(
