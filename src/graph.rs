@@ -294,4 +294,4 @@ fn find_cycle(revs: &[Revision], parents: &[Vec<usize>], indegree: &[usize]) -> 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

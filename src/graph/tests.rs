@@ -1,9 +1,15 @@
 use super::*;
 
-const REVERSIBLE: &str = "-- pgskein: up\nSELECT 1;\n-- pgskein: down\nSELECT 1;\n";
+pub(crate) const REVERSIBLE: &str = "-- pgskein: up\nSELECT 1;\n-- pgskein: down\nSELECT 1;\n";
 
 /// A revision parsed from the file `<id>.sql` with the given parents, extra header and body.
-fn revision(id: &str, revises: &[&str], depends_on: &[&str], header: &str, body: &str) -> Revision {
+pub(crate) fn revision(
+    id: &str,
+    revises: &[&str],
+    depends_on: &[&str],
+    header: &str,
+    body: &str,
+) -> Revision {
     let mut text = String::new();
     if !revises.is_empty() {
         text.push_str(&format!("-- pgskein: revises {}\n", revises.join(", ")));
@@ -17,11 +23,11 @@ fn revision(id: &str, revises: &[&str], depends_on: &[&str], header: &str, body:
         .unwrap_or_else(|e| panic!("test revision {id} should parse: {e}"))
 }
 
-fn rev(id: &str, revises: &[&str], depends_on: &[&str]) -> Revision {
+pub(crate) fn rev(id: &str, revises: &[&str], depends_on: &[&str]) -> Revision {
     revision(id, revises, depends_on, "", REVERSIBLE)
 }
 
-fn on_branch(branch: &str, id: &str, revises: &[&str]) -> Revision {
+pub(crate) fn on_branch(branch: &str, id: &str, revises: &[&str]) -> Revision {
     revision(id, revises, &[], &format!("-- pgskein: branch {branch}\n"), REVERSIBLE)
 }
 

@@ -3,34 +3,12 @@ use crate::graph::SetDigest;
 use crate::migration::Revision;
 use crate::state::{BlockedState, Record as Row, RowState};
 
-const REVERSIBLE: &str = "-- pgskein: up\nSELECT 1;\n-- pgskein: down\nSELECT 1;\n";
+use crate::graph::tests::{on_branch, rev, revision};
+
 const IRREVERSIBLE: &str = "-- pgskein: up\nSELECT 1;\n";
-
-/// A revision parsed from the file `<id>.sql` with the given parents, extra header and body.
-fn revision(id: &str, revises: &[&str], depends_on: &[&str], header: &str, body: &str) -> Revision {
-    let mut text = String::new();
-    if !revises.is_empty() {
-        text.push_str(&format!("-- pgskein: revises {}\n", revises.join(", ")));
-    }
-    if !depends_on.is_empty() {
-        text.push_str(&format!("-- pgskein: depends-on {}\n", depends_on.join(", ")));
-    }
-    text.push_str(header);
-    text.push_str(body);
-    crate::source::parse::parse(&format!("{id}.sql"), text.as_bytes())
-        .unwrap_or_else(|e| panic!("test revision {id} should parse: {e}"))
-}
-
-fn rev(id: &str, revises: &[&str], depends_on: &[&str]) -> Revision {
-    revision(id, revises, depends_on, "", REVERSIBLE)
-}
 
 fn irreversible(id: &str, revises: &[&str]) -> Revision {
     revision(id, revises, &[], "", IRREVERSIBLE)
-}
-
-fn on_branch(branch: &str, id: &str, revises: &[&str]) -> Revision {
-    revision(id, revises, &[], &format!("-- pgskein: branch {branch}\n"), REVERSIBLE)
 }
 
 fn graph(revs: Vec<Revision>) -> Graph {
