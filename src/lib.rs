@@ -49,7 +49,7 @@
 //! | [`Migrator`], [`Config`] | running upgrades, downgrades, stamps; status |
 //! | [`Error`] | every failure, with the revision and file it concerns |
 //! | [`MigrationSet::lint`] | warnings about statements that hold heavy locks for long |
-//! | [`Backfill`], [`BackfillHandle`] | batched, resumable data backfills attached to revisions |
+//! | [`Backfill`], [`Backfills`], [`BackfillHandle`] | batched, resumable data backfills attached to revisions |
 //! | [`RustMigration`], [`RustRevision`] | Rust-coded revisions in the same graph as SQL files |
 //! | [`Hooks`] | callbacks around runs and steps (backups, metrics) |
 //! | [`SqlStyle`], [`Preflight`] | offline SQL scripts and pre-flight checks |
@@ -90,16 +90,18 @@
 //! # async fn start(pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
 //! let set = MigrationSet::builder()
 //!     .dir("migrations")
-//!     .backfill(Backfill::sql(
-//!         "documents_sha256_fill",
-//!         "0003_enhance_documents",
-//!         "documents",
-//!         "id",
-//!         "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2",
-//!     ))
+//!     .backfill(
+//!         Backfill::sql("documents_sha256_fill", "0003_enhance_documents")
+//!             .table("documents")
+//!             .key("id")
+//!             .statement(
+//!                 "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') \
+//!                  WHERE id >= $1 AND id < $2",
+//!             ),
+//!     )
 //!     .build()?;
 //! set.run(&pool).await?;
-//! let backfills = set.spawn_backfills(&pool); // or `set.run_backfills(&pool).await?` to wait
+//! let backfills = set.backfills()?.spawn(&pool); // or `set.backfills()?.run(&pool).await?` to wait
 //! # Ok(()) }
 //! ```
 
@@ -158,7 +160,7 @@ pub mod __fuzz {
 
 pub use backfill::{
     Backfill, BackfillHandle, BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BackfillStatus,
-    BackfillStep, Batch, Health, HealthCheck, Progress,
+    BackfillStep, Backfills, Batch, Health, HealthCheck, Progress, Reset,
 };
 pub use config::LockMode;
 pub use config::{Config, TransactionMode};
