@@ -71,18 +71,15 @@ async fn bench(rows: i64) -> Result<(), Box<dyn std::error::Error>> {
     let set = MigrationSet::builder()
         .file("0001_docs.sql", revision.as_bytes())
         .backfill(
-            Backfill::sql(
-                "docs_sha256",
-                "0001_docs",
-                "docs_backfill",
-                "id",
-                format!("UPDATE docs_backfill SET {SET_SHA} WHERE id >= $1 AND id < $2"),
-            )
-            .on_progress(move |p| {
-                sink.lock().unwrap().push(p.batch_duration);
-                let mut peak = rss.lock().unwrap();
-                *peak = (*peak).max(status_kb("VmRSS:"));
-            }),
+            Backfill::sql("docs_sha256", "0001_docs")
+                .table("docs_backfill")
+                .key("id")
+                .statement(format!("UPDATE docs_backfill SET {SET_SHA} WHERE id >= $1 AND id < $2"))
+                .on_progress(move |p| {
+                    sink.lock().unwrap().push(p.batch_duration);
+                    let mut peak = rss.lock().unwrap();
+                    *peak = (*peak).max(status_kb("VmRSS:"));
+                }),
         )
         .build()?;
     set.run(&pool).await?;
@@ -114,7 +111,7 @@ async fn bench(rows: i64) -> Result<(), Box<dyn std::error::Error>> {
     client.batch_execute("CHECKPOINT").await?;
     let hwm_before = status_kb("VmHWM:");
     let started = Instant::now();
-    let report = set.run_backfills(&pool).await?;
+    let report = set.backfills()?.run(&pool).await?;
     let backfill = started.elapsed();
     let hwm_after = status_kb("VmHWM:");
     let run = report.get("docs_sha256").expect("the backfill ran");

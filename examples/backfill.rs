@@ -57,28 +57,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
 
     // Step 2: the backfill, attached to the revision that adds the column.
-    let fill = Backfill::sql(
-        "documents_sha256_fill",
-        "0002_documents_sha256",
-        "documents",
-        "id",
-        "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') \
-         WHERE id >= $1 AND id < $2 AND sha256 IS NULL",
-    )
-    .target_batch_duration(Duration::from_millis(50))
-    .on_progress(|p| {
-        if p.batches % 10 == 0 || p.fraction == Some(1.0) {
-            println!(
-                "  {:>5.1} %  {:>7} rows  {:>8.0} rows/s  batch {:>6} in {:>6.1?}  eta {:.1?}",
-                100.0 * p.fraction.unwrap_or_default(),
-                p.rows_done,
-                p.rows_per_second,
-                p.batch_size,
-                p.batch_duration,
-                p.eta.unwrap_or_default()
-            );
-        }
-    });
+    let fill = Backfill::sql("documents_sha256_fill", "0002_documents_sha256")
+        .table("documents")
+        .key("id")
+        .statement(
+            "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') \
+             WHERE id >= $1 AND id < $2 AND sha256 IS NULL",
+        )
+        .target_batch_duration(Duration::from_millis(50))
+        .on_progress(|p| {
+            if p.batches % 10 == 0 || p.fraction == Some(1.0) {
+                println!(
+                    "  {:>5.1} %  {:>7} rows  {:>8.0} rows/s  batch {:>6} in {:>6.1?}  eta {:.1?}",
+                    100.0 * p.fraction.unwrap_or_default(),
+                    p.rows_done,
+                    p.rows_per_second,
+                    p.batch_size,
+                    p.batch_duration,
+                    p.eta.unwrap_or_default()
+                );
+            }
+        });
     let set = MigrationSet::builder()
         .file("0001_documents.sql", DOCUMENTS.as_bytes())
         .file("0002_documents_sha256.sql", ADD_COLUMN.as_bytes())
@@ -102,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("\nbackfill, deferred on a background task:");
-    let handle = set.spawn_backfills(&pool);
+    let handle = set.backfills()?.spawn(&pool);
     let report = handle.wait().await?;
     for b in &report.backfills {
         println!(
@@ -118,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("\nbackfill status:");
-    for s in set.backfill_status(&pool).await? {
+    for s in set.backfills()?.status(&pool).await? {
         println!("  {}: {} ({} rows, {} batches)", s.name, s.state, s.rows_done, s.batches);
     }
     let client = pool.get().await?;

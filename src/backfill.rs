@@ -209,7 +209,155 @@ async fn transition(
     Ok(row.get::<_, i64>(0) > 0)
 }
 
-// ----- the operations behind the `Migrator` methods -----
+// ----- the operations behind `Backfills` -----
+
+/// The backfill operations of a migration set, with a configuration (its
+/// bookkeeping schema): [`Migrator::backfills`](crate::Migrator::backfills)
+/// gives them. See `docs/backfills.md`.
+///
+/// ```no_run
+/// use pgskein::Migrator;
+///
+/// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+/// set.run(&pool).await?;
+/// for b in set.backfills()?.status(&pool).await? {
+///     println!("{}: {} ({} rows)", b.name, b.state, b.rows_done);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backfills<'a> {
+    set: &'a crate::MigrationSet,
+    config: Config,
+}
+
+/// Whether [`Backfills::reset`] resets a backfill that another session is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reset {
+    /// Refuse, with [`Error::BackfillRunning`], while another session holds
+    /// the backfill's lock (is running it). Pause it first, and reset it once
+    /// that session has finished its batch.
+    UnlessRunning,
+    /// Reset it all the same: the session running it starts it over at its next checkpoint.
+    EvenIfRunning,
+}
+
+impl<'a> Backfills<'a> {
+    pub(crate) fn new(set: &'a crate::MigrationSet, config: Config) -> Self {
+        Self { set, config }
+    }
+
+    /// Runs every eligible backfill (its revision is applied) to completion,
+    /// inline, in declaration order, on one connection. A backfill that another
+    /// process is running is waited for; a paused one is skipped (its outcome
+    /// says so). Stops at the first backfill that fails for good.
+    ///
+    /// ```no_run
+    /// # use pgskein::Migrator;
+    /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+    /// set.run(&pool).await?;
+    /// let report = set.backfills()?.run(&pool).await?;
+    /// for b in &report.backfills {
+    ///     println!("{}: {:?}, {} rows", b.name, b.outcome, b.rows);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<'d>(&self, db: impl Into<Db<'d>> + Send + 'd) -> Result<BackfillReport, Error> {
+        run(self.set, &self.config, db.into()).await
+    }
+
+    /// Starts every eligible backfill on a background task that takes its
+    /// connections from `pool`, and returns at once. Call it within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # use pgskein::Migrator;
+    /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+    /// set.run(&pool).await?;
+    /// let backfills = set.backfills()?.spawn(&pool);
+    /// // ... serve; later, on shutdown or in a job:
+    /// let report = backfills.wait().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn(&self, pool: &deadpool_postgres::Pool) -> BackfillHandle {
+        spawn(self.set, &self.config, pool)
+    }
+
+    /// Every declared backfill with its recorded state and progress. Read-only.
+    ///
+    /// ```no_run
+    /// # use pgskein::Migrator;
+    /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+    /// for b in set.backfills()?.status(&pool).await? {
+    ///     println!("{}: {} ({} rows, active: {})", b.name, b.state, b.rows_done, b.active);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn status<'d>(&self, db: impl Into<Db<'d>> + Send + 'd) -> Result<Vec<BackfillStatus>, Error> {
+        status(self.set, &self.config, db.into()).await
+    }
+
+    /// Pauses a backfill: records `paused`, so no process runs it until it is
+    /// resumed; a process running it stops after its current batch. Returns
+    /// the state afterwards (a done backfill stays done).
+    pub async fn pause<'d>(
+        &self,
+        db: impl Into<Db<'d>> + Send + 'd,
+        name: &str,
+    ) -> Result<BackfillState, Error> {
+        pause_or_resume(self.set, &self.config, db.into(), name, Pausing::Pause).await
+    }
+
+    /// Resumes a paused backfill: the next run (or a waiting deferred task) carries on
+    /// from its checkpoint. Returns the state afterwards.
+    pub async fn resume<'d>(
+        &self,
+        db: impl Into<Db<'d>> + Send + 'd,
+        name: &str,
+    ) -> Result<BackfillState, Error> {
+        pause_or_resume(self.set, &self.config, db.into(), name, Pausing::Resume).await
+    }
+
+    /// Resets a backfill to `pending`, so that the next run starts it again
+    /// from nothing, over the key range it finds then (a done backfill whose
+    /// data changed again, a failed one whose fix needs a fresh start). Its
+    /// row in `backfills` is removed and a `backfill_reset` event records the
+    /// state and rows it had. Returns the state it was reset from, or `None`
+    /// when it was pending already (nothing is recorded then).
+    ///
+    /// A backfill that another session is running (it holds the backfill's
+    /// lock) is refused with [`Error::BackfillRunning`] under
+    /// [`Reset::UnlessRunning`]: pause it first, and reset it once that
+    /// session has finished its batch. With [`Reset::EvenIfRunning`], it is
+    /// reset all the same, and that session starts it over at its next
+    /// checkpoint.
+    ///
+    /// Reverting a revision resets its backfills already.
+    ///
+    /// # Warning
+    /// A backfill's batches run again over rows they already changed: reset
+    /// only backfills whose statement can run twice.
+    ///
+    /// ```no_run
+    /// # use pgskein::Migrator;
+    /// use pgskein::backfill::Reset;
+    ///
+    /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
+    /// let backfills = set.backfills()?;
+    /// if let Some(was) = backfills.reset(&pool, "documents_sha256_fill", Reset::UnlessRunning).await? {
+    ///     println!("reset from {was}; the next run starts it over");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn reset<'d>(
+        &self,
+        db: impl Into<Db<'d>> + Send + 'd,
+        name: &str,
+        mode: Reset,
+    ) -> Result<Option<BackfillState>, Error> {
+        reset(self.set, &self.config, db.into(), name, mode).await
+    }
+}
 
 fn find<'s>(set: &'s crate::MigrationSet, name: &str) -> Result<&'s Backfill, Error> {
     set.backfills
@@ -229,16 +377,15 @@ pub(crate) async fn run(
     run_inline(conn, &ledger, &set.backfills).await
 }
 
-/// `set` is the migrator's set, or why it did not load: the handle then
-/// reports that error, as it does an invalid configuration.
+/// An invalid configuration is reported by the handle.
 pub(crate) fn spawn(
-    set: Result<&crate::MigrationSet, Error>,
+    set: &crate::MigrationSet,
     cfg: &Config,
     pool: &deadpool_postgres::Pool,
 ) -> BackfillHandle {
-    let (backfills, invalid) = match (set, cfg.validate()) {
-        (Ok(set), Ok(())) => (set.backfills.clone(), None),
-        (Err(e), _) | (_, Err(e)) => (Vec::new(), Some(e)),
+    let (backfills, invalid) = match cfg.validate() {
+        Ok(()) => (set.backfills.clone(), None),
+        Err(e) => (Vec::new(), Some(e)),
     };
     engine::spawn(backfills, Ledger::new(cfg.schema_name()), invalid, pool.clone())
 }
@@ -292,36 +439,43 @@ pub(crate) async fn status(
         .collect())
 }
 
-/// Pauses (`pause`) or resumes a backfill; returns its state afterwards.
+/// Which way [`set_paused`] moves a backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pausing {
+    Pause,
+    Resume,
+}
+
+/// Pauses or resumes a backfill; returns its state afterwards.
 pub(crate) async fn pause_or_resume(
     set: &crate::MigrationSet,
     cfg: &Config,
     db: Db<'_>,
     name: &str,
-    pause: bool,
+    to: Pausing,
 ) -> Result<BackfillState, Error> {
     cfg.validate()?;
     let backfill = find(set, name)?;
     let ledger = Ledger::new(cfg.schema_name());
     let conn = db.conn().await?;
-    set_paused(conn.client(), &ledger, backfill, pause).await
+    set_paused(conn.client(), &ledger, backfill, to).await
 }
 
 pub(crate) async fn set_paused(
     client: &Client,
     ledger: &Ledger,
     backfill: &Backfill,
-    pause: bool,
+    to: Pausing,
 ) -> Result<BackfillState, Error> {
     if !ensure_table(client, ledger).await? {
-        if !pause {
+        if to == Pausing::Resume {
             return Ok(BackfillState::Pending);
         }
         // Nothing was migrated here yet, but a pause must stick for when it is.
         ledger.prepare(client, &Meta::Missing).await?;
     }
     use BackfillState::*;
-    let moved = if pause {
+    let moved = if to == Pausing::Pause {
         transition(
             client,
             ledger,
@@ -338,20 +492,24 @@ pub(crate) async fn set_paused(
     let rows = read_rows(client, ledger, std::slice::from_ref(&backfill.name)).await?;
     let state = rows.get(&backfill.name).map_or(Pending, |r| r.state);
     if moved {
-        tracing::info!(backfill = %backfill.name, %state, "backfill {}", if pause { "paused" } else { "resumed" });
+        tracing::info!(backfill = %backfill.name, %state, "backfill {}", match to {
+            Pausing::Pause => "paused",
+            Pausing::Resume => "resumed",
+        });
     }
     Ok(state)
 }
 
 /// Resets a backfill to `pending` (its row deleted, the reset logged), unless
-/// another session holds its lock and `force` is false. Returns the state it
-/// was reset from; `None` when it was pending already (nothing is recorded).
+/// another session holds its lock and `mode` is [`Reset::UnlessRunning`].
+/// Returns the state it was reset from; `None` when it was pending already
+/// (nothing is recorded).
 pub(crate) async fn reset(
     set: &crate::MigrationSet,
     cfg: &Config,
     db: Db<'_>,
     name: &str,
-    force: bool,
+    mode: Reset,
 ) -> Result<Option<BackfillState>, Error> {
     cfg.validate()?;
     let backfill = find(set, name)?;
@@ -364,6 +522,7 @@ pub(crate) async fn reset(
     // One statement looks at the lock and deletes the row, so no runner can
     // start between the two.
     let key = lock::backfill_key(&ledger.schema, &backfill.name);
+    let force = mode == Reset::EvenIfRunning;
     let row = client
         .query_one(&ledger.sql(RESET), &[&backfill.name, &key, &force])
         .await

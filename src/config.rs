@@ -159,7 +159,8 @@ impl Config {
     /// eligible backfills run to completion (the run waits, the lock stays
     /// free for other replicas), and the upgrade goes on past the revisions
     /// they unblock. Off, backfills run only through
-    /// [`Migrator::run_backfills`](crate::Migrator::run_backfills) or [`Migrator::spawn_backfills`](crate::Migrator::spawn_backfills).
+    /// [`Backfills::run`](crate::backfill::Backfills::run) or [`Backfills::spawn`](crate::backfill::Backfills::spawn)
+    /// (see [`Migrator::backfills`](crate::Migrator::backfills)).
     pub fn inline_backfills(mut self, inline: bool) -> Self {
         self.inline_backfills = inline;
         self

@@ -565,7 +565,7 @@ pub enum Error {
     /// A revision that depends on a backfill was not applied because the
     /// backfill is not done. `report` holds what the run applied before it.
     #[error(
-        "revision {revision} depends on backfill {backfill}, which is not complete; finish the backfill first (run_backfills or spawn_backfills, or resume_backfill if it is paused or failed), then run again"
+        "revision {revision} depends on backfill {backfill}, which is not complete; finish the backfill first (Backfills::run or Backfills::spawn, or Backfills::resume if it is paused or failed), then run again"
     )]
     BackfillIncomplete {
         /// The revision that was not applied.

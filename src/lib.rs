@@ -99,16 +99,18 @@
 //! # async fn start(pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
 //! let set = MigrationSet::builder()
 //!     .dir("migrations")
-//!     .backfill(Backfill::sql(
-//!         "documents_sha256_fill",
-//!         "0003_enhance_documents",
-//!         "documents",
-//!         "id",
-//!         "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2",
-//!     ))
+//!     .backfill(
+//!         Backfill::sql("documents_sha256_fill", "0003_enhance_documents")
+//!             .table("documents")
+//!             .key("id")
+//!             .statement(
+//!                 "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') \
+//!                  WHERE id >= $1 AND id < $2",
+//!             ),
+//!     )
 //!     .build()?;
 //! set.run(&pool).await?;
-//! let backfills = set.spawn_backfills(&pool); // or `set.run_backfills(&pool).await?` to wait
+//! let backfills = set.backfills()?.spawn(&pool); // or `set.backfills()?.run(&pool).await?` to wait
 //! # Ok(()) }
 //! ```
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
-use crate::backfill::{BackfillHandle, BackfillReport, BackfillState, BackfillStatus};
+use crate::backfill::Backfills;
 use crate::config::{Config, TransactionMode};
 use crate::error::Error;
 use crate::executor::Executor;
@@ -205,95 +205,19 @@ pub trait Migrator: Send + Sync {
         resolve(self.migrations()?, &self.config(), db.into(), id, resolution).await
     }
 
-    // ----- backfills (see `docs/backfills.md`) -----
-
-    /// Runs every eligible backfill (its revision is applied) to completion,
-    /// inline, in declaration order, on one connection. A backfill that another
-    /// process is running is waited for; a paused one is skipped (its outcome
-    /// says so). Stops at the first backfill that fails for good.
-    async fn run_backfills<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<BackfillReport, Error> {
-        crate::backfill::run(self.migrations()?, &self.config(), db.into()).await
-    }
-
-    /// Starts every eligible backfill on a background task that takes its
-    /// connections from `pool`, and returns at once. Call it within a tokio runtime.
+    /// The backfill operations of this migration set, with this migrator's configuration:
+    /// run them inline or on a background task, read their status, pause,
+    /// resume or reset one. See [`Backfills`] and `docs/backfills.md`.
     ///
     /// ```no_run
     /// # use pgskein::Migrator;
     /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
     /// set.run(&pool).await?;
-    /// let backfills = set.spawn_backfills(&pool);
-    /// // ... serve; later, on shutdown or in a job:
-    /// let report = backfills.wait().await?;
+    /// let backfills = set.backfills()?.spawn(&pool);
     /// # Ok(()) }
     /// ```
-    fn spawn_backfills(&self, pool: &deadpool_postgres::Pool) -> BackfillHandle {
-        crate::backfill::spawn(self.migrations(), &self.config(), pool)
-    }
-
-    /// Every declared backfill with its recorded state and progress. Read-only.
-    async fn backfill_status<'a>(
-        &self,
-        db: impl Into<Db<'a>> + Send + 'a,
-    ) -> Result<Vec<BackfillStatus>, Error> {
-        crate::backfill::status(self.migrations()?, &self.config(), db.into()).await
-    }
-
-    /// Pauses a backfill: records `paused`, so no process runs it until it is
-    /// resumed; a process running it stops after its current batch. Returns
-    /// the state afterwards (a done backfill stays done).
-    async fn pause_backfill<'a>(
-        &self,
-        db: impl Into<Db<'a>> + Send + 'a,
-        name: &str,
-    ) -> Result<BackfillState, Error> {
-        crate::backfill::pause_or_resume(self.migrations()?, &self.config(), db.into(), name, true).await
-    }
-
-    /// Resets a backfill to `pending`, so that the next run starts it again
-    /// from nothing, over the key range it finds then (a done backfill whose
-    /// data changed again, a failed one whose fix needs a fresh start). Its
-    /// row in `backfills` is removed and a `backfill_reset` event records the
-    /// state and rows it had. Returns the state it was reset from, or `None`
-    /// when it was pending already (nothing is recorded then).
-    ///
-    /// A backfill that another session is running (it holds the backfill's
-    /// lock) is refused with [`Error::BackfillRunning`]: pause it first, and
-    /// reset it once that session has finished its batch. With `force`, it
-    /// is reset all the same, and that session starts it over at its next
-    /// checkpoint.
-    ///
-    /// Reverting a revision resets its backfills already.
-    ///
-    /// # Warning
-    /// A backfill's batches run again over rows they already changed: reset
-    /// only backfills whose statement can run twice.
-    ///
-    /// ```no_run
-    /// # use pgskein::Migrator;
-    /// # async fn f(set: pgskein::MigrationSet, pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
-    /// if let Some(was) = set.reset_backfill(&pool, "documents_sha256_fill", false).await? {
-    ///     println!("reset from {was}; the next run starts it over");
-    /// }
-    /// # Ok(()) }
-    /// ```
-    async fn reset_backfill<'a>(
-        &self,
-        db: impl Into<Db<'a>> + Send + 'a,
-        name: &str,
-        force: bool,
-    ) -> Result<Option<BackfillState>, Error> {
-        crate::backfill::reset(self.migrations()?, &self.config(), db.into(), name, force).await
-    }
-
-    /// Resumes a paused backfill: the next run (or a waiting deferred task) carries on
-    /// from its checkpoint. Returns the state afterwards.
-    async fn resume_backfill<'a>(
-        &self,
-        db: impl Into<Db<'a>> + Send + 'a,
-        name: &str,
-    ) -> Result<BackfillState, Error> {
-        crate::backfill::pause_or_resume(self.migrations()?, &self.config(), db.into(), name, false).await
+    fn backfills(&self) -> Result<Backfills<'_>, Error> {
+        Ok(Backfills::new(self.migrations()?, self.config()))
     }
 }
 

@@ -22,12 +22,15 @@ use crate::rust::{BoxError, Conn};
 /// committed together with its checkpoint in the `backfills` table of the
 /// bookkeeping schema. Declare it on the set with
 /// [`SetBuilder::backfill`](crate::SetBuilder::backfill); run it with
-/// [`Migrator::run_backfills`](crate::Migrator::run_backfills) (inline) or
-/// [`Migrator::spawn_backfills`](crate::Migrator::spawn_backfills) (deferred).
+/// [`Backfills::run`](crate::backfill::Backfills::run) (inline) or
+/// [`Backfills::spawn`](crate::backfill::Backfills::spawn) (deferred), from
+/// [`Migrator::backfills`](crate::Migrator::backfills).
 ///
 /// Two kinds:
 /// - [`Backfill::sql`]: one statement over a half-open range of an integer key,
-///   `$1 <= key < $2`; pgskein walks the key range it finds when the backfill starts;
+///   `$1 <= key < $2`, given with [`table`](Backfill::table), [`key`](Backfill::key)
+///   and [`statement`](Backfill::statement); pgskein walks the key range it
+///   finds when the backfill starts;
 /// - [`Backfill::rust`]: a [`BackfillStep`] given the last cursor and a batch size.
 ///
 /// Every option has a default; the builder methods change them.
@@ -36,14 +39,11 @@ use crate::rust::{BoxError, Conn};
 /// use std::time::Duration;
 /// use pgskein::backfill::Backfill;
 ///
-/// let fill = Backfill::sql(
-///     "documents_sha256",
-///     "0003_enhance_documents",
-///     "documents",
-///     "id",
-///     "UPDATE documents SET sha256 = encode(sha256(body::bytea), 'hex') WHERE id >= $1 AND id < $2",
-/// )
-/// .target_batch_duration(Duration::from_millis(50))
+/// let fill = Backfill::sql("documents_sha256", "0003_enhance_documents")
+///     .table("documents")
+///     .key("id")
+///     .statement("UPDATE documents SET sha256 = encode(sha256(body::bytea), 'hex') WHERE id >= $1 AND id < $2")
+///     .target_batch_duration(Duration::from_millis(50))
 /// .rows_per_second(20_000)
 /// .on_progress(|p| eprintln!("{}: {} rows, eta {:?}", p.name, p.rows_done, p.eta));
 /// assert_eq!(fill.after_revision(), "0003_enhance_documents");
@@ -55,6 +55,9 @@ pub struct Backfill {
     pub(crate) kind: Kind,
     pub(crate) table: Option<String>,
     pub(crate) opts: Options,
+    /// The first SQL-only builder method called on a Rust backfill, reported
+    /// when the set is built.
+    pub(crate) sql_only: Option<&'static str>,
 }
 
 #[derive(Clone)]
@@ -113,29 +116,32 @@ impl Default for Options {
 }
 
 impl Backfill {
-    /// A backfill written as one SQL statement over a half-open key range: `$1`
-    /// is the first key of a batch, `$2` the first key after it, for example
-    /// `UPDATE documents SET sha256 = ... WHERE id >= $1 AND id < $2`.
+    /// A backfill written as one SQL statement over a half-open key range of
+    /// a table: name the table with [`table`](Backfill::table), its key column
+    /// with [`key`](Backfill::key) and the statement with
+    /// [`statement`](Backfill::statement). Building the set fails with
+    /// [`Error::InvalidBackfill`] when one of the three is missing.
     ///
-    /// `key` must be an integer column (`smallint`, `integer`, `bigint`) of
-    /// `table` (a table name, optionally `schema.table`; each part is quoted as
-    /// given), preferably indexed. When the backfill starts, pgskein reads
-    /// `min(key)` and `max(key)` once and walks that range; the batch size is a
-    /// number of keys. `$1` and `$2` take the type PostgreSQL infers for them
-    /// (`integer` next to an `integer` column); write `$1::bigint` to force one.
-    pub fn sql(
-        name: impl Into<String>,
-        after_revision: impl Into<String>,
-        table: impl Into<String>,
-        key: impl Into<String>,
-        sql: impl Into<String>,
-    ) -> Self {
+    /// When the backfill starts, pgskein reads `min(key)` and `max(key)` once
+    /// and walks that range; the batch size is a number of keys.
+    ///
+    /// ```
+    /// use pgskein::backfill::Backfill;
+    ///
+    /// let fill = Backfill::sql("documents_sha256_fill", "0003_enhance_documents")
+    ///     .table("documents")
+    ///     .key("id")
+    ///     .statement("UPDATE documents SET sha256 = encode(sha256(body::bytea), 'hex') WHERE id >= $1 AND id < $2");
+    /// assert_eq!(fill.table_name(), Some("documents"));
+    /// ```
+    pub fn sql(name: impl Into<String>, after_revision: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             after: after_revision.into(),
-            kind: Kind::Sql { key: key.into(), sql: sql.into() },
-            table: Some(table.into()),
+            kind: Kind::Sql { key: String::new(), sql: String::new() },
+            table: None,
             opts: Options::default(),
+            sql_only: None,
         }
     }
 
@@ -148,6 +154,7 @@ impl Backfill {
             kind: Kind::Rust(Arc::new(step)),
             table: None,
             opts: Options::default(),
+            sql_only: None,
         }
     }
 
@@ -174,10 +181,43 @@ impl Backfill {
         }
     }
 
-    /// For Rust backfills: the table they work on, used for the row estimate
+    /// The table the backfill works on: a table name, optionally
+    /// `schema.table`; each part is quoted as given.
+    ///
+    /// A SQL backfill needs it: its key range is read from it. For a Rust
+    /// backfill it is optional, and used for the row estimate
     /// (`pg_class.reltuples`) and the autovacuum check.
     pub fn table(mut self, table: impl Into<String>) -> Self {
         self.table = Some(table.into());
+        self
+    }
+
+    /// For SQL backfills: the key column of the [`table`](Backfill::table),
+    /// an integer column (`smallint`, `integer`, `bigint`), preferably indexed.
+    ///
+    /// A Rust backfill has no key column: building a set with one that calls
+    /// `key` fails with [`Error::InvalidBackfill`].
+    pub fn key(mut self, column: impl Into<String>) -> Self {
+        match &mut self.kind {
+            Kind::Sql { key, .. } => *key = column.into(),
+            Kind::Rust(_) => self.sql_only = self.sql_only.or(Some("key")),
+        }
+        self
+    }
+
+    /// For SQL backfills: the statement each batch runs, over a half-open key
+    /// range: `$1` is the first key of a batch, `$2` the first key after it,
+    /// for example `UPDATE documents SET sha256 = ... WHERE id >= $1 AND id < $2`.
+    /// `$1` and `$2` take the type PostgreSQL infers for them (`integer` next
+    /// to an `integer` column); write `$1::bigint` to force one.
+    ///
+    /// A Rust backfill's batches are its [`BackfillStep`]: building a set with
+    /// one that calls `statement` fails with [`Error::InvalidBackfill`].
+    pub fn statement(mut self, statement: impl Into<String>) -> Self {
+        match &mut self.kind {
+            Kind::Sql { sql, .. } => *sql = statement.into(),
+            Kind::Rust(_) => self.sql_only = self.sql_only.or(Some("statement")),
+        }
         self
     }
 
@@ -495,7 +535,7 @@ impl fmt::Display for BackfillState {
     }
 }
 
-/// One backfill, as [`Migrator::backfill_status`](crate::Migrator::backfill_status) reports it.
+/// One backfill, as [`Backfills::status`](crate::backfill::Backfills::status) reports it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BackfillStatus {
@@ -602,10 +642,20 @@ pub(crate) fn validate(
                     .into(),
             ));
         }
+        if let Some(method) = b.sql_only {
+            return Err(invalid(format!(
+                "a Rust backfill has no {method}: .{method}(..) applies to SQL backfills only (Backfill::sql)"
+            )));
+        }
         if let Kind::Sql { key, sql } = &b.kind {
-            let table = b.table.as_deref().unwrap_or_default();
-            if table.trim().is_empty() || key.trim().is_empty() {
-                return Err(invalid("the table and the key column must be named".into()));
+            if b.table.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                return Err(invalid("the SQL backfill has no table: call .table(\"...\")".into()));
+            }
+            if key.trim().is_empty() {
+                return Err(invalid("the SQL backfill has no key column: call .key(\"...\")".into()));
+            }
+            if sql.trim().is_empty() {
+                return Err(invalid("the SQL backfill has no statement: call .statement(\"...\")".into()));
             }
             if !(sql.contains("$1") && sql.contains("$2")) {
                 return Err(invalid(

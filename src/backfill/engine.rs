@@ -10,7 +10,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::{
     BackfillOutcome, BackfillReport, BackfillRun, BackfillState, BoxError, CHECKPOINT, Health, Kind, Options,
-    Progress, Row, START, applied_among, ensure_table, read_rows, set_paused, transition,
+    Pausing, Progress, Row, START, applied_among, ensure_table, read_rows, set_paused, transition,
 };
 use crate::backfill::Backfill;
 use crate::error::Error;
@@ -362,7 +362,8 @@ impl<'a> Runner<'a> {
                 Ok(Some(Outcome::Paused))
             }
             Some(BackfillState::Done) => Ok(Some(Outcome::AlreadyDone)),
-            // Reset by an operator (`reset_backfill` with force), or its revision reverted: start over.
+            // Reset by an operator (`Backfills::reset` with `Reset::EvenIfRunning`), or its
+            // revision reverted: start over.
             None | Some(BackfillState::Pending) => Ok(None),
             _ => Err(self.corrupt(bf, "its checkpoint moved while this process held its lock")),
         }
@@ -865,7 +866,7 @@ pub(crate) async fn run_inline(
 
 /// Deferred backfills running on a background task.
 ///
-/// Returned by [`Migrator::spawn_backfills`](crate::Migrator::spawn_backfills).
+/// Returned by [`Backfills::spawn`](crate::backfill::Backfills::spawn).
 /// The task runs every eligible backfill to completion, taking connections
 /// from the pool; it waits for backfills that are paused (until someone
 /// resumes them) or that another process is running, and reconnects when its
@@ -891,18 +892,18 @@ impl BackfillHandle {
     /// table, so every process sees it. The running batch finishes (or rolls
     /// back) first; the task then waits until they are resumed.
     pub async fn pause(&self) -> Result<(), Error> {
-        self.set_paused(true).await
+        self.set_paused(Pausing::Pause).await
     }
 
     /// Resumes this handle's paused backfills (also those paused by another process).
     pub async fn resume(&self) -> Result<(), Error> {
-        self.set_paused(false).await
+        self.set_paused(Pausing::Resume).await
     }
 
-    async fn set_paused(&self, pause: bool) -> Result<(), Error> {
+    async fn set_paused(&self, to: Pausing) -> Result<(), Error> {
         let client = self.pool.get().await.map_err(|source| Error::Pool { source })?;
         for bf in &self.backfills {
-            set_paused(&client, &self.ledger, bf, pause).await?;
+            set_paused(&client, &self.ledger, bf, to).await?;
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ fn set(files: &[(String, String)], backfills: Vec<Backfill>) -> Result<Migration
 }
 
 fn fill(name: &str, after: &str) -> Backfill {
-    Backfill::sql(name, after, "items", "id", UPDATE)
+    Backfill::sql(name, after).table("items").key("id").statement(UPDATE)
 }
 
 fn two() -> Vec<(String, String)> {
@@ -34,9 +34,9 @@ fn two() -> Vec<(String, String)> {
 #[test]
 fn backfill_is_listed_on_the_set_in_declaration_order() {
     let s = set(&two(), vec![fill("b_fill", "0002_more"), fill("a_fill", "0001_items")]).unwrap();
-    let names: Vec<&str> = s.backfills().iter().map(|b| b.name()).collect();
+    let names: Vec<&str> = s.declared_backfills().iter().map(|b| b.name()).collect();
     assert_eq!(names, ["b_fill", "a_fill"]);
-    assert_eq!(s.backfills()[0].kind(), "sql");
+    assert_eq!(s.declared_backfills()[0].kind(), "sql");
 }
 
 #[test]
@@ -69,9 +69,79 @@ fn backfill_with_a_name_that_is_not_an_id_is_refused() {
 
 #[test]
 fn sql_backfill_without_the_key_range_parameters_is_refused() {
-    let bf = Backfill::sql("fill", "0001_items", "items", "id", "UPDATE items SET n = 1");
+    let bf = Backfill::sql("fill", "0001_items").table("items").key("id").statement("UPDATE items SET n = 1");
     let err = set(&two(), vec![bf]).unwrap_err();
     assert!(err.to_string().contains("$1 and $2"), "{err}");
+}
+
+/// The reason of the `InvalidBackfill` error that building a set with `bf` gives.
+fn invalid_reason(bf: Backfill) -> String {
+    match set(&two(), vec![bf]).unwrap_err() {
+        Error::InvalidBackfill { name, reason } => {
+            assert_eq!(name, "fill");
+            reason
+        }
+        other => panic!("expected InvalidBackfill, got {other}"),
+    }
+}
+
+#[test]
+fn sql_backfill_without_a_table_names_the_missing_call() {
+    let reason = invalid_reason(Backfill::sql("fill", "0001_items").key("id").statement(UPDATE));
+    assert_eq!(reason, r#"the SQL backfill has no table: call .table("...")"#);
+    let reason = invalid_reason(Backfill::sql("fill", "0001_items").table(" ").key("id").statement(UPDATE));
+    assert_eq!(reason, r#"the SQL backfill has no table: call .table("...")"#, "a blank table is none");
+}
+
+#[test]
+fn sql_backfill_without_a_key_names_the_missing_call() {
+    let reason = invalid_reason(Backfill::sql("fill", "0001_items").table("items").statement(UPDATE));
+    assert_eq!(reason, r#"the SQL backfill has no key column: call .key("...")"#);
+}
+
+#[test]
+fn sql_backfill_without_a_statement_names_the_missing_call() {
+    let reason = invalid_reason(Backfill::sql("fill", "0001_items").table("items").key("id"));
+    assert_eq!(reason, r#"the SQL backfill has no statement: call .statement("...")"#);
+}
+
+#[test]
+fn sql_backfill_error_names_the_backfill() {
+    let err = set(&two(), vec![Backfill::sql("fill", "0001_items")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"backfill "fill" is invalid: the SQL backfill has no table: call .table("...")"#
+    );
+}
+
+#[test]
+fn sql_builder_methods_fill_a_sql_backfill_in_any_order() {
+    let bf = Backfill::sql("fill", "0001_items").statement(UPDATE).key("id").table("items");
+    assert_eq!(bf.table_name(), Some("items"));
+    assert!(matches!(&bf.kind, Kind::Sql { key, sql } if key == "id" && sql == UPDATE));
+    set(&two(), vec![bf]).unwrap();
+}
+
+struct NoRows;
+
+#[async_trait::async_trait]
+impl BackfillStep for NoRows {
+    async fn batch(&self, _: &crate::rust::Conn<'_>, _: Option<&str>, _: u64) -> Result<Batch, BoxError> {
+        Ok(Batch::done(0))
+    }
+}
+
+#[test]
+fn key_and_statement_are_refused_on_a_rust_backfill() {
+    let rust = || Backfill::rust("fill", "0001_items", NoRows);
+    set(&two(), vec![rust().table("items")]).expect("a Rust backfill may name its table");
+    let reason = invalid_reason(rust().key("id"));
+    assert_eq!(reason, "a Rust backfill has no key: .key(..) applies to SQL backfills only (Backfill::sql)");
+    let reason = invalid_reason(rust().statement(UPDATE));
+    assert_eq!(
+        reason,
+        "a Rust backfill has no statement: .statement(..) applies to SQL backfills only (Backfill::sql)"
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use super::render;
 use super::scaffold;
 use super::ui::{Failure, Style, list_lines, ms_text, report_json, warning_text};
 use super::{Backup, Ctx, Run, exit};
-use crate::backfill::{BackfillOutcome, BackfillState, BackfillStatus};
+use crate::backfill::{BackfillOutcome, BackfillState, BackfillStatus, Reset};
 use crate::config::TransactionMode;
 use crate::connstr::{self, ConnStr};
 use crate::migration::Transaction;
@@ -107,7 +107,7 @@ impl Ctx<'_> {
         bars: &Option<std::sync::Arc<Bars>>,
     ) -> Cow<'s, MigrationSet> {
         match bars {
-            Some(bars) if !set.backfills().is_empty() => {
+            Some(bars) if !set.declared_backfills().is_empty() => {
                 let mut set = set.into_owned();
                 bars.on_backfills(&mut set);
                 Cow::Owned(set)
@@ -556,10 +556,10 @@ async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
     let set = ctx.load()?;
     let client = ctx.connect().await?;
     let st = ctx.runner(&set).status(&client).await?;
-    let backfills = if set.backfills().is_empty() {
+    let backfills = if set.declared_backfills().is_empty() {
         Vec::new()
     } else {
-        ctx.runner(&set).backfill_status(&client).await?
+        ctx.runner(&set).backfills()?.status(&client).await?
     };
     let release = st.release.clone();
     let has_releases = set.revisions().any(|r| r.release().is_some());
@@ -1228,7 +1228,7 @@ fn thousands(n: u64) -> String {
 }
 
 fn known_backfill(set: &MigrationSet, name: &str) -> Result<(), Failure> {
-    if set.backfills().iter().any(|b| b.name() == name) {
+    if set.declared_backfills().iter().any(|b| b.name() == name) {
         return Ok(());
     }
     Err(Failure::from(Error::UnknownBackfill { name: name.to_owned() }))
@@ -1242,9 +1242,10 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
     let set = ctx.with_bars(ctx.load()?, &bars);
     let client = ctx.connect().await?;
     let m = ctx.runner(&set);
+    let backfills = m.backfills()?;
     match c {
         BackfillCommand::Status => {
-            let all = m.backfill_status(&client).await?;
+            let all = backfills.status(&client).await?;
             ctx.ui.json(json!({ "backfills": all.iter().map(backfill_json).collect::<Vec<_>>() }));
             if all.is_empty() {
                 ctx.ui.line("no backfills are declared");
@@ -1256,7 +1257,7 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
             Ok(if failed { exit::ATTENTION } else { exit::OK })
         }
         BackfillCommand::Run => {
-            let report = m.run_backfills(&client).await?;
+            let report = backfills.run(&client).await?;
             drop(bars);
             ctx.ui.json(json!({
                 "backfills": report.backfills.iter().map(|b| json!({
@@ -1290,9 +1291,9 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
             known_backfill(&set, &n.name)?;
             let pause = matches!(c, BackfillCommand::Pause(_));
             let state = if pause {
-                m.pause_backfill(&client, &n.name).await?
+                backfills.pause(&client, &n.name).await?
             } else {
-                m.resume_backfill(&client, &n.name).await?
+                backfills.resume(&client, &n.name).await?
             };
             ctx.ui.json(json!({ "name": n.name, "state": state.as_str() }));
             let next = if pause {
@@ -1305,7 +1306,7 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
         }
         BackfillCommand::Reset(r) => {
             known_backfill(&set, &r.name)?;
-            let now = m.backfill_status(&client).await?.into_iter().find(|b| b.name == r.name);
+            let now = backfills.status(&client).await?.into_iter().find(|b| b.name == r.name);
             let Some(now) = now.filter(|b| b.state != BackfillState::Pending) else {
                 ctx.ui.json(json!({ "name": r.name, "reset_from": Value::Null, "state": "pending" }));
                 ctx.ui.line(format!("{}: pending already; nothing to reset", r.name));
@@ -1321,7 +1322,8 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
                 ctx.database()
             );
             ctx.ui.confirm(ctx.args.yes, &question)?;
-            let from = m.reset_backfill(&client, &r.name, r.force).await.map_err(|e| {
+            let mode = if r.force { Reset::EvenIfRunning } else { Reset::UnlessRunning };
+            let from = backfills.reset(&client, &r.name, mode).await.map_err(|e| {
                 let running = matches!(e, Error::BackfillRunning { .. });
                 let f = Failure::from(e);
                 if running {

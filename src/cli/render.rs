@@ -45,7 +45,9 @@ pub(crate) fn tags(set: &MigrationSet, rev: &Revision, children: usize) -> Vec<S
     // the backfill, which is what the file says and what the revision waits for.
     let waits_for = set.backfill_dependencies(rev.id().as_str());
     let through_backfill = |id: &str| {
-        set.backfills().iter().any(|b| b.after_revision() == id && waits_for.iter().any(|w| w == b.name()))
+        set.declared_backfills()
+            .iter()
+            .any(|b| b.after_revision() == id && waits_for.iter().any(|w| w == b.name()))
     };
     let deps: Vec<&str> =
         rev.depends_on().iter().map(|d| d.as_str()).filter(|d| !through_backfill(d)).collect();
@@ -55,7 +57,7 @@ pub(crate) fn tags(set: &MigrationSet, rev: &Revision, children: usize) -> Vec<S
     if !waits_for.is_empty() {
         tags.push(format!("waits for backfill {}", waits_for.join(", ")));
     }
-    for b in set.backfills().iter().filter(|b| b.after_revision() == rev.id().as_str()) {
+    for b in set.declared_backfills().iter().filter(|b| b.after_revision() == rev.id().as_str()) {
         tags.push(format!("backfill {}", b.name()));
     }
     tags

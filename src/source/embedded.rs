@@ -159,15 +159,14 @@ impl Embedded {
     /// static MIGRATIONS: pgskein::Embedded = pgskein::embed_migrations!("migrations");
     /// let set = MIGRATIONS
     ///     .builder()
-    ///     .backfill(Backfill::sql(
-    ///         "documents_sha256_fill",
-    ///         "0003_enhance_documents",
-    ///         "documents",
-    ///         "id",
-    ///         "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2",
-    ///     ))
+    ///     .backfill(
+    ///         Backfill::sql("documents_sha256_fill", "0003_enhance_documents")
+    ///             .table("documents")
+    ///             .key("id")
+    ///             .statement("UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2"),
+    ///     )
     ///     .build()?;
-    /// assert_eq!(set.backfills().len(), 1);
+    /// assert_eq!(set.declared_backfills().len(), 1);
     /// # Ok::<(), pgskein::Error>(())
     /// ```
     pub fn builder(&self) -> SetBuilder {

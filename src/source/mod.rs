@@ -160,8 +160,9 @@ impl MigrationSet {
         self.graph.get(id).map_or(&[], |i| self.graph.backfill_deps[i].as_slice())
     }
 
-    /// The backfills declared with [`SetBuilder::backfill`], in declaration order.
-    pub fn backfills(&self) -> &[Backfill] {
+    /// The backfills declared with [`SetBuilder::backfill`], in declaration
+    /// order. [`Migrator::backfills`](crate::Migrator::backfills) runs them.
+    pub fn declared_backfills(&self) -> &[Backfill] {
         &self.backfills
     }
 
@@ -380,15 +381,14 @@ impl SetBuilder {
     /// use pgskein::MigrationSet;
     /// let set = MigrationSet::builder()
     ///     .file("0001_docs.sql", b"-- pgskein: up\nALTER TABLE documents ADD COLUMN sha256 text;\n")
-    ///     .backfill(Backfill::sql(
-    ///         "documents_sha256",
-    ///         "0001_docs",
-    ///         "documents",
-    ///         "id",
-    ///         "UPDATE documents SET sha256 = encode(sha256(body::bytea), 'hex') WHERE id >= $1 AND id < $2",
-    ///     ))
+    ///     .backfill(
+    ///         Backfill::sql("documents_sha256", "0001_docs")
+    ///             .table("documents")
+    ///             .key("id")
+    ///             .statement("UPDATE documents SET sha256 = encode(sha256(body::bytea), 'hex') WHERE id >= $1 AND id < $2"),
+    ///     )
     ///     .build()?;
-    /// assert_eq!(set.backfills()[0].name(), "documents_sha256");
+    /// assert_eq!(set.declared_backfills()[0].name(), "documents_sha256");
     /// # Ok::<(), pgskein::Error>(())
     /// ```
     pub fn backfill(mut self, backfill: Backfill) -> Self {
@@ -503,13 +503,12 @@ impl SetBuilder {
 /// # async fn start(pool: deadpool_postgres::Pool) -> Result<(), pgskein::Error> {
 /// let migrations = MigrationSet::builder()
 ///     .dir("/srv/app/migrations")
-///     .backfill(Backfill::sql(
-///         "documents_sha256_fill",
-///         "0003_enhance_documents",
-///         "documents",
-///         "id",
-///         "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2",
-///     ))
+///     .backfill(
+///         Backfill::sql("documents_sha256_fill", "0003_enhance_documents")
+///             .table("documents")
+///             .key("id")
+///             .statement("UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2"),
+///     )
 ///     .lazy()?;
 /// migrations.run(&pool).await?;
 /// # Ok(()) }

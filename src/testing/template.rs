@@ -330,7 +330,7 @@ pub(super) fn template_name<M: Migrator>(migrator: &M) -> Result<String, crate::
     }
     // The template runs the backfills, which the fingerprint does not cover:
     // a SQL backfill by its statement, a Rust one by its name.
-    for backfill in set.backfills() {
+    for backfill in set.declared_backfills() {
         let sql = match &backfill.kind {
             crate::backfill::Kind::Sql { key, sql } => [key.as_str(), sql.as_str()],
             crate::backfill::Kind::Rust(_) => ["", ""],
@@ -540,7 +540,7 @@ mod tests {
                 "0002_b.sql",
                 format!("-- pgskein: revises 0001_a\n-- pgskein: up\n{second_up}\n").as_bytes(),
             )
-            .backfill(Backfill::sql("fill", "0001_a", "a", "id", fill))
+            .backfill(Backfill::sql("fill", "0001_a").table("a").key("id").statement(fill))
             .build()
             .unwrap()
     }

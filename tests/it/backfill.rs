@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgskein::backfill::{Backfill, BackfillOutcome, BackfillState, BackfillStep, Batch};
+use pgskein::backfill::{Backfill, BackfillOutcome, BackfillState, BackfillStep, Batch, Reset};
 use pgskein::error::BoxError;
 use pgskein::rust::Conn;
 use pgskein::{Error, MigrationSet, Migrator};
@@ -59,7 +59,7 @@ async fn state(
     db: &deadpool_postgres::Pool,
     name: &str,
 ) -> pgskein::backfill::BackfillStatus {
-    set.backfill_status(db).await.unwrap().into_iter().find(|s| s.name == name).unwrap()
+    set.backfills().unwrap().status(db).await.unwrap().into_iter().find(|s| s.name == name).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +71,10 @@ async fn sql_backfill_aborted_at_random_batches_touches_every_row_exactly_once()
     let counter = batches.clone();
     let set = set_with(
         rows,
-        Backfill::sql("touch", "0001_items", "items", "id", TOUCH)
+        Backfill::sql("touch", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(TOUCH)
             .initial_batch_size(20_000)
             .target_batch_duration(Duration::from_millis(40))
             .on_progress(move |_| {
@@ -82,7 +85,7 @@ async fn sql_backfill_aborted_at_random_batches_touches_every_row_exactly_once()
     let mut rng = Rng::new();
     let mut effective = 0;
     for _ in 0..kills {
-        let handle = set.spawn_backfills(&pool);
+        let handle = set.backfills().unwrap().spawn(&pool);
         let from = batches.load(Ordering::SeqCst);
         wait_batches(&batches, from, 1 + rng.below(3), || handle.is_finished()).await;
         tokio::time::sleep(Duration::from_micros(rng.below(30_000))).await;
@@ -91,7 +94,7 @@ async fn sql_backfill_aborted_at_random_batches_touches_every_row_exactly_once()
         }
         handle.abort();
     }
-    let report = set.run_backfills(&pool).await.unwrap();
+    let report = set.backfills().unwrap().run(&pool).await.unwrap();
     assert!(matches!(
         report.get("touch").unwrap().outcome,
         BackfillOutcome::Done | BackfillOutcome::AlreadyDone
@@ -117,7 +120,10 @@ async fn sql_backfill_whose_backend_is_terminated_touches_every_row_exactly_once
     let counter = batches.clone();
     let set = set_with(
         rows,
-        Backfill::sql("touch", "0001_items", "items", "id", TOUCH)
+        Backfill::sql("touch", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(TOUCH)
             .initial_batch_size(20_000)
             .target_batch_duration(Duration::from_millis(40))
             .on_progress(move |_| {
@@ -154,7 +160,7 @@ async fn sql_backfill_whose_backend_is_terminated_touches_every_row_exactly_once
     };
     let mut errors = 0;
     loop {
-        match set.run_backfills(&pool).await {
+        match set.backfills().unwrap().run(&pool).await {
             Ok(r) if r.get("touch").unwrap().outcome != BackfillOutcome::Paused => break,
             Ok(r) => panic!("unexpected {r:?}"),
             Err(e) => {
@@ -223,13 +229,13 @@ async fn rust_backfill_aborted_at_random_batches_touches_every_row_exactly_once(
     set.run(&pool).await.unwrap();
     let mut rng = Rng::new();
     for _ in 0..kills {
-        let handle = set.spawn_backfills(&pool);
+        let handle = set.backfills().unwrap().spawn(&pool);
         let from = batches.load(Ordering::SeqCst);
         wait_batches(&batches, from, 1 + rng.below(4), || handle.is_finished()).await;
         tokio::time::sleep(Duration::from_micros(rng.below(20_000))).await;
         handle.abort();
     }
-    set.spawn_backfills(&pool).wait().await.unwrap();
+    set.backfills().unwrap().spawn(&pool).wait().await.unwrap();
     let client = db.connect().await.unwrap();
     assert_eq!(touched(&client).await, (0, rows));
     let s = state(&set, &pool, "touch").await;
@@ -247,7 +253,10 @@ async fn key_range_is_fixed_at_start_and_the_backfill_finishes_under_inserts() {
     let counter = batches.clone();
     let set = set_with(
         rows,
-        Backfill::sql("touch", "0001_items", "items", "id", TOUCH)
+        Backfill::sql("touch", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(TOUCH)
             .initial_batch_size(2_000)
             .target_batch_duration(Duration::from_millis(10))
             .on_progress(move |_| {
@@ -277,7 +286,7 @@ async fn key_range_is_fixed_at_start_and_the_backfill_finishes_under_inserts() {
             next - rows - 1
         })
     };
-    let report = set.run_backfills(&pool).await.unwrap();
+    let report = set.backfills().unwrap().run(&pool).await.unwrap();
     stop.store(true, Ordering::SeqCst);
     let inserted = inserter.await.unwrap();
     assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Done);
@@ -308,19 +317,18 @@ async fn batch_durations_converge_near_the_target() {
     let target = Duration::from_millis(20);
     let set = set_with(
         rows,
-        Backfill::sql(
-            "rehash",
-            "0001_items",
-            "items",
-            "id",
-            "UPDATE items SET h = md5(h || id::text), touched = touched + 1 WHERE id >= $1 AND id < $2",
-        )
-        .initial_batch_size(500)
-        .target_batch_duration(target)
-        .on_progress(move |p| sink.lock().unwrap().push((p.batch_size, p.batch_duration))),
+        Backfill::sql("rehash", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(
+                "UPDATE items SET h = md5(h || id::text), touched = touched + 1 WHERE id >= $1 AND id < $2",
+            )
+            .initial_batch_size(500)
+            .target_batch_duration(target)
+            .on_progress(move |p| sink.lock().unwrap().push((p.batch_size, p.batch_duration))),
     );
     set.run(&pool).await.unwrap();
-    set.run_backfills(&pool).await.unwrap();
+    set.backfills().unwrap().run(&pool).await.unwrap();
     let seen = seen.lock().unwrap().clone();
     assert!(seen.len() >= 10, "{} batches", seen.len());
     // The first batch is 500 keys; sizes then grow by at most 2x per step.
@@ -345,11 +353,13 @@ async fn rows_per_second_limits_the_rate() {
     let (rows, limit) = (10_000, 5_000);
     let db = fresh_db("bf_throttle").await;
     let pool = db.pool(2);
-    let set =
-        set_with(rows, Backfill::sql("touch", "0001_items", "items", "id", TOUCH).rows_per_second(limit));
+    let set = set_with(
+        rows,
+        Backfill::sql("touch", "0001_items").table("items").key("id").statement(TOUCH).rows_per_second(limit),
+    );
     set.run(&pool).await.unwrap();
     let started = Instant::now();
-    let report = set.run_backfills(&pool).await.unwrap();
+    let report = set.backfills().unwrap().run(&pool).await.unwrap();
     let elapsed = started.elapsed().as_secs_f64();
     let run = report.get("touch").unwrap();
     assert_eq!(run.rows, rows as u64);
@@ -364,13 +374,16 @@ async fn pause_between_batches_spaces_them() {
     let pool = db.pool(2);
     let set = set_with(
         2_000,
-        Backfill::sql("touch", "0001_items", "items", "id", TOUCH)
+        Backfill::sql("touch", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(TOUCH)
             .batch_size_limits(500, 500)
             .pause_between_batches(Duration::from_millis(100)),
     );
     set.run(&pool).await.unwrap();
     let started = Instant::now();
-    set.run_backfills(&pool).await.unwrap();
+    set.backfills().unwrap().run(&pool).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
 }
 
@@ -383,14 +396,17 @@ async fn pause_and_resume_through_the_api_are_recorded_and_respected_by_other_pr
     let counter = batches.clone();
     let set = set_with(
         rows,
-        Backfill::sql("touch", "0001_items", "items", "id", TOUCH).rows_per_second(20_000).on_progress(
-            move |_| {
+        Backfill::sql("touch", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(TOUCH)
+            .rows_per_second(20_000)
+            .on_progress(move |_| {
                 counter.fetch_add(1, Ordering::SeqCst);
-            },
-        ),
+            }),
     );
     set.run(&pool).await.unwrap();
-    let handle = set.spawn_backfills(&pool);
+    let handle = set.backfills().unwrap().spawn(&pool);
     wait_batches(&batches, 0, 3, || false).await;
     handle.pause().await.unwrap();
     // The batch in flight commits or rolls back; after that nothing moves.
@@ -404,11 +420,11 @@ async fn pause_and_resume_through_the_api_are_recorded_and_respected_by_other_pr
 
     // Another process finds it paused and does not run it.
     let other = db.pool(1);
-    let report = set.run_backfills(&other).await.unwrap();
+    let report = set.backfills().unwrap().run(&other).await.unwrap();
     assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Paused);
     assert_eq!(report.get("touch").unwrap().rows, 0);
 
-    assert_eq!(set.resume_backfill(&other, "touch").await.unwrap(), BackfillState::Running);
+    assert_eq!(set.backfills().unwrap().resume(&other, "touch").await.unwrap(), BackfillState::Running);
     let report = handle.wait().await.unwrap();
     assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Done);
     let client = db.connect().await.unwrap();
@@ -418,22 +434,75 @@ async fn pause_and_resume_through_the_api_are_recorded_and_respected_by_other_pr
     assert_eq!(events(&client, "backfill_resume").await, 2);
     assert_eq!(events(&client, "backfill_done").await, 1);
     // Pausing a finished backfill leaves it done.
-    assert_eq!(set.pause_backfill(&pool, "touch").await.unwrap(), BackfillState::Done);
-    let err = set.pause_backfill(&pool, "nope").await.unwrap_err();
+    assert_eq!(set.backfills().unwrap().pause(&pool, "touch").await.unwrap(), BackfillState::Done);
+    let err = set.backfills().unwrap().pause(&pool, "nope").await.unwrap_err();
     assert!(matches!(err, Error::UnknownBackfill { .. }), "{err}");
+}
+
+/// Runs `f` on a task of its own: `tokio::spawn` takes only `Send` futures.
+async fn on_task<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    tokio::spawn(f).await.unwrap()
+}
+
+/// Every future of the `Backfills` handle is `Send`, so a service can run it
+/// on a task of its own; and the handle uses the migrator's configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfills_operations_run_on_spawned_tasks_with_the_migrators_config() {
+    let db = fresh_db("bf_tasks").await;
+    let pool = db.pool(2);
+    let set = set_with(500, Backfill::sql("touch", "0001_items").table("items").key("id").statement(TOUCH))
+        .with_config(pgskein::Config::default().schema("bf_ledger"));
+    let m: &'static _ = Box::leak(Box::new(set));
+    m.run(&pool).await.unwrap();
+    let p = || pool.clone();
+
+    let pool_ = p();
+    let paused = on_task(async move { m.backfills().unwrap().pause(&pool_, "touch").await }).await;
+    assert_eq!(paused.unwrap(), BackfillState::Paused);
+    let pool_ = p();
+    let report = on_task(async move { m.backfills().unwrap().run(&pool_).await }).await.unwrap();
+    assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Paused);
+    let pool_ = p();
+    let resumed = on_task(async move { m.backfills().unwrap().resume(&pool_, "touch").await }).await;
+    assert_eq!(resumed.unwrap(), BackfillState::Pending);
+    let report = m.backfills().unwrap().spawn(&pool).wait().await.unwrap();
+    assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Done);
+    let pool_ = p();
+    let status = on_task(async move { m.backfills().unwrap().status(&pool_).await }).await.unwrap();
+    assert_eq!((status[0].state, status[0].rows_done), (BackfillState::Done, 500));
+    let pool_ = p();
+    let reset =
+        on_task(async move { m.backfills().unwrap().reset(&pool_, "touch", Reset::UnlessRunning).await })
+            .await;
+    assert_eq!(reset.unwrap(), Some(BackfillState::Done));
+
+    let client = db.connect().await.unwrap();
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM bf_ledger.events WHERE kind = 'backfill_reset'").await, 1);
+    assert_eq!(
+        count("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgskein'").await,
+        0,
+        "nothing in the default schema"
+    );
 }
 
 #[tokio::test]
 async fn backfill_paused_before_it_starts_is_not_run() {
     let db = fresh_db("bf_prepause").await;
     let pool = db.pool(2);
-    let set = set_with(1_000, Backfill::sql("touch", "0001_items", "items", "id", TOUCH));
+    let set = set_with(1_000, Backfill::sql("touch", "0001_items").table("items").key("id").statement(TOUCH));
     set.run(&pool).await.unwrap();
-    assert_eq!(set.pause_backfill(&pool, "touch").await.unwrap(), BackfillState::Paused);
-    let report = set.run_backfills(&pool).await.unwrap();
+    assert_eq!(set.backfills().unwrap().pause(&pool, "touch").await.unwrap(), BackfillState::Paused);
+    let report = set.backfills().unwrap().run(&pool).await.unwrap();
     assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Paused);
-    assert_eq!(set.resume_backfill(&pool, "touch").await.unwrap(), BackfillState::Pending);
-    assert_eq!(set.run_backfills(&pool).await.unwrap().get("touch").unwrap().outcome, BackfillOutcome::Done);
+    assert_eq!(set.backfills().unwrap().resume(&pool, "touch").await.unwrap(), BackfillState::Pending);
+    assert_eq!(
+        set.backfills().unwrap().run(&pool).await.unwrap().get("touch").unwrap().outcome,
+        BackfillOutcome::Done
+    );
     let client = db.connect().await.unwrap();
     assert_eq!(touched(&client).await, (0, 1_000));
 }
@@ -453,7 +522,7 @@ async fn failing_batch_is_retried_then_recorded_as_failed_and_resumes_later() {
             .retry_backoff(Duration::from_millis(5)),
     );
     set.run(&pool).await.unwrap();
-    let err = set.run_backfills(&pool).await.unwrap_err();
+    let err = set.backfills().unwrap().run(&pool).await.unwrap_err();
     assert!(
         matches!(&err, Error::BackfillFailed { name, attempts: 3, .. } if name == "touch"),
         "{}",
@@ -468,7 +537,7 @@ async fn failing_batch_is_retried_then_recorded_as_failed_and_resumes_later() {
     assert_eq!(events(&client, "backfill_fail").await, 1);
 
     fail.store(false, Ordering::SeqCst);
-    let report = set.run_backfills(&pool).await.unwrap();
+    let report = set.backfills().unwrap().run(&pool).await.unwrap();
     assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Done);
     assert_eq!(report.get("touch").unwrap().rows, 3_000);
     assert_eq!(touched(&client).await, (0, rows));
@@ -487,7 +556,10 @@ async fn statement_timeout_halves_the_batch_and_the_backfill_finishes() {
                UPDATE items SET touched = touched + 1 FROM s WHERE id >= $1 AND id < $2";
     let set = set_with(
         rows,
-        Backfill::sql("touch", "0001_items", "items", "id", sql)
+        Backfill::sql("touch", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(sql)
             .initial_batch_size(4_000)
             .statement_timeout(Some(Duration::from_millis(200)))
             .max_retries(20)
@@ -495,7 +567,7 @@ async fn statement_timeout_halves_the_batch_and_the_backfill_finishes() {
             .on_progress(move |p| sink.lock().unwrap().push(p.batch_size)),
     );
     set.run(&pool).await.unwrap();
-    set.run_backfills(&pool).await.unwrap();
+    set.backfills().unwrap().run(&pool).await.unwrap();
     let sizes = sizes.lock().unwrap().clone();
     assert_eq!(sizes.first(), Some(&1_000), "4,000 and 2,000 timed out: {sizes:?}");
     // Every batch over 1,000 keys timed out; the last one may ask for more than what is left.
@@ -516,7 +588,7 @@ async fn deferred_backfill_blocks_a_dependent_revision_until_it_is_done() {
               ALTER TABLE items ADD CONSTRAINT touched_once CHECK (touched = 1) NOT VALID;\n\
               ALTER TABLE items VALIDATE CONSTRAINT touched_once;\n",
         )
-        .backfill(Backfill::sql("touch_all", "0001_items", "items", "id", TOUCH))
+        .backfill(Backfill::sql("touch_all", "0001_items").table("items").key("id").statement(TOUCH))
         .build()
         .unwrap();
     let err = set.run(&pool).await.unwrap_err();
@@ -534,7 +606,7 @@ async fn deferred_backfill_blocks_a_dependent_revision_until_it_is_done() {
     // Still refused while it runs.
     assert!(matches!(set.run(&pool).await, Err(Error::BackfillIncomplete { .. })));
 
-    let report = set.spawn_backfills(&pool).wait().await.unwrap();
+    let report = set.backfills().unwrap().spawn(&pool).wait().await.unwrap();
     assert_eq!(report.get("touch_all").unwrap().outcome, BackfillOutcome::Done);
     let applied = set.run(&pool).await.unwrap();
     assert_eq!(applied.steps.len(), 1);
@@ -554,11 +626,14 @@ async fn two_processes_never_run_the_same_backfill_at_once() {
     let (a, b) = (db.pool(2), db.pool(2));
     let set = set_with(
         rows,
-        Backfill::sql("touch", "0001_items", "items", "id", TOUCH)
+        Backfill::sql("touch", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(TOUCH)
             .target_batch_duration(Duration::from_millis(10)),
     );
     set.run(&a).await.unwrap();
-    let (ha, hb) = (set.spawn_backfills(&a), set.spawn_backfills(&b));
+    let (ha, hb) = (set.backfills().unwrap().spawn(&a), set.backfills().unwrap().spawn(&b));
     let (ra, rb) = (ha.wait().await.unwrap(), hb.wait().await.unwrap());
     let (ra, rb) = (ra.get("touch").unwrap(), rb.get("touch").unwrap());
     assert_eq!(ra.rows + rb.rows, rows as u64, "{ra:?} {rb:?}");
@@ -571,17 +646,17 @@ async fn two_processes_never_run_the_same_backfill_at_once() {
 async fn backfill_is_not_eligible_before_its_revision_and_handles_an_empty_table() {
     let db = fresh_db("bf_eligible").await;
     let pool = db.pool(2);
-    let set = set_with(0, Backfill::sql("touch", "0001_items", "items", "id", TOUCH));
-    let report = set.run_backfills(&pool).await.unwrap();
+    let set = set_with(0, Backfill::sql("touch", "0001_items").table("items").key("id").statement(TOUCH));
+    let report = set.backfills().unwrap().run(&pool).await.unwrap();
     assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::NotEligible);
     let s = state(&set, &pool, "touch").await;
     assert_eq!((s.eligible, s.state), (false, BackfillState::Pending));
     set.run(&pool).await.unwrap();
     assert!(state(&set, &pool, "touch").await.eligible);
-    let report = set.run_backfills(&pool).await.unwrap();
+    let report = set.backfills().unwrap().run(&pool).await.unwrap();
     assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Done);
     assert_eq!(report.get("touch").unwrap().rows, 0);
-    let again = set.run_backfills(&pool).await.unwrap();
+    let again = set.backfills().unwrap().run(&pool).await.unwrap();
     assert_eq!(again.get("touch").unwrap().outcome, BackfillOutcome::AlreadyDone);
 }
 
@@ -589,7 +664,7 @@ async fn backfill_is_not_eligible_before_its_revision_and_handles_an_empty_table
 async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
     let db = fresh_db("bf_format").await;
     let pool = db.pool(2);
-    let set = set_with(100, Backfill::sql("touch", "0001_items", "items", "id", TOUCH));
+    let set = set_with(100, Backfill::sql("touch", "0001_items").table("items").key("id").statement(TOUCH));
     set.run(&pool).await.unwrap();
     let client = db.connect().await.unwrap();
     let format = || async {
@@ -609,7 +684,10 @@ async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
         .unwrap();
     // The fast path leaves them alone; running backfills upgrades them.
     assert!(set.run(&pool).await.unwrap().fast_path);
-    assert_eq!(set.run_backfills(&pool).await.unwrap().get("touch").unwrap().outcome, BackfillOutcome::Done);
+    assert_eq!(
+        set.backfills().unwrap().run(&pool).await.unwrap().get("touch").unwrap().outcome,
+        BackfillOutcome::Done
+    );
     assert_eq!(format().await, "4");
     assert_eq!(events(&client, "upgrade_format").await, 1);
 
@@ -636,19 +714,23 @@ async fn bookkeeping_tables_of_format_1_are_upgraded_in_place() {
 }
 
 #[tokio::test]
-async fn dropping_run_backfills_at_every_await_point_keeps_checkpoint_and_rows_in_step() {
+async fn dropping_a_backfills_run_at_every_await_point_keeps_checkpoint_and_rows_in_step() {
     let rows = 2_000;
     let db = fresh_db("bf_cancel").await;
     let client = db.connect().await.unwrap();
     let observer = db.connect().await.unwrap();
     let set = set_with(
         rows,
-        Backfill::sql("touch", "0001_items", "items", "id", TOUCH).batch_size_limits(100, 100),
+        Backfill::sql("touch", "0001_items")
+            .table("items")
+            .key("id")
+            .statement(TOUCH)
+            .batch_size_limits(100, 100),
     );
     set.run(&client).await.unwrap();
     let mut limit = 1;
     loop {
-        let outcome = CancelAfter::new(set.run_backfills(&client), limit).await;
+        let outcome = CancelAfter::new(set.backfills().unwrap().run(&client), limit).await;
         // Requests queued by the dropped future (ROLLBACK, unlock) are answered before this one.
         client.simple_query("SELECT 1").await.unwrap();
         let r = observer
@@ -686,7 +768,7 @@ async fn inline_backfills_let_one_run_go_past_the_revision_that_waits_for_them()
               ALTER TABLE items ADD CONSTRAINT touched_once CHECK (touched = 1) NOT VALID;\n\
               ALTER TABLE items VALIDATE CONSTRAINT touched_once;\n",
         )
-        .backfill(Backfill::sql("touch_all", "0001_items", "items", "id", TOUCH))
+        .backfill(Backfill::sql("touch_all", "0001_items").table("items").key("id").statement(TOUCH))
         .build()
         .unwrap()
         .with_config(pgskein::Config::default().inline_backfills(true));
@@ -717,13 +799,20 @@ async fn reset_returns_a_done_backfill_to_pending_and_the_next_run_does_it_again
     let db = fresh_db("bf_reset_done").await;
     let pool = db.pool(2);
     let client = db.connect().await.unwrap();
-    let set = set_with(300, Backfill::sql("touch", "0001_items", "items", "id", TOUCH));
-    assert_eq!(set.reset_backfill(&pool, "touch", false).await.unwrap(), None, "nothing migrated yet");
+    let set = set_with(300, Backfill::sql("touch", "0001_items").table("items").key("id").statement(TOUCH));
+    assert_eq!(
+        set.backfills().unwrap().reset(&pool, "touch", Reset::UnlessRunning).await.unwrap(),
+        None,
+        "nothing migrated yet"
+    );
     set.run(&pool).await.unwrap();
-    set.run_backfills(&pool).await.unwrap();
+    set.backfills().unwrap().run(&pool).await.unwrap();
     assert_eq!(state(&set, &pool, "touch").await.state, BackfillState::Done);
 
-    assert_eq!(set.reset_backfill(&pool, "touch", false).await.unwrap(), Some(BackfillState::Done));
+    assert_eq!(
+        set.backfills().unwrap().reset(&pool, "touch", Reset::UnlessRunning).await.unwrap(),
+        Some(BackfillState::Done)
+    );
     let now = state(&set, &pool, "touch").await;
     assert_eq!((now.state, now.rows_done, now.key_range), (BackfillState::Pending, 0, None));
     let details = resets(&client).await;
@@ -733,15 +822,19 @@ async fn reset_returns_a_done_backfill_to_pending_and_the_next_run_does_it_again
     assert_eq!(details[0]["rows_done"], 300);
     assert_eq!(details[0]["why"], "reset");
 
-    assert_eq!(set.reset_backfill(&pool, "touch", false).await.unwrap(), None, "pending already");
+    assert_eq!(
+        set.backfills().unwrap().reset(&pool, "touch", Reset::UnlessRunning).await.unwrap(),
+        None,
+        "pending already"
+    );
     assert_eq!(resets(&client).await.len(), 1, "a reset that changed nothing records nothing");
-    let report = set.run_backfills(&pool).await.unwrap();
+    let report = set.backfills().unwrap().run(&pool).await.unwrap();
     assert_eq!(report.get("touch").unwrap().outcome, BackfillOutcome::Done);
     let twice: i64 =
         client.query_one("SELECT count(*) FROM items WHERE touched = 2", &[]).await.unwrap().get(0);
     assert_eq!(twice, 300, "every row ran again");
 
-    let e = set.reset_backfill(&pool, "nope", false).await.unwrap_err();
+    let e = set.backfills().unwrap().reset(&pool, "nope", Reset::UnlessRunning).await.unwrap_err();
     assert!(matches!(e, Error::UnknownBackfill { .. }), "{e}");
 }
 
@@ -749,31 +842,34 @@ async fn reset_returns_a_done_backfill_to_pending_and_the_next_run_does_it_again
 async fn reset_takes_paused_and_failed_backfills_back_to_pending() {
     let db = fresh_db("bf_reset_states").await;
     let pool = db.pool(2);
-    let failing = Backfill::sql(
-        "broken",
-        "0001_items",
-        "items",
-        "id",
-        "UPDATE items SET touched = touched / 0 WHERE id >= $1 AND id < $2",
-    )
-    .max_retries(0);
+    let failing = Backfill::sql("broken", "0001_items")
+        .table("items")
+        .key("id")
+        .statement("UPDATE items SET touched = touched / 0 WHERE id >= $1 AND id < $2")
+        .max_retries(0);
     let set = MigrationSet::builder()
         .file("0001_items.sql", items(50).as_bytes())
-        .backfill(Backfill::sql("touch", "0001_items", "items", "id", TOUCH))
+        .backfill(Backfill::sql("touch", "0001_items").table("items").key("id").statement(TOUCH))
         .backfill(failing)
         .build()
         .unwrap();
     set.run(&pool).await.unwrap();
-    set.pause_backfill(&pool, "touch").await.unwrap();
-    let e = set.run_backfills(&pool).await.unwrap_err();
+    set.backfills().unwrap().pause(&pool, "touch").await.unwrap();
+    let e = set.backfills().unwrap().run(&pool).await.unwrap_err();
     assert!(matches!(e, Error::BackfillFailed { .. }), "{e}");
     assert_eq!(state(&set, &pool, "broken").await.state, BackfillState::Failed);
 
-    assert_eq!(set.reset_backfill(&pool, "touch", false).await.unwrap(), Some(BackfillState::Paused));
-    assert_eq!(set.reset_backfill(&pool, "broken", false).await.unwrap(), Some(BackfillState::Failed));
+    assert_eq!(
+        set.backfills().unwrap().reset(&pool, "touch", Reset::UnlessRunning).await.unwrap(),
+        Some(BackfillState::Paused)
+    );
+    assert_eq!(
+        set.backfills().unwrap().reset(&pool, "broken", Reset::UnlessRunning).await.unwrap(),
+        Some(BackfillState::Failed)
+    );
     let broken = state(&set, &pool, "broken").await;
     assert_eq!((broken.state, broken.last_error), (BackfillState::Pending, None));
-    let report = set.run_backfills(&pool).await.unwrap_err();
+    let report = set.backfills().unwrap().run(&pool).await.unwrap_err();
     assert!(matches!(report, Error::BackfillFailed { .. }), "the reset one runs again: {report}");
     assert_eq!(state(&set, &pool, "touch").await.state, BackfillState::Done, "no longer paused");
 }
@@ -814,11 +910,11 @@ async fn reset_refuses_a_backfill_another_session_runs_unless_forced_and_the_run
     set.run(&pool).await.unwrap();
     let runner = tokio::spawn({
         let (set, pool) = (set.clone(), pool.clone());
-        async move { set.run_backfills(&pool).await }
+        async move { set.backfills().unwrap().run(&pool).await }
     });
     started.notified().await;
 
-    let e = set.reset_backfill(&pool, "gated", false).await.unwrap_err();
+    let e = set.backfills().unwrap().reset(&pool, "gated", Reset::UnlessRunning).await.unwrap_err();
     let Error::BackfillRunning { name, pid } = &e else { panic!("{e}") };
     assert_eq!(name, "gated");
     assert!(*pid > 0);
@@ -826,7 +922,10 @@ async fn reset_refuses_a_backfill_another_session_runs_unless_forced_and_the_run
     assert_eq!((now.state, now.active), (BackfillState::Running, true), "refused: nothing changed");
     assert!(resets(&client).await.is_empty());
 
-    assert_eq!(set.reset_backfill(&pool, "gated", true).await.unwrap(), Some(BackfillState::Running));
+    assert_eq!(
+        set.backfills().unwrap().reset(&pool, "gated", Reset::EvenIfRunning).await.unwrap(),
+        Some(BackfillState::Running)
+    );
     assert_eq!(resets(&client).await[0]["why"], "reset while running (forced)");
     go.notify_one();
     let report = runner.await.unwrap().unwrap();

@@ -164,13 +164,10 @@ fn gadget_files(dir: &Path) {
 }
 
 fn gadget_backfill() -> Backfill {
-    Backfill::sql(
-        "gadgets_label_fill",
-        "0001_gadgets",
-        "gadgets",
-        "id",
-        "UPDATE gadgets SET label = 'gadget ' || id WHERE id >= $1 AND id < $2",
-    )
+    Backfill::sql("gadgets_label_fill", "0001_gadgets")
+        .table("gadgets")
+        .key("id")
+        .statement("UPDATE gadgets SET label = 'gadget ' || id WHERE id >= $1 AND id < $2")
 }
 
 #[tokio::test]
@@ -197,7 +194,7 @@ async fn backfill_commands_pause_resume_and_run_a_services_backfill() {
     let dir = scratch_dir("backfills");
     gadget_files(&dir);
     let set = MigrationSet::builder().dir(&dir).backfill(gadget_backfill()).build().unwrap();
-    let state = async || set.backfill_status(&client).await.unwrap()[0].clone();
+    let state = async || set.backfills().unwrap().status(&client).await.unwrap()[0].clone();
 
     // The upgrade applies 0001 and stops before 0002, which waits for the backfill.
     let out = pgskein::cli::execute(&set, migrate(&["upgrade"], db.url())).await;
@@ -237,7 +234,7 @@ async fn backfill_reset_asks_for_confirmation_and_takes_a_done_backfill_back_to_
     let dir = scratch_dir("backfill_reset");
     gadget_files(&dir);
     let set = MigrationSet::builder().dir(&dir).backfill(gadget_backfill()).build().unwrap();
-    let state = async || set.backfill_status(&client).await.unwrap()[0].clone();
+    let state = async || set.backfills().unwrap().status(&client).await.unwrap()[0].clone();
     let reset = |extra: &[&str]| {
         let mut argv = vec!["backfill", "reset", "gadgets_label_fill"];
         argv.extend_from_slice(extra);

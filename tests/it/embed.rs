@@ -93,17 +93,19 @@ fn embedded_set_agrees_with_the_include_dir_loader() {
 fn embedded_set_takes_rust_revisions_and_backfills_through_its_builder() {
     let set = EXAMPLE
         .builder()
-        .backfill(pgskein::backfill::Backfill::sql(
-            "documents_sha256_fill",
-            "0003_enhance_documents",
-            "documents",
-            "id",
-            "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') WHERE id >= $1 AND id < $2",
-        ))
+        .backfill(
+            pgskein::backfill::Backfill::sql("documents_sha256_fill", "0003_enhance_documents")
+                .table("documents")
+                .key("id")
+                .statement(
+                    "UPDATE documents SET sha256 = encode(sha256(convert_to(body, 'UTF8')), 'hex') \
+                     WHERE id >= $1 AND id < $2",
+                ),
+        )
         .build()
         .unwrap();
     assert_eq!(set.len(), EXAMPLE.len());
-    assert_eq!(set.backfills().len(), 1);
+    assert_eq!(set.declared_backfills().len(), 1);
     assert_eq!(set.fingerprint(), EXAMPLE.digest(), "a backfill adds no revision to the digest");
 }
 

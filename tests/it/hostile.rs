@@ -744,7 +744,12 @@ fn backfilled() -> MigrationSet {
               ALTER TABLE items ALTER COLUMN h2 SET NOT NULL;\n\
               -- pgskein: down\nALTER TABLE items ALTER COLUMN h2 DROP NOT NULL;\n",
         )
-        .backfill(pgskein::backfill::Backfill::sql("h2_fill", "0001_items", "items", "id", FILL))
+        .backfill(
+            pgskein::backfill::Backfill::sql("h2_fill", "0001_items")
+                .table("items")
+                .key("id")
+                .statement(FILL),
+        )
         .build()
         .unwrap()
 }
@@ -763,7 +768,7 @@ async fn a_backfill_starts_over_when_its_revision_is_reverted() {
         .unwrap()
         .get(0);
     assert_eq!(resets, 1);
-    let state = m.backfill_status(&client).await.unwrap();
+    let state = m.backfills().unwrap().status(&client).await.unwrap();
     assert_eq!(state[0].state, pgskein::backfill::BackfillState::Pending);
     // Upgraded again, the backfill runs again, so the NOT NULL revision applies.
     let again = m.run(&client).await.unwrap_or_else(|e| panic!("{}", chain(&e)));

@@ -727,24 +727,23 @@ async fn a_backfill_through_pgbouncer_is_refused_before_it_takes_its_session_loc
             b"-- pgskein: up\nCREATE TABLE items (id bigint PRIMARY KEY, v text);\n\
               INSERT INTO items (id) SELECT generate_series(1, 100);\n",
         )
-        .backfill(pgskein::backfill::Backfill::sql(
-            "fill",
-            "0001_items",
-            "items",
-            "id",
-            "UPDATE items SET v = id::text WHERE id >= $1 AND id < $2",
-        ))
+        .backfill(
+            pgskein::backfill::Backfill::sql("fill", "0001_items")
+                .table("items")
+                .key("id")
+                .statement("UPDATE items SET v = id::text WHERE id >= $1 AND id < $2"),
+        )
         .build()
         .unwrap();
     let client = bouncer.connect().await;
     assert_eq!(set.run(&client).await.unwrap().steps.len(), 1, "the revision applies under the lease");
-    let err = set.run_backfills(&client).await.unwrap_err();
+    let err = set.backfills().unwrap().run(&client).await.unwrap_err();
     let Error::BackfillThroughPooler { name, .. } = &err else { panic!("{err:?}") };
     assert_eq!(name, "fill");
     assert!(err.to_string().contains("direct connection"), "{err}");
     assert_eq!(advisory_locks(&direct).await, 0, "no backfill lock on a pooled server session");
     assert_eq!(count(&direct, "SELECT count(*) FROM items WHERE v IS NOT NULL").await, 0);
     // Over a direct connection it runs.
-    let report = set.run_backfills(&direct).await.unwrap();
+    let report = set.backfills().unwrap().run(&direct).await.unwrap();
     assert_eq!(report.get("fill").unwrap().outcome, pgskein::backfill::BackfillOutcome::Done);
 }

@@ -386,13 +386,12 @@ fn set_with_a_backfill() -> MigrationSet {
               -- pgskein: up\nALTER TABLE items ALTER COLUMN upper_name SET NOT NULL;\n\
               -- pgskein: down\nALTER TABLE items ALTER COLUMN upper_name DROP NOT NULL;\n",
         )
-        .backfill(pgskein::backfill::Backfill::sql(
-            "items_upper_name_fill",
-            "0002_upper_name",
-            "items",
-            "id",
-            "UPDATE items SET upper_name = upper(name) WHERE id >= $1 AND id < $2",
-        ))
+        .backfill(
+            pgskein::backfill::Backfill::sql("items_upper_name_fill", "0002_upper_name")
+                .table("items")
+                .key("id")
+                .statement("UPDATE items SET upper_name = upper(name) WHERE id >= $1 AND id < $2"),
+        )
         .build()
         .unwrap()
 }

@@ -194,13 +194,12 @@ fn history_names_the_backfills_that_run_after_a_revision() {
             "0002_required.sql",
             b"-- pgskein: revises 0001_docs\n-- pgskein: depends-on docs_sha_fill\n-- pgskein: up\nSELECT 1;\n",
         )
-        .backfill(crate::backfill::Backfill::sql(
-            "docs_sha_fill",
-            "0001_docs",
-            "docs",
-            "id",
-            "UPDATE docs SET sha = md5(id::text) WHERE id >= $1 AND id < $2",
-        ))
+        .backfill(
+            crate::backfill::Backfill::sql("docs_sha_fill", "0001_docs")
+                .table("docs")
+                .key("id")
+                .statement("UPDATE docs SET sha = md5(id::text) WHERE id >= $1 AND id < $2"),
+        )
         .build()
         .unwrap();
     let text = history_text(&set).join("\n");
