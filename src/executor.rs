@@ -669,13 +669,7 @@ impl<'s> Executor<'s> {
         };
         let open = format!("{}{timeouts}", self.baseline.begin());
         // Each step's texts live as long as the pipeline that sends them.
-        let mut texts = Vec::with_capacity(steps.len());
-        for &(i, dir) in steps {
-            let rev = &graph.revs[i];
-            let opening = if stamp { String::new() } else { format!("{}{MARK}", self.restore()) };
-            self.prepared = may_prepare(rev, dir);
-            texts.push((opening, body_text(rev, dir), prelude_text(rev, dir, self.baseline)));
-        }
+        let texts = self.batch_texts(graph, steps, stamp);
         let mut pipe = Pipeline::new(client);
         pipe.simple(Part::Open, &open).await;
         let mut fault: Option<(usize, Fault)> = None;
@@ -720,23 +714,65 @@ impl<'s> Executor<'s> {
             fault = rest.fault;
         }
         if let Some((n, fault)) = fault {
-            let _ = client.simple_query("ROLLBACK").await;
-            let (i, direction) = steps[n];
-            let rev = &graph.revs[i];
-            let err = match fault {
-                Fault::Db { context, error } => Error::Db { context, source: error },
-                fault => self.error(fault, rev, true),
-            };
-            if !stamp {
-                if let Some(h) = &self.hooks {
-                    h.after_step(&Step { id: rev.id.clone(), direction }, Err(&err)).await;
-                }
-            }
-            return Err(err);
+            return Err(self.batch_failed(graph, steps[n], fault, stamp).await);
         }
         if let Err(e) = client.simple_query("COMMIT").await {
             return Err(Error::Db { context: "committing the transaction", source: e });
         }
+        self.batch_committed(graph, steps, recorded, started, stamp).await;
+        Ok(())
+    }
+
+    /// The texts a batch sends for each step: what opens it (the baseline
+    /// and the savepoint mark), its body, and the prelude of its ledger write.
+    fn batch_texts(
+        &mut self,
+        graph: &Graph,
+        steps: &[(usize, Direction)],
+        stamp: bool,
+    ) -> Vec<(String, String, String)> {
+        let mut texts = Vec::with_capacity(steps.len());
+        for &(i, dir) in steps {
+            let rev = &graph.revs[i];
+            let opening = if stamp { String::new() } else { format!("{}{MARK}", self.restore()) };
+            self.prepared = may_prepare(rev, dir);
+            texts.push((opening, body_text(rev, dir), prelude_text(rev, dir, self.baseline)));
+        }
+        texts
+    }
+
+    /// Rolls a failed batch back and tells the hooks: nothing of it stays.
+    async fn batch_failed(
+        &self,
+        graph: &Graph,
+        (i, direction): (usize, Direction),
+        fault: Fault,
+        stamp: bool,
+    ) -> Error {
+        let _ = self.client.simple_query("ROLLBACK").await;
+        let rev = &graph.revs[i];
+        let err = match fault {
+            Fault::Db { context, error } => Error::Db { context, source: error },
+            fault => self.error(fault, rev, true),
+        };
+        if !stamp {
+            if let Some(h) = &self.hooks {
+                h.after_step(&Step { id: rev.id.clone(), direction }, Err(&err)).await;
+            }
+        }
+        err
+    }
+
+    /// Reports each step of a committed batch, timed by when its ledger
+    /// write was answered, and tells the hooks.
+    async fn batch_committed(
+        &mut self,
+        graph: &Graph,
+        steps: &[(usize, Direction)],
+        recorded: Vec<(usize, Instant)>,
+        started: Instant,
+        stamp: bool,
+    ) {
         let mut last = started;
         for (n, at) in recorded {
             let (i, dir) = steps[n];
@@ -749,7 +785,6 @@ impl<'s> Executor<'s> {
                 }
             }
         }
-        Ok(())
     }
 
     /// Records the failure of a step (a `fail` event and, for `transaction

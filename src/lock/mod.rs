@@ -217,32 +217,7 @@ impl<'a> LockGuard<'a> {
         // taken is still released.
         let mut guard =
             Self { conn: Some(conn), hold: Hold::Advisory(key), restore_name: None, restore: String::new() };
-        // One statement: who answers, then, only if that is the backend named
-        // at startup, the session settings and the lock. CASE evaluates a
-        // volatile branch only when its condition holds: on any other backend
-        // nothing is set or taken.
-        let here =
-            startup_pid.map_or_else(|| "true".to_owned(), |p| format!("pg_catalog.pg_backend_pid() = {p}"));
-        let only_here = |expr: &str| format!("CASE WHEN {here} THEN {expr} END");
-        let mut columns = vec![
-            "pg_catalog.pg_backend_pid()".to_owned(),
-            "coalesce(pg_catalog.host(pg_catalog.inet_client_addr()), 'local')".to_owned(),
-            only_here("pg_catalog.current_setting('application_name')"),
-            // Server-side keepalives: if this process vanishes without closing its
-            // socket, the server notices within about a minute and the lock dies with the session.
-            only_here("pg_catalog.set_config('tcp_keepalives_idle', '30', false)"),
-            only_here("pg_catalog.set_config('tcp_keepalives_interval', '10', false)"),
-            only_here("pg_catalog.set_config('tcp_keepalives_count', '3', false)"),
-        ];
-        if let Some(name) = application_name {
-            columns.push(only_here(&format!(
-                "pg_catalog.set_config('application_name', {}, false)",
-                quote_literal(name)
-            )));
-        }
-        columns.push(only_here(&format!("pg_catalog.pg_try_advisory_lock({key})")));
-        let first = format!("SELECT {};", columns.join(", "));
-        let got_at = columns.len() - 1;
+        let (first, got_at) = first_request(key, startup_pid, application_name);
         let try_lock = format!("SELECT pg_catalog.pg_try_advisory_lock({key});");
         let mut waiting = Waiting::new(timeout);
         let mut attempt = 0;
@@ -522,4 +497,33 @@ pub(crate) async fn backfill_locks_held(client: &Client, keys: &[i64]) -> Result
             held.contains(&(i64::from(hi), i64::from(lo)))
         })
         .collect())
+}
+
+/// The first lock request, one statement: who answers, then, only if that is
+/// the backend named at startup, the session settings and the lock. CASE
+/// evaluates a volatile branch only when its condition holds: on any other
+/// backend nothing is set or taken. Returns the statement and the column of
+/// the lock's answer.
+fn first_request(key: i64, startup_pid: Option<i32>, application_name: Option<&str>) -> (String, usize) {
+    let here =
+        startup_pid.map_or_else(|| "true".to_owned(), |p| format!("pg_catalog.pg_backend_pid() = {p}"));
+    let only_here = |expr: &str| format!("CASE WHEN {here} THEN {expr} END");
+    let mut columns = vec![
+        "pg_catalog.pg_backend_pid()".to_owned(),
+        "coalesce(pg_catalog.host(pg_catalog.inet_client_addr()), 'local')".to_owned(),
+        only_here("pg_catalog.current_setting('application_name')"),
+        // Server-side keepalives: if this process vanishes without closing its
+        // socket, the server notices within about a minute and the lock dies with the session.
+        only_here("pg_catalog.set_config('tcp_keepalives_idle', '30', false)"),
+        only_here("pg_catalog.set_config('tcp_keepalives_interval', '10', false)"),
+        only_here("pg_catalog.set_config('tcp_keepalives_count', '3', false)"),
+    ];
+    if let Some(name) = application_name {
+        columns.push(only_here(&format!(
+            "pg_catalog.set_config('application_name', {}, false)",
+            quote_literal(name)
+        )));
+    }
+    columns.push(only_here(&format!("pg_catalog.pg_try_advisory_lock({key})")));
+    (format!("SELECT {};", columns.join(", ")), columns.len() - 1)
 }

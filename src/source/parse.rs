@@ -119,18 +119,7 @@ impl Header {
 /// Parses one revision file. `path` names the file in errors; its stem is the id.
 pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     let err = |line: Option<usize>, kind| Error::Parse { path: path.to_owned(), line, kind };
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| err(None, ParseErrorKind::NotUtf8 { offset: e.valid_up_to() }))?;
-    if let Some(at) = text.find('\0') {
-        // A NUL cannot be sent to the server: the client would refuse the body mid-run.
-        let line = text[..at].matches('\n').count() + 1;
-        return Err(err(Some(line), ParseErrorKind::NulByte));
-    }
-    let checksum = Checksum::of_sql(text);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.trim().is_empty() {
-        return Err(err(None, ParseErrorKind::Empty));
-    }
+    let (text, checksum) = text_of(bytes).map_err(|(line, kind)| err(line, kind))?;
     let id = file_id(path).map_err(|m| err(None, ParseErrorKind::BadFileName(m)))?;
     let mut header = Header::default();
     let mut bodies: [Option<(usize, String)>; 3] = [None, None, None];
@@ -191,15 +180,7 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     }
     let tx = header.tx.unwrap_or_default();
     let (down_line, down) = down.map_or((0, None), |(line, body)| (line, Some(body)));
-    for (line, body) in std::iter::once((up_line, &up)).chain(down.as_ref().map(|d| (down_line, d))) {
-        match tx {
-            Transaction::Transactional => check_transactional(path, line, body)?,
-            Transaction::None => check_transactions_end(path, line, body)?,
-        }
-    }
-    if let Some((line, verify)) = &verify {
-        check_transactional(path, *line, verify)?;
-    }
+    check_bodies(path, tx, (up_line, &up), down.as_ref().map(|d| (down_line, d)), verify.as_ref())?;
     Ok(Revision {
         lock_timeout: header.lock_timeout,
         statement_timeout: header.statement_timeout,
@@ -219,6 +200,46 @@ pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
         checksum,
         origin: path.to_owned(),
     })
+}
+
+/// The text of a revision file without its BOM, and the checksum of the whole
+/// file. Refuses what no server could run: invalid UTF-8, a NUL byte (the
+/// client would refuse the body mid-run), an empty file.
+fn text_of(bytes: &[u8]) -> Result<(&str, Checksum), (Option<usize>, ParseErrorKind)> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| (None, ParseErrorKind::NotUtf8 { offset: e.valid_up_to() }))?;
+    if let Some(at) = text.find('\0') {
+        let line = text[..at].matches('\n').count() + 1;
+        return Err((Some(line), ParseErrorKind::NulByte));
+    }
+    let checksum = Checksum::of_sql(text);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err((None, ParseErrorKind::Empty));
+    }
+    Ok((text, checksum))
+}
+
+/// Checks the bodies, each with the line it starts on, against the
+/// revision's transaction mode: no transaction control in a transactional
+/// body or a verify section, every transaction ended in a `transaction none` one.
+fn check_bodies(
+    path: &str,
+    tx: Transaction,
+    up: (usize, &String),
+    down: Option<(usize, &String)>,
+    verify: Option<&(usize, String)>,
+) -> Result<(), Error> {
+    for (line, body) in std::iter::once(up).chain(down) {
+        match tx {
+            Transaction::Transactional => check_transactional(path, line, body)?,
+            Transaction::None => check_transactions_end(path, line, body)?,
+        }
+    }
+    if let Some((line, verify)) = verify {
+        check_transactional(path, *line, verify)?;
+    }
+    Ok(())
 }
 
 /// A header line that is not a directive: blank or a comment, and not a
