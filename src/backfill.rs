@@ -228,7 +228,7 @@ async fn transition(
 #[derive(Debug, Clone)]
 pub struct Backfills<'a> {
     set: &'a crate::MigrationSet,
-    config: Config,
+    config: std::borrow::Cow<'a, Config>,
 }
 
 /// Whether [`Backfills::reset`] resets a backfill that another session is running.
@@ -244,7 +244,7 @@ pub enum Reset {
 }
 
 impl<'a> Backfills<'a> {
-    pub(crate) fn new(set: &'a crate::MigrationSet, config: Config) -> Self {
+    pub(crate) fn new(set: &'a crate::MigrationSet, config: std::borrow::Cow<'a, Config>) -> Self {
         Self { set, config }
     }
 

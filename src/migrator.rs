@@ -7,6 +7,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
+use std::borrow::Cow;
+
 use crate::backfill::Backfills;
 use crate::config::{Config, TransactionMode};
 use crate::error::Error;
@@ -62,9 +64,10 @@ pub trait Migrator: Send + Sync {
         None
     }
 
-    /// Settings; the default is [`Config::default`].
-    fn config(&self) -> Config {
-        Config::default()
+    /// Settings; the default is [`Config::default`]. Borrowed when the
+    /// migrator holds them (as [`Configured`] does), so a call copies nothing.
+    fn config(&self) -> Cow<'_, Config> {
+        Cow::Owned(Config::default())
     }
 
     /// Wraps this migrator with other settings.
@@ -238,7 +241,7 @@ impl<M: Migrator> Migrator for &M {
     fn known_fingerprint(&self) -> Option<&str> {
         (**self).known_fingerprint()
     }
-    fn config(&self) -> Config {
+    fn config(&self) -> Cow<'_, Config> {
         (**self).config()
     }
 }
@@ -302,8 +305,8 @@ impl<M: Migrator> Migrator for Configured<M> {
     fn known_fingerprint(&self) -> Option<&str> {
         self.inner.known_fingerprint()
     }
-    fn config(&self) -> Config {
-        self.config.clone()
+    fn config(&self) -> Cow<'_, Config> {
+        Cow::Borrowed(&self.config)
     }
 }
 

@@ -96,7 +96,7 @@ where
         .about("Database migrations: status, upgrade, downgrade, history and more (pgskein)");
     let parsed = command.try_get_matches_from(args).and_then(|m| Args::from_arg_matches(&m));
     match parsed {
-        Ok(args) => block_on(Some(&migrator), migrator.config(), args, name_for_hints),
+        Ok(args) => block_on(Some(&migrator), migrator.config().into_owned(), args, name_for_hints),
         Err(e) => clap_exit(&e),
     }
 }
@@ -119,7 +119,7 @@ pub async fn execute<M: Migrator>(migrator: &M, args: Args) -> ExitCode {
         .next()
         .and_then(|a| std::path::Path::new(&a).file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "pgskein".to_owned());
-    ExitCode::from(run(Some(migrator), migrator.config(), args, program).await)
+    ExitCode::from(run(Some(migrator), migrator.config().into_owned(), args, program).await)
 }
 
 #[derive(Parser)]

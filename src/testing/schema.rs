@@ -96,7 +96,7 @@ impl MigratedSchema {
         };
         let client = connect(&schema.config).await.map_err(SetupError::db("connect to", &dbname))?;
         let migrator = for_tests(migrator);
-        let config = migrator.config().schema(&schema.ledger);
+        let config = migrator.config().into_owned().schema(&schema.ledger);
         let migrator = migrator.with_config(config);
         migrator
             .run(&client)

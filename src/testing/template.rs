@@ -123,7 +123,7 @@ impl Template {
                 server: server.handle(),
                 name,
                 set: migrator.migrations().map_err(load_error)?.clone(),
-                config: migrator.config(),
+                config: migrator.config().into_owned(),
                 strategy: if version >= 150000 { " STRATEGY FILE_COPY" } else { "" },
                 ready: OnceLock::new(),
             }),
@@ -306,7 +306,7 @@ impl Drop for MigratedDatabase {
 /// database at head has its data changes done, and a revision that depends
 /// on a backfill can be applied.
 pub(super) fn for_tests<M: Migrator>(migrator: &M) -> crate::Configured<&M> {
-    migrator.with_config(migrator.config().inline_backfills(true))
+    migrator.with_config(migrator.config().into_owned().inline_backfills(true))
 }
 
 /// `pgskein_t_<history>_<set>`: 35 bytes, well within PostgreSQL's 63.
