@@ -955,9 +955,7 @@ async fn deferred(
 ) -> Result<BackfillReport, Error> {
     let n = backfills.len();
     let started = Instant::now();
-    let mut entries: Vec<Option<BackfillRun>> = vec![None; n];
-    let mut done_rows = vec![(0u64, 0u64); n];
-    let mut losses = vec![0u32; n];
+    let mut slots = vec![Slot::default(); n];
     let mut first_error: Option<Error> = None;
     let mut pending: Vec<usize> = (0..n).collect();
     while !pending.is_empty() {
@@ -977,29 +975,33 @@ async fn deferred(
                 next.push(i);
                 continue;
             }
+            let slot = &mut slots[i];
             if !applied.contains(&bf.after) {
-                entries[i] = Some(run_entry(bf, BackfillOutcome::NotEligible, 0, 0, Duration::ZERO));
+                slot.entry = Some(run_entry(bf, BackfillOutcome::NotEligible, 0, 0, Duration::ZERO));
                 continue;
             }
             let (rows, batches) = (runner.rows, runner.batches);
             let result = runner.run_one(bf).await;
-            let (r, b) = (runner.rows - rows, runner.batches - batches);
-            done_rows[i].0 += r;
-            done_rows[i].1 += b;
-            let finish =
-                |outcome| Some(run_entry(bf, outcome, done_rows[i].0, done_rows[i].1, started.elapsed()));
+            let b = runner.batches - batches;
+            slot.rows += runner.rows - rows;
+            slot.batches += b;
+            let finish = |slot: &Slot, outcome| {
+                Some(run_entry(bf, outcome, slot.rows, slot.batches, started.elapsed()))
+            };
             match result {
-                Ok(Outcome::Done) => entries[i] = finish(BackfillOutcome::Done),
-                Ok(Outcome::AlreadyDone) if done_rows[i].1 > 0 => entries[i] = finish(BackfillOutcome::Done),
-                Ok(Outcome::AlreadyDone) => entries[i] = finish(BackfillOutcome::AlreadyDone),
+                Ok(Outcome::Done) => slot.entry = finish(slot, BackfillOutcome::Done),
+                Ok(Outcome::AlreadyDone) if slot.batches > 0 => {
+                    slot.entry = finish(slot, BackfillOutcome::Done)
+                }
+                Ok(Outcome::AlreadyDone) => slot.entry = finish(slot, BackfillOutcome::AlreadyDone),
                 Ok(Outcome::Paused | Outcome::Busy) => {
                     next.push(i);
                     waiting = true;
                 }
                 Err(e) if runner.connection_lost() => {
                     // A batch that committed since the last loss resets the count.
-                    losses[i] = if b > 0 { 1 } else { losses[i] + 1 };
-                    if losses[i] > bf.opts.max_retries {
+                    slot.losses = if b > 0 { 1 } else { slot.losses + 1 };
+                    if slot.losses > bf.opts.max_retries {
                         tracing::error!(backfill = %bf.name, error = %e, "backfill connection lost too often; giving up");
                         first_error.get_or_insert(e);
                     } else {
@@ -1023,6 +1025,18 @@ async fn deferred(
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(BackfillReport { backfills: entries.into_iter().flatten().collect() }),
+        None => Ok(BackfillReport { backfills: slots.into_iter().filter_map(|s| s.entry).collect() }),
     }
+}
+
+/// What a deferred run knows of one backfill across its connections.
+#[derive(Clone, Default)]
+struct Slot {
+    /// Its outcome, once it has one.
+    entry: Option<BackfillRun>,
+    /// Rows and batches done by this run.
+    rows: u64,
+    batches: u64,
+    /// Connections lost in a row (a committed batch resets the count).
+    losses: u32,
 }

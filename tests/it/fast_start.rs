@@ -18,11 +18,9 @@ const GOOD: &str = "-- pgskein: up\nCREATE TABLE t (id int);\n";
 /// Refused at load: transaction control in a transactional revision (line 2).
 const REFUSED: &str = "-- pgskein: up\nBEGIN;\nCREATE TABLE t (id int);\nCOMMIT;\n";
 
-/// Applies `0001_t` from [`GOOD`], then records it as applied from
-/// [`REFUSED`]; returns the ledger's digest, which the triggers keep.
-async fn applied_as_refused(client: &tokio_postgres::Client) -> String {
-    let good = MigrationSet::builder().file("0001_t.sql", GOOD.as_bytes()).build().unwrap();
-    assert_eq!(good.run(client).await.unwrap().steps.len(), 1);
+/// Changes the ledger's checksum of `0001_t` to [`REFUSED`]'s, as if that
+/// file had been applied.
+async fn record_as_refused(client: &tokio_postgres::Client) {
     client
         .execute(
             "UPDATE pgskein.applied SET checksum = $1 WHERE id = '0001_t'",
@@ -30,6 +28,14 @@ async fn applied_as_refused(client: &tokio_postgres::Client) -> String {
         )
         .await
         .unwrap();
+}
+
+/// Applies `0001_t` from [`GOOD`], then records it as applied from
+/// [`REFUSED`]; returns the ledger's digest, which the triggers keep.
+async fn applied_as_refused(client: &tokio_postgres::Client) -> String {
+    let good = MigrationSet::builder().file("0001_t.sql", GOOD.as_bytes()).build().unwrap();
+    assert_eq!(good.run(client).await.unwrap().steps.len(), 1);
+    record_as_refused(client).await;
     client.query_one("SELECT value FROM pgskein.meta WHERE key = 'digest'", &[]).await.unwrap().get(0)
 }
 
@@ -130,13 +136,7 @@ async fn the_cli_upgrade_at_head_parses_no_file_and_check_and_status_still_refus
     write(&dir, &[("0001_t.sql", GOOD)]);
     let out = run(&db, &dir, &["upgrade"]).await;
     assert_eq!(out.code, 0, "{out:?}");
-    client
-        .execute(
-            "UPDATE pgskein.applied SET checksum = $1 WHERE id = '0001_t'",
-            &[&Checksum::of_sql(REFUSED).to_hex()],
-        )
-        .await
-        .unwrap();
+    record_as_refused(&client).await;
     write(&dir, &[("0001_t.sql", REFUSED)]);
 
     let out = run(&db, &dir, &["upgrade"]).await;

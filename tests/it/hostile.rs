@@ -432,32 +432,17 @@ async fn hold_until_a_failed_attempt(db: &pgskein::testing::TestDatabase, app: &
     blocker.batch_execute("BEGIN; INSERT INTO t VALUES (0, 'blocker');").await.unwrap();
     let watcher = db.connect().await.unwrap();
     // First the build waits for the blocker, then its lock timeout ends that attempt.
-    let waiting = eventually(Duration::from_secs(30), || async {
-        watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    })
-    .await;
-    assert!(waiting, "the index build never waited for the blocker");
-    let failed = eventually(Duration::from_secs(30), || async {
-        watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    })
-    .await;
-    assert!(failed, "the attempt never gave up");
+    // The migrator's session, found by its name, in the state `condition` says.
+    let seen = |condition: &'static str| {
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND {condition}");
+        let watcher = &watcher;
+        eventually(Duration::from_secs(30), move || {
+            let sql = sql.clone();
+            async move { watcher.query_one(&sql, &[&app]).await.unwrap().get::<_, i64>(0) == 1 }
+        })
+    };
+    assert!(seen("wait_event_type = 'Lock'").await, "the index build never waited for the blocker");
+    assert!(seen("state = 'idle'").await, "the attempt never gave up");
     blocker.batch_execute("COMMIT").await.unwrap();
 }
 
