@@ -236,7 +236,15 @@ impl Bench {
         let dir = self.work.join("probe");
         write_sets(&dir, &sql)?;
         for peer in [Peer::Sqlx, Peer::Refinery] {
-            let Some(bin) = peer.bin(&self.tools).cloned() else { continue };
+            let Some(bin) = peer.bin(&self.tools).cloned() else {
+                // Without sqlx-cli to ask, the sqlx library gets the form sqlx
+                // documents for a socket: the directory percent-encoded as the host.
+                if peer == Peer::Sqlx {
+                    let db = self.server.create_database("bench_probe").await?;
+                    self.tools.url_form.0 = url_forms(&db).len() - 1;
+                }
+                continue;
+            };
             let mut tried = Vec::new();
             let mut accepted = None;
             let db = self.server.create_database("bench_probe").await?;
