@@ -1,5 +1,6 @@
 //! One function per command: load the set, connect when needed, call the
-//! library, print text or JSON, and return the exit code.
+//! library, show what it found (a view of `super::view`), and return the
+//! exit code.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -7,23 +8,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio_postgres::Client;
 
 use super::args::{
-    BackfillCommand, CheckArgs, Command, DowngradeArgs, GraphArgs, GraphFormat, MergeArgs, NewArgs, PlanArgs,
+    BackfillCommand, CheckArgs, Command, DowngradeArgs, GraphArgs, MergeArgs, NewArgs, PlanArgs,
     PreflightArgs, ResolveArgs, RunOptions, StampArgs, StatusArgs, UpgradeArgs,
 };
 use super::progress::{Bars, StepBar};
-use super::render;
 use super::scaffold;
-use super::ui::{Failure, Style, list_lines, ms_text, report_json, warning_text};
+use super::ui::{Failure, Style, count, ids, list_or, warning_text};
+use super::view::{self, blocking, problem_kind};
 use super::{Backup, Ctx, Run, exit};
-use crate::backfill::{BackfillOutcome, BackfillState, BackfillStatus, Reset};
+use crate::backfill::{BackfillState, Reset};
 use crate::config::TransactionMode;
 use crate::connstr::{self, ConnStr};
-use crate::migration::Transaction;
-use crate::preflight::{Preflight, ProblemKind};
+use crate::preflight::Preflight;
 use crate::report::Direction;
 use crate::status::Resolution;
 use crate::{Config, Error, MigrationSet, Migrator, Report, RevisionId, Target};
@@ -208,22 +207,6 @@ impl Ctx<'_> {
         config = config.add_hooks(super::interrupt::StopOnInterrupt(self.interrupt.clone()));
         Ok((config, taken))
     }
-
-    fn key(&self, key: &str, value: impl AsRef<str>) {
-        self.ui.line(format!("{} {}", self.ui.paint(Style::Bold, &format!("{key:<9}")), value.as_ref()));
-    }
-
-    /// `key` and a list of ids, wrapped, a long one summarised.
-    fn key_list(&self, key: &str, count: &str, items: &[&str], style: Style) {
-        for (i, line) in list_lines(items).into_iter().enumerate() {
-            let text = if i == 0 {
-                format!("{count}{line}")
-            } else {
-                format!("{:width$}{line}", "", width = count.len())
-            };
-            self.key(if i == 0 { key } else { "" }, self.ui.paint(style, &text));
-        }
-    }
 }
 
 /// Parses a target and checks that what it names exists in the set, so a
@@ -236,84 +219,24 @@ fn parse_target(set: &MigrationSet, text: &str) -> Result<Target, Failure> {
     Ok(target)
 }
 
-fn ids(list: &[RevisionId]) -> Vec<&str> {
-    list.iter().map(|i| i.as_str()).collect()
-}
-
-fn list_or(list: &[&str], empty: &str) -> String {
-    if list.is_empty() { empty.to_owned() } else { list.join(", ") }
-}
-
 // ----- reading the graph: no database -----
 
 fn heads(ctx: &Ctx<'_>) -> Result<u8, Failure> {
     let set = ctx.load()?;
-    let heads: Vec<_> = set.heads().into_iter().filter_map(|h| set.get(h.as_str())).collect();
-    ctx.ui.json(json!({
-        "heads": heads.iter().map(|r| json!({
-            "id": r.id().as_str(),
-            "branch": r.branch(),
-            "path": r.origin(),
-        })).collect::<Vec<_>>(),
-    }));
-    for r in heads {
-        match r.branch() {
-            Some(b) => ctx.ui.line(format!("{} (branch {b})", r.id())),
-            None => ctx.ui.line(r.id().as_str()),
-        }
-    }
+    let heads = set.heads().into_iter().filter_map(|h| set.get(h.as_str())).collect();
+    ctx.ui.show(&view::Heads { heads });
     Ok(exit::OK)
-}
-
-fn revision_json(set: &MigrationSet, r: &crate::Revision) -> Value {
-    json!({
-        "id": r.id().as_str(),
-        "revises": ids(r.revises()),
-        "depends_on": ids(r.depends_on()),
-        "branch": r.branch(),
-        "message": r.message(),
-        "release": r.release().map(|v| v.to_string()),
-        "transaction": if r.transaction() == Transaction::None { "none" } else { "transactional" },
-        "kind": r.kind(),
-        "reversible": r.down().is_some(),
-        "repeatable": r.is_repeatable(),
-        "head": set.heads().contains(&r.id()),
-        "path": r.origin(),
-    })
 }
 
 fn history(ctx: &Ctx<'_>) -> Result<u8, Failure> {
     let set = ctx.load()?;
-    let mut newest_first: Vec<Value> = set.revisions().map(|r| revision_json(&set, r)).collect();
-    newest_first.reverse();
-    ctx.ui.json(json!({ "revisions": newest_first }));
-    for line in render::history_text(&set) {
-        ctx.ui.line(line);
-    }
+    ctx.ui.show(&view::History { set: &set });
     Ok(exit::OK)
 }
 
 fn graph(ctx: &Ctx<'_>, a: &GraphArgs) -> Result<u8, Failure> {
     let set = ctx.load()?;
-    if ctx.ui.json {
-        let mut edges = Vec::new();
-        for r in set.revisions() {
-            for p in r.revises() {
-                edges.push(json!({ "from": p.as_str(), "to": r.id().as_str(), "kind": "revises" }));
-            }
-            for d in r.depends_on() {
-                edges.push(json!({ "from": d.as_str(), "to": r.id().as_str(), "kind": "depends_on" }));
-            }
-        }
-        let nodes: Vec<Value> = set.revisions().map(|r| revision_json(&set, r)).collect();
-        ctx.ui.json(json!({ "nodes": nodes, "edges": edges }));
-        return Ok(exit::OK);
-    }
-    let text = match a.format {
-        GraphFormat::Dot => render::dot(&set),
-        GraphFormat::Mermaid => render::mermaid(&set),
-    };
-    ctx.ui.line(text.trim_end());
+    ctx.ui.show(&view::Graph { set: &set, format: a.format });
     Ok(exit::OK)
 }
 
@@ -339,64 +262,23 @@ fn check(ctx: &Ctx<'_>, a: &CheckArgs) -> Result<u8, Failure> {
         let owned = set.heads().into_iter().cloned().collect();
         errors.push(Error::MultipleHeads { heads: owned }.to_string());
     }
-    let warnings = set.lint();
-    ctx.ui.json(json!({
-        "revisions": set.len(),
-        "heads": heads,
-        "errors": errors,
-        "warnings": warnings.iter().map(|w| json!({
-            "path": w.path,
-            "line": w.line,
-            "revision": w.revision.as_str(),
-            "rule": w.rule.name(),
-            "table": w.table,
-            "message": w.message,
-            "suggestion": w.suggestion,
-        })).collect::<Vec<_>>(),
-    }));
-    for w in &warnings {
-        let label = ctx.ui.paint(Style::Yellow, "warning");
-        ctx.ui.line(format!("{}:{}: {label}: {} [{}]", w.path, w.line, w.message, w.rule));
-        ctx.ui.line(format!("    instead, {}", w.suggestion));
-    }
-    for e in &errors {
-        ctx.ui.line(format!("{}: {e}", ctx.ui.paint(Style::Red, "error")));
-    }
-    let graph = if errors.is_empty() { "the graph is valid" } else { "the graph has errors" };
-    ctx.ui.line(format!(
-        "{} revisions, {} head{} ({}): {graph}; {} warning{}",
-        set.len(),
-        heads.len(),
-        if heads.len() == 1 { "" } else { "s" },
-        list_or(&heads, "none"),
-        warnings.len(),
-        if warnings.len() == 1 { "" } else { "s" },
-    ));
-    Ok(if !errors.is_empty() {
+    let check = view::Check { revisions: set.len(), heads, errors, warnings: set.lint() };
+    ctx.ui.show(&check);
+    Ok(if !check.errors.is_empty() {
         exit::ERROR
-    } else if a.strict && !warnings.is_empty() {
+    } else if a.strict && !check.warnings.is_empty() {
         exit::ATTENTION
     } else {
         exit::OK
     })
 }
 
-/// Prints every error of a set that did not load (all of them in the JSON
-/// document) and returns the first one's exit code.
+/// Shows every error of a set that did not load and returns the first one's
+/// exit code.
 fn load_errors(ctx: &Ctx<'_>, failures: Vec<Failure>) -> u8 {
-    let messages: Vec<String> = failures
-        .iter()
-        .map(|f| f.causes.iter().fold(f.message.clone(), |m, c| format!("{m}: {c}")))
-        .collect();
-    ctx.ui.json(json!({ "revisions": 0, "heads": [], "errors": messages, "warnings": [] }));
-    if !ctx.ui.json {
-        for f in &failures {
-            ctx.ui.failure(f);
-        }
-        let n = failures.len();
-        ctx.ui.note(format!("{n} error{} loading the set", if n == 1 { "" } else { "s" }));
-    }
-    failures.first().map_or(exit::ERROR, |f| f.code)
+    let code = failures.first().map_or(exit::ERROR, |f| f.code);
+    ctx.ui.show(&view::LoadErrors { failures });
+    code
 }
 
 // ----- writing revision files -----
@@ -476,24 +358,16 @@ fn new(ctx: &Ctx<'_>, a: &NewArgs) -> Result<u8, Failure> {
     });
     let path =
         scaffold::write(&dir, &id, &text).map_err(|e| io_failure(&dir.join(format!("{id}.sql")), e))?;
-    ctx.ui.json(json!({
-        "id": id,
-        "path": path.display().to_string(),
-        "revises": revises,
-        "depends_on": depends_on,
-        "branch": a.branch,
-        "transaction": if a.no_transaction { "none" } else { "transactional" },
-        "repeatable": a.repeatable,
-        "message": message,
-    }));
-    let parent = if a.repeatable {
-        "repeatable".to_owned()
-    } else if revises.is_empty() {
-        "a new root".to_owned()
-    } else {
-        format!("revises {}", revises.join(", "))
-    };
-    ctx.ui.line(format!("created {} ({parent})", path.display()));
+    ctx.ui.show(&view::Created {
+        id,
+        path,
+        revises,
+        depends_on,
+        branch: a.branch.clone(),
+        no_transaction: a.no_transaction,
+        repeatable: a.repeatable,
+        message,
+    });
     Ok(exit::OK)
 }
 
@@ -540,13 +414,7 @@ fn merge(ctx: &Ctx<'_>, a: &MergeArgs) -> Result<u8, Failure> {
     });
     let path =
         scaffold::write(&dir, &id, &text).map_err(|e| io_failure(&dir.join(format!("{id}.sql")), e))?;
-    ctx.ui.json(json!({
-        "id": id,
-        "path": path.display().to_string(),
-        "revises": parents,
-        "message": message,
-    }));
-    ctx.ui.line(format!("created {} (merges {})", path.display(), parents.join(", ")));
+    ctx.ui.show(&view::Merged { id, path, revises: parents, message });
     Ok(exit::OK)
 }
 
@@ -555,111 +423,30 @@ fn merge(ctx: &Ctx<'_>, a: &MergeArgs) -> Result<u8, Failure> {
 async fn status(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8, Failure> {
     let set = ctx.load()?;
     let client = ctx.connect().await?;
-    let st = ctx.runner(&set).status(&client).await?;
+    let status = ctx.runner(&set).status(&client).await?;
     let backfills = if set.declared_backfills().is_empty() {
         Vec::new()
     } else {
         ctx.runner(&set).backfills()?.status(&client).await?
     };
-    let release = st.release.clone();
-    let has_releases = set.revisions().any(|r| r.release().is_some());
-    let diverged = !st.unknown.is_empty() && !st.ahead;
-    // A revision recorded as running while a migrator holds the lock is being applied now: not stuck.
-    let stuck = st.blocked.iter().any(|b| !b.is_running_now());
-    let attention = stuck || !st.changed.is_empty() || diverged;
-    let code =
-        if attention || (a.require_head && !st.pending.is_empty()) { exit::ATTENTION } else { exit::OK };
-    ctx.ui.json(json!({
-        "database": ctx.database(),
-        "schema": ctx.config.schema_name(),
-        "current": ids(&st.current),
-        "heads": ids(&st.heads),
-        "applied": ids(&st.applied),
-        "pending": ids(&st.pending),
-        "release": release.as_ref().map(|v| v.to_string()),
-        "blocked": st.blocked.iter().map(|b| json!({
-            "id": b.id,
-            "state": b.state.as_str(),
-            "direction": b.direction.to_string(),
-            "statement": b.statement,
-            "error": b.error,
-            "running_now": b.is_running_now(),
-            "lock_holder_pid": b.holder.as_ref().map(|h| h.pid),
-        })).collect::<Vec<_>>(),
-        "changed": ids(&st.changed),
-        "unknown": st.unknown,
-        "ahead": st.ahead,
-        "at_head": st.pending.is_empty() && st.blocked.is_empty(),
-        "needs_attention": attention,
-        "backfills": backfills.iter().map(backfill_json).collect::<Vec<_>>(),
-    }));
-    ctx.key("database", ctx.database());
-    ctx.key("schema", ctx.config.schema_name());
-    ctx.key("current", list_or(&ids(&st.current), "base (nothing applied)"));
-    ctx.key("heads", list_or(&ids(&st.heads), "none"));
-    if has_releases {
-        ctx.key("release", release.map_or_else(|| "none fully applied".to_owned(), |v| v.to_string()));
-    }
-    ctx.key("applied", format!("{} of {} revisions", st.applied.len(), set.len()));
-    if st.pending.is_empty() {
-        ctx.key("pending", ctx.ui.paint(Style::Green, "none: at head"));
-    } else {
-        ctx.key_list("pending", &format!("{}: ", st.pending.len()), &ids(&st.pending), Style::Yellow);
-    }
-    for b in &backfills {
-        let style = match b.state {
-            BackfillState::Done => Style::Green,
-            BackfillState::Failed => Style::Red,
-            _ => Style::Yellow,
-        };
-        ctx.key("backfill", ctx.ui.paint(style, &backfill_line(b)));
-    }
-    for b in &st.blocked {
-        if let (true, Some(h)) = (b.is_running_now(), &b.holder) {
-            let at = b.statement.map(|s| format!(", at statement {s}")).unwrap_or_default();
-            let text = format!(
-                "{} is running now ({} {}{at}; the lock is held by pid {})",
-                b.id, b.direction, b.state, h.pid
-            );
-            ctx.key("running", ctx.ui.paint(Style::Yellow, &text));
-            continue;
-        }
-        let at = b.statement.map(|s| format!(" at statement {s}")).unwrap_or_default();
-        let error = b.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
-        ctx.key("blocked", ctx.ui.paint(Style::Red, &format!("{} is {}{at}{error}", b.id, b.state)));
-        ctx.key(
-            "",
-            format!("settle it: {} resolve {} --retry | --mark-applied | --mark-reverted", ctx.ui.bin, b.id),
-        );
-    }
-    if !st.changed.is_empty() {
-        let text = format!("{} (edited since applied)", ids(&st.changed).join(", "));
-        ctx.key("changed", ctx.ui.paint(Style::Red, &text));
-        ctx.key("", format!("restore the files, or record the new checksums with {} repair", ctx.ui.bin));
-    }
-    if !st.unknown.is_empty() {
-        let why = if st.ahead {
-            "applied by a newer release: the database is ahead of the code"
-        } else {
-            "not in the code and not built on its heads: the histories have diverged"
-        };
-        let style = if st.ahead { Style::Yellow } else { Style::Red };
-        ctx.key("unknown", ctx.ui.paint(style, &format!("{} ({why})", st.unknown.join(", "))));
-    }
-    Ok(code)
+    let status = view::Status {
+        database: ctx.database(),
+        schema: ctx.config.schema_name().to_owned(),
+        status,
+        revisions: set.len(),
+        has_releases: set.revisions().any(|r| r.release().is_some()),
+        backfills,
+    };
+    ctx.ui.show(&status);
+    let behind = a.require_head && !status.status.pending.is_empty();
+    Ok(if status.needs_attention() || behind { exit::ATTENTION } else { exit::OK })
 }
 
 async fn current(ctx: &Ctx<'_>) -> Result<u8, Failure> {
     let set = ctx.load()?;
     let client = ctx.connect().await?;
     let st = ctx.runner(&set).status(&client).await?;
-    ctx.ui.json(json!({ "current": ids(&st.current) }));
-    if st.current.is_empty() {
-        ctx.ui.line("base");
-    }
-    for id in &st.current {
-        ctx.ui.line(id.as_str());
-    }
+    ctx.ui.show(&view::Current { current: st.current });
     Ok(exit::OK)
 }
 
@@ -672,19 +459,7 @@ async fn plan(ctx: &Ctx<'_>, a: &PlanArgs) -> Result<u8, Failure> {
         return print_sql(ctx, &m, &client, &target, a.single_transaction).await;
     }
     let plan = m.plan(&client, &target).await?;
-    ctx.ui.json(json!({
-        "target": target.to_string(),
-        "steps": plan.steps.iter().map(|s| json!({
-            "id": s.id.as_str(),
-            "direction": s.direction.to_string(),
-        })).collect::<Vec<_>>(),
-    }));
-    if plan.is_empty() {
-        ctx.ui.line(format!("nothing to do: the database is at {target}"));
-    }
-    for s in &plan.steps {
-        ctx.ui.line(format!("{:<4} {}", s.direction, s.id));
-    }
+    ctx.ui.show(&view::Plan { target: &target, plan });
     Ok(exit::OK)
 }
 
@@ -697,14 +472,7 @@ async fn print_sql(
 ) -> Result<u8, Failure> {
     let style = if single_transaction { TransactionMode::Single } else { TransactionMode::PerRevision };
     let script = m.sql(client, target, style).await?;
-    ctx.ui.json(json!({
-        "target": target.to_string(),
-        "style": if single_transaction { "single" } else { "per_revision" },
-        "sql": script,
-    }));
-    if !ctx.ui.json {
-        ctx.ui.line(script.trim_end());
-    }
+    ctx.ui.show(&view::Sql { target, single_transaction, script });
     Ok(exit::OK)
 }
 
@@ -712,51 +480,9 @@ async fn verify(ctx: &Ctx<'_>) -> Result<u8, Failure> {
     let set = ctx.load()?;
     let client = ctx.connect().await?;
     let report = ctx.runner(&set).verify(&client).await?;
-    let failure = |id: &RevisionId| report.failed.iter().find(|(f, _)| f == id).map(|(_, why)| why.as_str());
-    ctx.ui.json(json!({
-        "revisions": report.checked.iter().map(|id| json!({
-            "id": id.as_str(),
-            "ok": failure(id).is_none(),
-            "error": failure(id),
-        })).collect::<Vec<_>>(),
-        "failed": report.failed.len(),
-    }));
-    for id in &report.checked {
-        match failure(id) {
-            None => ctx.ui.line(format!("{}  {id}", ctx.ui.paint(Style::Green, "ok    "))),
-            Some(e) => ctx.ui.line(format!("{}  {id}: {e}", ctx.ui.paint(Style::Red, "FAILED"))),
-        }
-    }
-    let n = report.checked.len();
-    ctx.ui.line(format!(
-        "{n} verify section{} run, {} failed",
-        if n == 1 { "" } else { "s" },
-        report.failed.len()
-    ));
-    Ok(if report.failed.is_empty() { exit::OK } else { exit::ATTENTION })
-}
-
-/// Whether a pre-flight problem stops a run: a missing privilege or
-/// extension would fail it part-way. Locks and long transactions are
-/// reported but do not stop it: an ordinary query holds a lock for an
-/// instant, and lock timeouts with retries deal with the lasting ones.
-fn blocking(kind: ProblemKind) -> bool {
-    match kind {
-        ProblemKind::MissingPrivilege
-        | ProblemKind::MissingExtension
-        | ProblemKind::ExtensionNotCreatable => true,
-        ProblemKind::LockHeld | ProblemKind::LongTransaction => false,
-    }
-}
-
-fn problem_kind(kind: ProblemKind) -> &'static str {
-    match kind {
-        ProblemKind::MissingPrivilege => "missing_privilege",
-        ProblemKind::MissingExtension => "missing_extension",
-        ProblemKind::ExtensionNotCreatable => "extension_not_creatable",
-        ProblemKind::LockHeld => "lock_held",
-        ProblemKind::LongTransaction => "long_transaction",
-    }
+    let verify = view::Verify { report };
+    ctx.ui.show(&verify);
+    Ok(if verify.report.failed.is_empty() { exit::OK } else { exit::ATTENTION })
 }
 
 async fn preflight(ctx: &Ctx<'_>, a: &PreflightArgs) -> Result<u8, Failure> {
@@ -764,46 +490,9 @@ async fn preflight(ctx: &Ctx<'_>, a: &PreflightArgs) -> Result<u8, Failure> {
     let target = a.target.as_deref().map_or(Ok(Target::Heads), |t| parse_target(&set, t))?;
     let client = ctx.connect().await?;
     let found = ctx.runner(&set).preflight(&client, &target).await?;
-    let stopping = found.problems.iter().filter(|p| blocking(p.kind)).count();
-    ctx.ui.json(json!({
-        "server_version": found.server_version,
-        "target": target.to_string(),
-        "steps": found.plan.steps.iter().map(|s| json!({
-            "id": s.id.as_str(),
-            "direction": s.direction.to_string(),
-        })).collect::<Vec<_>>(),
-        "problems": found.problems.iter().map(|p| json!({
-            "kind": problem_kind(p.kind),
-            "blocking": blocking(p.kind),
-            "revision": p.revision.as_ref().map(|r| r.as_str()),
-            "message": p.message,
-        })).collect::<Vec<_>>(),
-        "ok": stopping == 0,
-    }));
-    ctx.key("database", ctx.database());
-    ctx.key("server", &found.server_version);
-    let steps: Vec<String> = found.plan.steps.iter().map(|s| format!("{} {}", s.direction, s.id)).collect();
-    if steps.is_empty() {
-        ctx.key("plan", "nothing to do");
-    } else {
-        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
-        let count = format!("{} step{}: ", steps.len(), if steps.len() == 1 { "" } else { "s" });
-        ctx.key_list("plan", &count, &steps, Style::Bold);
-    }
-    for p in &found.problems {
-        let label = if blocking(p.kind) {
-            ctx.ui.paint(Style::Red, "problem")
-        } else {
-            ctx.ui.paint(Style::Yellow, "warning")
-        };
-        ctx.ui.line(format!("{label}: {} [{}]", p.message, problem_kind(p.kind)));
-    }
-    ctx.ui.line(if stopping == 0 {
-        ctx.ui.paint(Style::Green, "pre-flight: ok")
-    } else {
-        format!("pre-flight: {stopping} problem{} would stop the run", if stopping == 1 { "" } else { "s" })
-    });
-    Ok(if stopping == 0 { exit::OK } else { exit::ATTENTION })
+    let preflight = view::Preflight { database: ctx.database(), target: &target, found };
+    ctx.ui.show(&preflight);
+    Ok(if preflight.stopping() == 0 { exit::OK } else { exit::ATTENTION })
 }
 
 /// Runs the pre-flight checks before a run: a missing privilege or extension
@@ -838,9 +527,8 @@ async fn preflight_gate(
         exit::ATTENTION,
         "preflight_failed",
         format!(
-            "pre-flight checks found {} problem{} that would stop the run part-way; nothing was changed",
-            stopping.len(),
-            if stopping.len() == 1 { "" } else { "s" }
+            "pre-flight checks found {} that would stop the run part-way; nothing was changed",
+            count(stopping.len(), "problem")
         ),
     );
     failure.causes = stopping.iter().map(|p| format!("{} [{}]", p.message, problem_kind(p.kind))).collect();
@@ -925,12 +613,7 @@ async fn downgrade(ctx: &Ctx<'_>, a: &DowngradeArgs) -> Result<u8, Failure> {
                 ctx.ui.note(format!("  down {id}"));
             }
         }
-        let question = format!(
-            "Revert {} revision{} in {}?",
-            downs.len(),
-            if downs.len() == 1 { "" } else { "s" },
-            ctx.database()
-        );
+        let question = format!("Revert {} in {}?", count(downs.len(), "revision"), ctx.database());
         ctx.ui.confirm(ctx.args.yes, &question)?;
         preflight_gate(ctx, &plain, &client, &target, a.run.no_preflight).await?;
     }
@@ -989,16 +672,14 @@ async fn fast_path<'c>(ctx: &'c Ctx<'_>) -> Result<(Source<'c>, Client, crate::s
 /// current revisions (the set was not loaded to name them).
 fn nothing_to_do(ctx: &Ctx<'_>, opts: &RunOptions, duration: Duration) -> u8 {
     let report = Report { fast_path: true, duration, ..Report::default() };
-    let mut doc = report_json(&report);
-    doc["command"] = json!("upgrade");
-    doc["target"] = json!(Target::Heads.to_string());
-    doc["backup"] = Value::Null;
-    doc["current"] = Value::Null;
-    ctx.ui.json(doc);
-    let backup = if opts.backup.is_some() { " (no backup taken)" } else { "" };
-    ctx.ui.line(
-        ctx.ui.paint(Style::Green, &format!("nothing to do for heads: the database is at head{backup}")),
-    );
+    ctx.ui.show(&view::Ran {
+        command: "upgrade",
+        target: &Target::Heads,
+        report: &report,
+        backup_asked: opts.backup.is_some(),
+        backup: None,
+        current: None,
+    });
     exit::OK
 }
 
@@ -1015,50 +696,17 @@ async fn finish(
     backup: &AtomicBool,
 ) -> Result<u8, Failure> {
     let current = m.status(client).await.map(|s| s.current).unwrap_or_default();
-    let backup_file = opts.backup.as_ref().filter(|_| backup.load(Ordering::Relaxed));
-    let mut doc = report_json(report);
-    doc["command"] = json!(command);
-    doc["target"] = json!(target.to_string());
-    doc["backup"] = json!(backup_file.map(|p| p.display().to_string()));
-    doc["current"] = json!(ids(&current));
-    ctx.ui.json(doc);
     for w in &report.warnings {
         ctx.ui.note(format!("{}: {}", ctx.ui.paint_err(Style::Yellow, "warning"), warning_text(w)));
     }
-    if let Some(p) = backup_file {
-        ctx.ui.line(format!("backup written to {}", p.display()));
-    }
-    let width = report.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(0);
-    for s in &report.steps {
-        let what = if s.stamped { "stamped".to_owned() } else { ms_text(s.duration) };
-        ctx.ui.line(format!("{:<4} {:<width$}  {}", s.direction, s.id, ctx.ui.paint(Style::Dim, &what)));
-    }
-    let done = if report.steps.is_empty() {
-        if opts.backup.is_some() {
-            format!("nothing to do for {target} (no backup taken)")
-        } else {
-            format!("nothing to do for {target}")
-        }
-    } else {
-        let n = report.steps.len();
-        let verb = match command {
-            "upgrade" => "applied",
-            "downgrade" => "reverted",
-            _ => "recorded",
-        };
-        format!(
-            "{verb} {n} revision{} in {}{}",
-            if n == 1 { "" } else { "s" },
-            ms_text(report.duration),
-            if report.lock_wait >= Duration::from_millis(100) {
-                format!(" (waited {} for the lock)", ms_text(report.lock_wait))
-            } else {
-                String::new()
-            }
-        )
-    };
-    ctx.ui.line(ctx.ui.paint(Style::Green, &done));
-    ctx.key("current", list_or(&ids(&current), "base (nothing applied)"));
+    ctx.ui.show(&view::Ran {
+        command,
+        target,
+        report,
+        backup_asked: opts.backup.is_some(),
+        backup: opts.backup.as_deref().filter(|_| backup.load(Ordering::Relaxed)),
+        current: Some(current),
+    });
     Ok(exit::OK)
 }
 
@@ -1113,12 +761,12 @@ async fn resolve(ctx: &Ctx<'_>, a: &ResolveArgs) -> Result<u8, Failure> {
         _ => Resolution::MarkReverted,
     };
     m.resolve(&client, &row.id, resolution).await?;
-    ctx.ui.json(json!({
-        "revision": row.id,
-        "direction": if down { "down" } else { "up" },
-        "resolution": how,
-    }));
-    ctx.ui.line(format!("{}: {done}", row.id));
+    ctx.ui.show(&view::Resolved {
+        revision: &row.id,
+        direction: row.direction,
+        resolution: how,
+        outcome: done,
+    });
     Ok(exit::OK)
 }
 
@@ -1164,8 +812,7 @@ async fn repair(ctx: &Ctx<'_>) -> Result<u8, Failure> {
     let m = ctx.runner(&set);
     let st = m.status(&client).await?;
     if st.changed.is_empty() {
-        ctx.ui.json(json!({ "repaired": [] }));
-        ctx.ui.line("nothing to repair: every applied revision matches its file");
+        ctx.ui.show(&view::Repaired { repaired: Vec::new() });
         return Ok(exit::OK);
     }
     let question = format!(
@@ -1175,57 +822,11 @@ async fn repair(ctx: &Ctx<'_>) -> Result<u8, Failure> {
     );
     ctx.ui.confirm(ctx.args.yes, &question)?;
     let repaired = m.repair(&client).await?;
-    ctx.ui.json(json!({ "repaired": ids(&repaired) }));
-    ctx.ui.line(format!("recorded new checksums: {}", ids(&repaired).join(", ")));
+    ctx.ui.show(&view::Repaired { repaired });
     Ok(exit::OK)
 }
 
 // ----- backfills -----
-
-fn backfill_json(b: &BackfillStatus) -> Value {
-    json!({
-        "name": b.name,
-        "revision": b.revision,
-        "eligible": b.eligible,
-        "state": b.state.as_str(),
-        "active": b.active,
-        "rows_done": b.rows_done,
-        "estimated_total": b.estimated_total,
-        "fraction": b.fraction,
-        "batches": b.batches,
-        "last_error": b.last_error,
-    })
-}
-
-/// `documents_sha256_fill (after 0003_enhance_documents): running, 12,000 of 50,000 rows (24%)`.
-fn backfill_line(b: &BackfillStatus) -> String {
-    let state = match (b.state, b.active, b.eligible) {
-        (BackfillState::Pending, _, false) => "waits for its revision".to_owned(),
-        (BackfillState::Running, false, _) => "interrupted (resumes on the next run)".to_owned(),
-        (state, _, _) => state.as_str().to_owned(),
-    };
-    let rows = match (b.estimated_total, b.fraction) {
-        (Some(total), Some(f)) => {
-            format!("{} of {} rows ({:.0}%)", thousands(b.rows_done), thousands(total), f * 100.0)
-        }
-        (Some(total), None) => format!("{} of {} rows", thousands(b.rows_done), thousands(total)),
-        (None, _) => format!("{} rows", thousands(b.rows_done)),
-    };
-    let error = b.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default();
-    format!("{} (after {}): {state}, {rows}{error}", b.name, b.revision)
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 fn known_backfill(set: &MigrationSet, name: &str) -> Result<(), Failure> {
     if set.declared_backfills().iter().any(|b| b.name() == name) {
@@ -1245,46 +846,15 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
     let backfills = m.backfills()?;
     match c {
         BackfillCommand::Status => {
-            let all = backfills.status(&client).await?;
-            ctx.ui.json(json!({ "backfills": all.iter().map(backfill_json).collect::<Vec<_>>() }));
-            if all.is_empty() {
-                ctx.ui.line("no backfills are declared");
-            }
-            for b in &all {
-                ctx.ui.line(backfill_line(b));
-            }
-            let failed = all.iter().any(|b| b.state == BackfillState::Failed);
+            let all = view::BackfillList(backfills.status(&client).await?);
+            ctx.ui.show(&all);
+            let failed = all.0.iter().any(|b| b.state == BackfillState::Failed);
             Ok(if failed { exit::ATTENTION } else { exit::OK })
         }
         BackfillCommand::Run => {
             let report = backfills.run(&client).await?;
             drop(bars);
-            ctx.ui.json(json!({
-                "backfills": report.backfills.iter().map(|b| json!({
-                    "name": b.name,
-                    "outcome": outcome_name(b.outcome),
-                    "rows": b.rows,
-                    "batches": b.batches,
-                    "duration_ms": super::ui::ms(b.duration),
-                })).collect::<Vec<_>>(),
-            }));
-            if report.backfills.is_empty() {
-                ctx.ui.line("no backfills are declared");
-            }
-            for b in &report.backfills {
-                let what = match b.outcome {
-                    BackfillOutcome::Done => {
-                        format!(
-                            "done: {} rows in {} batches, {}",
-                            thousands(b.rows),
-                            b.batches,
-                            ms_text(b.duration)
-                        )
-                    }
-                    other => outcome_name(other).replace('_', " "),
-                };
-                ctx.ui.line(format!("{}: {what}", b.name));
-            }
+            ctx.ui.show(&view::BackfillsRan(report.backfills));
             Ok(exit::OK)
         }
         BackfillCommand::Pause(n) | BackfillCommand::Resume(n) => {
@@ -1295,118 +865,56 @@ async fn backfill(ctx: &Ctx<'_>, c: &BackfillCommand) -> Result<u8, Failure> {
             } else {
                 backfills.resume(&client, &n.name).await?
             };
-            ctx.ui.json(json!({ "name": n.name, "state": state.as_str() }));
             let next = if pause {
                 format!("no process runs it until `{} backfill resume {}`", ctx.ui.bin, n.name)
             } else {
                 format!("the next run, or `{} backfill run`, continues it", ctx.ui.bin)
             };
-            ctx.ui.line(format!("{}: {}; {next}", n.name, state.as_str()));
+            ctx.ui.show(&view::BackfillPaused { name: &n.name, state, next });
             Ok(exit::OK)
         }
-        BackfillCommand::Reset(r) => {
-            known_backfill(&set, &r.name)?;
-            let now = backfills.status(&client).await?.into_iter().find(|b| b.name == r.name);
-            let Some(now) = now.filter(|b| b.state != BackfillState::Pending) else {
-                ctx.ui.json(json!({ "name": r.name, "reset_from": Value::Null, "state": "pending" }));
-                ctx.ui.line(format!("{}: pending already; nothing to reset", r.name));
-                return Ok(exit::OK);
-            };
-            let running = if now.active { ", and another session is running it now" } else { "" };
-            let question = format!(
-                "{} is {} with {} rows done{running}. Reset it in {}, so that the next run starts it over \
-                 (its statement runs again on rows it already changed)?",
-                r.name,
-                now.state,
-                thousands(now.rows_done),
-                ctx.database()
-            );
-            ctx.ui.confirm(ctx.args.yes, &question)?;
-            let mode = if r.force { Reset::EvenIfRunning } else { Reset::UnlessRunning };
-            let from = backfills.reset(&client, &r.name, mode).await.map_err(|e| {
-                let running = matches!(e, Error::BackfillRunning { .. });
-                let f = Failure::from(e);
-                if running {
-                    let (bin, name) = (&ctx.ui.bin, &r.name);
-                    f.hint(format!(
-                        "`{bin} backfill pause {name}`, then reset it once that session has stopped; \
-                         or pass --force to reset it while it runs"
-                    ))
-                } else {
-                    f
-                }
-            })?;
-            ctx.ui.json(json!({
-                "name": r.name,
-                "reset_from": from.map(BackfillState::as_str),
-                "state": "pending",
-            }));
-            match from {
-                Some(was) => ctx.ui.line(format!(
-                    "{}: reset from {was} to pending; the next run, or `{} backfill run`, starts it over",
-                    r.name, ctx.ui.bin
-                )),
-                None => ctx.ui.line(format!("{}: pending already; nothing to reset", r.name)),
-            }
-            Ok(exit::OK)
-        }
+        BackfillCommand::Reset(r) => reset_backfill(ctx, &client, &backfills, &set, r).await,
     }
 }
 
-fn outcome_name(o: BackfillOutcome) -> &'static str {
-    match o {
-        BackfillOutcome::Done => "done",
-        BackfillOutcome::AlreadyDone => "already_done",
-        BackfillOutcome::Paused => "paused",
-        BackfillOutcome::NotEligible => "not_eligible",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(state: BackfillState, rows_done: u64, total: Option<u64>) -> BackfillStatus {
-        BackfillStatus {
-            name: "documents_sha256_fill".into(),
-            revision: "0003_enhance_documents".into(),
-            eligible: true,
-            state,
-            active: false,
-            rows_done,
-            estimated_total: total,
-            fraction: total.map(|t| rows_done as f64 / t as f64),
-            key_range: None,
-            cursor: None,
-            batch_size: None,
-            batches: 3,
-            last_error: None,
-            started_at: None,
-            updated_at: None,
-            finished_at: None,
+/// `backfill reset NAME`: asks first, names the backfill's state and rows.
+async fn reset_backfill(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    backfills: &crate::backfill::Backfills<'_>,
+    set: &MigrationSet,
+    r: &super::args::ResetArgs,
+) -> Result<u8, Failure> {
+    known_backfill(set, &r.name)?;
+    let now = backfills.status(client).await?.into_iter().find(|b| b.name == r.name);
+    let Some(now) = now.filter(|b| b.state != BackfillState::Pending) else {
+        ctx.ui.show(&view::BackfillReset { name: &r.name, from: None, bin: &ctx.ui.bin });
+        return Ok(exit::OK);
+    };
+    let running = if now.active { ", and another session is running it now" } else { "" };
+    let question = format!(
+        "{} is {} with {} rows done{running}. Reset it in {}, so that the next run starts it over \
+         (its statement runs again on rows it already changed)?",
+        r.name,
+        now.state,
+        view::thousands(now.rows_done),
+        ctx.database()
+    );
+    ctx.ui.confirm(ctx.args.yes, &question)?;
+    let mode = if r.force { Reset::EvenIfRunning } else { Reset::UnlessRunning };
+    let from = backfills.reset(client, &r.name, mode).await.map_err(|e| {
+        let running = matches!(e, Error::BackfillRunning { .. });
+        let f = Failure::from(e);
+        if running {
+            let (bin, name) = (&ctx.ui.bin, &r.name);
+            f.hint(format!(
+                "`{bin} backfill pause {name}`, then reset it once that session has stopped; \
+                 or pass --force to reset it while it runs"
+            ))
+        } else {
+            f
         }
-    }
-
-    #[test]
-    fn backfill_lines_give_state_and_rows_with_thousands_separators() {
-        let b = status(BackfillState::Running, 12_000, Some(50_000));
-        assert_eq!(
-            backfill_line(&b),
-            "documents_sha256_fill (after 0003_enhance_documents): interrupted (resumes on the next run), \
-             12,000 of 50,000 rows (24%)"
-        );
-        let done = status(BackfillState::Done, 1_234_567, None);
-        assert_eq!(
-            backfill_line(&done),
-            "documents_sha256_fill (after 0003_enhance_documents): done, 1,234,567 rows"
-        );
-    }
-
-    #[test]
-    fn thousands_groups_digits_by_three() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000), "1,000");
-        assert_eq!(thousands(16_618_000), "16,618,000");
-    }
+    })?;
+    ctx.ui.show(&view::BackfillReset { name: &r.name, from, bin: &ctx.ui.bin });
+    Ok(exit::OK)
 }

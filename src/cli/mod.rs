@@ -30,6 +30,7 @@ mod progress;
 mod render;
 mod scaffold;
 mod ui;
+mod view;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 
 use super::args::ColorChoice;
 use super::exit;
+use super::view::View;
 use crate::report::Warning;
-use crate::{Error, Report};
+use crate::{Error, Report, RevisionId};
 
 /// Where output goes and how it looks.
 pub(crate) struct Ui {
@@ -92,6 +93,34 @@ impl Ui {
         let _ = writeln!(err, "{}", self.scrub(text.as_ref()));
     }
 
+    /// What a command found: its JSON document in `--json` mode, its lines
+    /// of text otherwise.
+    pub(crate) fn show(&self, view: &impl View) {
+        if self.json {
+            self.json(view.json());
+        } else {
+            view.text(self);
+        }
+    }
+
+    /// `key` in bold, padded to a column, then `value`: the lines of
+    /// `status`, `preflight` and a run's `current`.
+    pub(crate) fn key(&self, key: &str, value: impl AsRef<str>) {
+        self.line(format!("{} {}", self.paint(Style::Bold, &format!("{key:<9}")), value.as_ref()));
+    }
+
+    /// `key` and a list of ids after `count`, wrapped, a long one summarised.
+    pub(crate) fn key_list(&self, key: &str, count: &str, items: &[&str], style: Style) {
+        for (i, line) in list_lines(items).into_iter().enumerate() {
+            let text = if i == 0 {
+                format!("{count}{line}")
+            } else {
+                format!("{:width$}{line}", "", width = count.len())
+            };
+            self.key(if i == 0 { key } else { "" }, self.paint(style, &text));
+        }
+    }
+
     /// The JSON document on standard output (nothing in text mode).
     pub(crate) fn json(&self, value: Value) {
         if self.json {
@@ -165,6 +194,21 @@ impl Ui {
             _ => Err(Failure::new(exit::REFUSED, "not_confirmed", "not confirmed; nothing was changed")),
         }
     }
+}
+
+/// `n` and `noun`, plural unless `n` is one: `1 step`, `3 steps`.
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// The ids as text.
+pub(crate) fn ids(list: &[RevisionId]) -> Vec<&str> {
+    list.iter().map(|i| i.as_str()).collect()
+}
+
+/// The items joined by commas, or `empty` when there are none.
+pub(crate) fn list_or(list: &[&str], empty: &str) -> String {
+    if list.is_empty() { empty.to_owned() } else { list.join(", ") }
 }
 
 fn paint(on: bool, style: Style, text: &str) -> String {
@@ -445,6 +489,13 @@ pub(crate) fn report_json(r: &Report) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_says_one_noun_or_several_nouns() {
+        assert_eq!(count(0, "warning"), "0 warnings");
+        assert_eq!(count(1, "step"), "1 step");
+        assert_eq!(count(3, "head"), "3 heads");
+    }
 
     #[test]
     fn a_short_list_stays_on_one_line() {

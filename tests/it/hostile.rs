@@ -434,7 +434,8 @@ async fn hold_until_a_failed_attempt(db: &pgskein::testing::TestDatabase, app: &
     // First the build waits for the blocker, then its lock timeout ends that attempt.
     // The migrator's session, found by its name, in the state `condition` says.
     let seen = |condition: &'static str| {
-        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND {condition}");
+        let sql =
+            format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND {condition}");
         let watcher = &watcher;
         eventually(Duration::from_secs(30), move || {
             let sql = sql.clone();
