@@ -96,9 +96,6 @@ fn row_of(ledger: &Ledger, r: &tokio_postgres::Row) -> Result<(String, Row), Err
     ))
 }
 
-fn undefined_table(e: &tokio_postgres::Error) -> bool {
-    matches!(e.code().map(|c| c.code()), Some("42P01" | "3F000"))
-}
 
 /// The rows of these backfills (missing table: none).
 pub(crate) async fn read_rows(
@@ -112,7 +109,7 @@ pub(crate) async fn read_rows(
     // prepared in one round trip may be gone by the next.
     let rows = match client.query_typed(&sql, &[(&names, Type::TEXT_ARRAY)]).await {
         Ok(rows) => rows,
-        Err(e) if undefined_table(&e) => return Ok(HashMap::new()),
+        Err(e) if crate::ledger::missing(&e) => return Ok(HashMap::new()),
         Err(e) => return Err(Error::Db { context: "reading the backfills", source: e }),
     };
     rows.iter().map(|r| row_of(ledger, r)).collect()
@@ -171,7 +168,7 @@ async fn applied_among(client: &Client, ledger: &Ledger, ids: &[String]) -> Resu
     let sql = ledger.sql(r#"SELECT id FROM {schema}."applied" WHERE state = 'applied' AND id = ANY($1)"#);
     match client.query_typed(&sql, &[(&ids, Type::TEXT_ARRAY)]).await {
         Ok(rows) => Ok(rows.iter().map(|r| r.get(0)).collect()),
-        Err(e) if undefined_table(&e) => Ok(HashSet::new()),
+        Err(e) if crate::ledger::missing(&e) => Ok(HashSet::new()),
         Err(e) => Err(Error::Db { context: "reading the applied revisions", source: e }),
     }
 }

@@ -188,7 +188,7 @@ impl Fault {
             Fault::Record(error) => match error.code().map(|c| c.code()) {
                 Some(LOCK_RELEASED) => Error::LockReleased { id, path, rolled_back, report },
                 Some(LEASE_LOST) => Error::LeaseLost { id, path, token, rolled_back, report },
-                Some("42P01" | "3F000" | "42883" | "42703") => Error::LedgerDropped {
+                _ if crate::ledger::missing(&error) => Error::LedgerDropped {
                     id,
                     path,
                     schema: schema.to_owned(),

@@ -615,6 +615,12 @@ pub(crate) fn holder_of_xml(xml: &str) -> Option<LockHolder> {
     })
 }
 
+/// Whether `e` says a bookkeeping object is missing: the schema, a table, a
+/// function or a column (the tables were dropped, or never created).
+pub(crate) fn missing(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code().map(|c| c.code()), Some("3F000" | "42P01" | "42883" | "42703"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,9 +42,6 @@ use crate::state::Meta;
 /// The first bookkeeping format with the `lease` table.
 const LEASE_FORMAT: i32 = 4;
 
-/// SQLSTATEs of an undefined schema, table or function: the bookkeeping
-/// tables went away while waiting.
-const UNDEFINED: [&str; 3] = ["3F000", "42P01", "42883"];
 
 /// Who takes the lease, as waiters report it.
 struct Owner {
@@ -111,7 +108,8 @@ pub(crate) async fn acquire<'a>(
                 }
                 Ok(Take::Busy(h)) => holder = h,
                 // The tables went away while we waited (dropped by hand): create them again.
-                Err(e) if e.code().is_some_and(|c| UNDEFINED.contains(&c.code())) => ready = false,
+                // The bookkeeping tables went away while waiting.
+                Err(e) if crate::ledger::missing(&e) => ready = false,
                 Err(e) => return Err(Error::Db { context: "taking the migration lease", source: e }),
             }
         }
