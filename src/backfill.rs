@@ -96,7 +96,6 @@ fn row_of(ledger: &Ledger, r: &tokio_postgres::Row) -> Result<(String, Row), Err
     ))
 }
 
-
 /// The rows of these backfills (missing table: none).
 pub(crate) async fn read_rows(
     client: &Client,

@@ -42,7 +42,6 @@ use crate::state::Meta;
 /// The first bookkeeping format with the `lease` table.
 const LEASE_FORMAT: i32 = 4;
 
-
 /// Who takes the lease, as waiters report it.
 struct Owner {
     host: String,

@@ -117,6 +117,9 @@ impl Header {
 }
 
 /// Parses one revision file. `path` names the file in errors; its stem is the id.
+///
+/// A little over 80 lines, kept whole: one pass over the lines, whose section
+/// state (header, up, down, verify) reads best in one place.
 pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Revision, Error> {
     let err = |line: Option<usize>, kind| Error::Parse { path: path.to_owned(), line, kind };
     let (text, checksum) = text_of(bytes).map_err(|(line, kind)| err(line, kind))?;
