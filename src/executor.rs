@@ -669,7 +669,7 @@ impl<'s> Executor<'s> {
         };
         let open = format!("{}{timeouts}", self.baseline.begin());
         // Each step's texts live as long as the pipeline that sends them.
-        let texts = self.batch_texts(graph, steps, stamp);
+        let texts = self.batch_texts(graph, steps, kind);
         let mut pipe = Pipeline::new(client);
         pipe.simple(Part::Open, &open).await;
         let mut fault: Option<(usize, Fault)> = None;
@@ -714,12 +714,12 @@ impl<'s> Executor<'s> {
             fault = rest.fault;
         }
         if let Some((n, fault)) = fault {
-            return Err(self.batch_failed(graph, steps[n], fault, stamp).await);
+            return Err(self.batch_failed(graph, steps[n], fault, kind).await);
         }
         if let Err(e) = client.simple_query("COMMIT").await {
             return Err(Error::Db { context: "committing the transaction", source: e });
         }
-        self.batch_committed(graph, steps, recorded, started, stamp).await;
+        self.batch_committed(graph, steps, recorded, started, kind).await;
         Ok(())
     }
 
@@ -729,8 +729,9 @@ impl<'s> Executor<'s> {
         &mut self,
         graph: &Graph,
         steps: &[(usize, Direction)],
-        stamp: bool,
+        kind: Recording,
     ) -> Vec<(String, String, String)> {
+        let stamp = kind == Recording::Stamp;
         let mut texts = Vec::with_capacity(steps.len());
         for &(i, dir) in steps {
             let rev = &graph.revs[i];
@@ -747,7 +748,7 @@ impl<'s> Executor<'s> {
         graph: &Graph,
         (i, direction): (usize, Direction),
         fault: Fault,
-        stamp: bool,
+        kind: Recording,
     ) -> Error {
         let _ = self.client.simple_query("ROLLBACK").await;
         let rev = &graph.revs[i];
@@ -755,7 +756,7 @@ impl<'s> Executor<'s> {
             Fault::Db { context, error } => Error::Db { context, source: error },
             fault => self.error(fault, rev, true),
         };
-        if !stamp {
+        if kind == Recording::Run {
             if let Some(h) = &self.hooks {
                 h.after_step(&Step { id: rev.id.clone(), direction }, Err(&err)).await;
             }
@@ -771,8 +772,9 @@ impl<'s> Executor<'s> {
         steps: &[(usize, Direction)],
         recorded: Vec<(usize, Instant)>,
         started: Instant,
-        stamp: bool,
+        kind: Recording,
     ) {
+        let stamp = kind == Recording::Stamp;
         let mut last = started;
         for (n, at) in recorded {
             let (i, dir) = steps[n];

@@ -442,13 +442,17 @@ async fn execute_once<M: Migrator + ?Sized>(
 ) -> Result<Round, Error> {
     let ledger = Ledger::new(&cfg.schema);
     let conn = db.conn().await?;
-    let digest = match (mode, m.known_fingerprint()) {
-        (Mode::Upgrade, Some(digest)) => digest,
-        _ => m.migrations()?.fingerprint(),
-    };
-    if fast_path_meta(&ledger, conn.client()).await?.at(digest) && mode == Mode::Upgrade {
-        tracing::debug!("nothing pending");
-        return Ok(Round::Fast);
+    // Only an upgrade can find nothing to do from the digest alone; the
+    // other modes go to the lock without spending a query on it.
+    if mode == Mode::Upgrade {
+        let digest = match m.known_fingerprint() {
+            Some(digest) => digest,
+            None => m.migrations()?.fingerprint(),
+        };
+        if fast_path_meta(&ledger, conn.client()).await?.at(digest) {
+            tracing::debug!("nothing pending");
+            return Ok(Round::Fast);
+        }
     }
     let set = m.migrations()?;
     // While we wait, the holder may bring the database to where we are
@@ -497,7 +501,7 @@ async fn locked(
 ) -> Result<Round, Error> {
     let graph = &set.graph;
     let rec = plan::reconcile(graph, &session.state.records);
-    let warnings = match check_drift(graph, &rec, &cfg.drift) {
+    let warnings = match check_drift(graph, &rec, &cfg.drift, &session.ledger.schema) {
         Err(Error::Blocked { id, state, direction, statement, error, .. }) => {
             let invalid_indexes = session.ledger.invalid_indexes(session.client()).await?;
             return Err(Error::Blocked { id, state, direction, statement, error, invalid_indexes });
@@ -572,11 +576,16 @@ fn blocked_of(row: &Record, holder: Option<&LockHolder>) -> Option<Blocked> {
     })
 }
 
-fn check_drift(graph: &Graph, rec: &Reconciled, policy: &DriftPolicy) -> Result<Vec<Warning>, Error> {
+fn check_drift(
+    graph: &Graph,
+    rec: &Reconciled,
+    policy: &DriftPolicy,
+    schema: &str,
+) -> Result<Vec<Warning>, Error> {
     if let Some(b) = rec.blocked.first().and_then(|r| blocked_of(r, None)) {
         return Err(Error::Blocked {
             id: RevisionId::new(b.id.clone()).map_err(|reason| Error::CorruptLedger {
-                schema: String::new(),
+                schema: schema.to_owned(),
                 id: b.id.clone(),
                 reason,
             })?,

@@ -113,7 +113,6 @@ async fn a_start_at_head_costs_one_round_trip_and_each_sql_revision_one_more() {
         let (trips, report) = count(&wire, set.run(&client)).await;
         assert!(report.unwrap().fast_path);
         assert_eq!(trips, 1, "a start at head with {n} revisions");
-        set.downgrade(&client, &Target::Base).await.ok();
         client.batch_execute("DROP SCHEMA pgskein CASCADE").await.unwrap();
         for i in 1..=n {
             client.batch_execute(&format!("DROP TABLE IF EXISTS t{i}")).await.unwrap();
@@ -127,4 +126,14 @@ async fn a_start_at_head_costs_one_round_trip_and_each_sql_revision_one_more() {
     let (six, r) = count(&wire, set.upgrade(&client, &Target::Relative(6))).await;
     assert_eq!(r.unwrap().steps.len(), 6);
     assert_eq!(six - one, 5, "one round trip per SQL revision (one run: {one}, six: {six})");
+    // A stamp never finds nothing to do from the digest, so it sends no
+    // fast-path query; its records go in one pipelined transaction, whose
+    // COMMIT follows the answers: as many round trips as an upgrade of one
+    // revision, however many revisions it records.
+    let (stamped, r) = count(&wire, set.stamp(&client, &"0007_t".parse().unwrap())).await;
+    assert_eq!(r.unwrap().steps.len(), 1);
+    assert_eq!(stamped, one, "a stamp of one revision: {stamped}, an upgrade of one: {one}");
+    let (stamped_four, r) = count(&wire, set.stamp(&client, &"0003_t".parse().unwrap())).await;
+    assert_eq!(r.unwrap().steps.len(), 4);
+    assert_eq!(stamped_four, stamped, "a stamp of four revisions: {stamped_four}, of one: {stamped}");
 }
