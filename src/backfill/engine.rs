@@ -32,6 +32,8 @@ pub(crate) enum Outcome {
     Paused,
     /// Another session holds the backfill's lock.
     Busy,
+    /// Its revision was reverted while this process ran it.
+    NotEligible,
 }
 
 /// Runs backfills on one connection. Dropped while it holds a backfill's lock
@@ -119,6 +121,13 @@ impl<'a> Runner<'a> {
             if let Some(outcome) = self.pass(bf).await? {
                 return Ok(outcome);
             }
+            // Its row went away: an operator reset it, or its revision was
+            // reverted (which resets it too). Only the first starts it over.
+            let after = std::slice::from_ref(&bf.after);
+            if !applied_among(self.client(), &self.ledger, after).await?.contains(&bf.after) {
+                tracing::info!(backfill = %bf.name, revision = %bf.after, "the backfill's revision was reverted while this process ran it; stopping");
+                return Ok(Outcome::NotEligible);
+            }
             tracing::info!(backfill = %bf.name, "backfill reset while this process ran it; starting it over");
         }
     }
@@ -149,12 +158,14 @@ impl<'a> Runner<'a> {
                 )
                 .await?;
                 if !resumed {
-                    return Ok(Some(Outcome::Paused));
+                    // Paused, or reset (its row gone) since it was read.
+                    return Ok(self.paused_or_reset(bf).await?.then_some(Outcome::Paused));
                 }
             }
         }
+        // Reset since it started (a forced reset): start over.
         let Some(row) = read_rows(self.client(), &self.ledger, names).await?.remove(&bf.name) else {
-            return Err(self.corrupt(bf, "its row vanished after it started"));
+            return Ok(None);
         };
         match row.state {
             Running => {}
@@ -169,6 +180,13 @@ impl<'a> Runner<'a> {
             if row.batches == 0 { "started" } else { "resumed" }
         );
         self.walk(bf, row).await
+    }
+
+    /// After a transition that matched nothing: `true` when the backfill is
+    /// paused, `false` when its row is gone (reset), to start over.
+    async fn paused_or_reset(&self, bf: &Backfill) -> Result<bool, Error> {
+        let names = std::slice::from_ref(&bf.name);
+        Ok(read_rows(self.client(), &self.ledger, names).await?.contains_key(&bf.name))
     }
 
     /// Fixes the key range and the estimate, and records the start. `false`
@@ -851,6 +869,7 @@ pub(crate) async fn run_inline(
                 Outcome::AlreadyDone if logged.is_some() => break BackfillOutcome::Done,
                 Outcome::AlreadyDone => break BackfillOutcome::AlreadyDone,
                 Outcome::Paused => break BackfillOutcome::Paused,
+                Outcome::NotEligible => break BackfillOutcome::NotEligible,
             }
         };
         report.backfills.push(run_entry(
@@ -994,6 +1013,7 @@ async fn deferred(
                     slot.entry = finish(slot, BackfillOutcome::Done)
                 }
                 Ok(Outcome::AlreadyDone) => slot.entry = finish(slot, BackfillOutcome::AlreadyDone),
+                Ok(Outcome::NotEligible) => slot.entry = finish(slot, BackfillOutcome::NotEligible),
                 Ok(Outcome::Paused | Outcome::Busy) => {
                     next.push(i);
                     waiting = true;

@@ -764,6 +764,61 @@ async fn a_backfill_starts_over_when_its_revision_is_reverted() {
     assert_eq!(nulls, 0);
 }
 
+/// A backfill whose revision is reverted while a process runs it stops
+/// there: the runner does not start it over on a revision that is gone.
+#[tokio::test]
+async fn a_running_backfill_stops_when_its_revision_is_reverted_under_it() {
+    let db = fresh_db("hostile_bf_revert_live").await;
+    let (runner_client, admin) = (db.connect().await.unwrap(), db.connect().await.unwrap());
+    let set = MigrationSet::builder()
+        .file(
+            "0001_items.sql",
+            b"-- pgskein: up\nCREATE TABLE items (id bigint PRIMARY KEY, h text NOT NULL, h2 text);\n\
+              INSERT INTO items (id, h) SELECT g, g::text FROM generate_series(1, 500) g;\n",
+        )
+        .file(
+            "0002_mark.sql",
+            b"-- pgskein: revises 0001_items\n-- pgskein: up\nSELECT 1;\n-- pgskein: down\nSELECT 1;\n",
+        )
+        .backfill(
+            pgskein::backfill::Backfill::sql("h2_fill", "0002_mark")
+                .table("items")
+                .key("id")
+                .statement(FILL)
+                .initial_batch_size(10)
+                .batch_size_limits(10, 10)
+                .pause_between_batches(Duration::from_millis(40)),
+        )
+        .build()
+        .unwrap();
+    set.run(&admin).await.unwrap();
+    let backfills = set.backfills().unwrap();
+    let revert = async {
+        let started = eventually(Duration::from_secs(30), || async {
+            let row = admin
+                .query_opt("SELECT batches FROM pgskein.backfills WHERE name = 'h2_fill'", &[])
+                .await
+                .unwrap();
+            row.is_some_and(|r| r.get::<_, i64>(0) >= 2)
+        })
+        .await;
+        assert!(started, "the backfill never got going");
+        set.downgrade(&admin, &Target::Revision("0001_items".into())).await.unwrap();
+    };
+    let (report, ()) = tokio::join!(backfills.run(&runner_client), revert);
+    let report = report.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert_eq!(report.get("h2_fill").unwrap().outcome, pgskein::backfill::BackfillOutcome::NotEligible);
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM pgskein.backfills WHERE name = 'h2_fill'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the reverted revision's backfill was started over");
+    let filled: i64 =
+        admin.query_one("SELECT count(*) FROM items WHERE h2 IS NOT NULL", &[]).await.unwrap().get(0);
+    assert!(filled < 500, "the backfill ran to its end: {filled} rows filled");
+}
+
 /// Counts what a run's hooks saw.
 #[derive(Default)]
 struct Seen {
