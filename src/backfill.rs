@@ -195,10 +195,19 @@ async fn transition(
     error: Option<&str>,
 ) -> Result<bool, Error> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let to = to.map(BackfillState::as_str);
+    // Unnamed, as every statement of an operation that may go through a pooler.
     let row = client
-        .query_one(
+        .query_typed_one(
             &ledger.sql(TRANSITION),
-            &[&backfill.name, &backfill.after, &to.map(BackfillState::as_str), &from, &event, &error],
+            &[
+                (&backfill.name, Type::TEXT),
+                (&backfill.after, Type::TEXT),
+                (&to, Type::TEXT),
+                (&from, Type::TEXT_ARRAY),
+                (&event, Type::TEXT),
+                (&error, Type::TEXT),
+            ],
         )
         .await
         .map_err(Error::db("recording a backfill's state"))?;
@@ -520,27 +529,22 @@ pub(crate) async fn reset(
     let key = lock::backfill_key(&ledger.schema, &backfill.name);
     let force = mode == Reset::EvenIfRunning;
     let row = client
-        .query_one(&ledger.sql(RESET), &[&backfill.name, &key, &force])
+        .query_typed_one(
+            &ledger.sql(RESET),
+            &[(&backfill.name, Type::TEXT), (&key, Type::INT8), (&force, Type::BOOL)],
+        )
         .await
         .map_err(Error::db("resetting a backfill"))?;
-    let parse = |state: Option<String>| -> Result<Option<BackfillState>, Error> {
-        state
-            .map(|s| {
-                BackfillState::parse(&s).ok_or_else(|| Error::CorruptLedger {
-                    schema: ledger.schema.clone(),
-                    id: backfill.name.clone(),
-                    reason: format!("unknown backfill state {s:?}"),
-                })
-            })
-            .transpose()
-    };
     let (reset_from, before, holder): (Option<String>, Option<String>, Option<i32>) =
         (row.get(0), row.get(1), row.get(2));
-    if let Some(state) = parse(reset_from)? {
+    // A state this version does not know (a row edited by hand) is what a
+    // reset repairs: it is reset like any other, and reported as failed.
+    let parse = |s: String| BackfillState::parse(&s).unwrap_or(BackfillState::Failed);
+    if let Some(state) = reset_from.map(parse) {
         tracing::info!(backfill = %backfill.name, from = %state, forced = holder.is_some(), "backfill reset");
         return Ok(Some(state));
     }
-    match (parse(before)?, holder) {
+    match (before.map(parse), holder) {
         (None | Some(BackfillState::Pending), _) => Ok(None),
         (Some(_), Some(pid)) => Err(Error::BackfillRunning { name: backfill.name.clone(), pid }),
         // The row moved between the statement's two reads; say what it is now.

@@ -481,7 +481,7 @@ pub(crate) async fn backfill_lock_holder(client: &Client, key: i64) -> Result<Op
 /// For each key, whether some session of this database holds it.
 pub(crate) async fn backfill_locks_held(client: &Client, keys: &[i64]) -> Result<Vec<bool>, Error> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT classid::bigint, objid::bigint FROM pg_locks \
              WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",

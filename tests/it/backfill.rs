@@ -872,6 +872,23 @@ async fn reset_takes_paused_and_failed_backfills_back_to_pending() {
     let report = set.backfills().unwrap().run(&pool).await.unwrap_err();
     assert!(matches!(report, Error::BackfillFailed { .. }), "the reset one runs again: {report}");
     assert_eq!(state(&set, &pool, "touch").await.state, BackfillState::Done, "no longer paused");
+
+    // A row whose state was edited by hand into something unknown (past the
+    // table's check) is what a reset repairs: it succeeds, instead of failing
+    // after it committed.
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE pgskein.backfills DROP CONSTRAINT backfills_state_check; \
+             UPDATE pgskein.backfills SET state = 'bogus' WHERE name = 'touch'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        set.backfills().unwrap().reset(&pool, "touch", Reset::UnlessRunning).await.unwrap(),
+        Some(BackfillState::Failed)
+    );
+    assert_eq!(state(&set, &pool, "touch").await.state, BackfillState::Pending);
 }
 
 /// A Rust backfill whose first batch says it started and waits to be let go.
