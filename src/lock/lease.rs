@@ -102,7 +102,9 @@ pub(crate) async fn acquire<'a>(
                 Ok(Take::Got(token)) => {
                     let waited = waiting.waited();
                     tracing::debug!(?waited, token, "migration lease taken");
-                    let held = Held::start(&conn, ledger, token, ttl).await;
+                    // No await between taking the lease and its guard: a
+                    // run cancelled here still gives the lease back.
+                    let held = Held::start(&conn, ledger, token, ttl);
                     return Ok(Acquired::Locked(LockGuard::leased(conn, held), waited));
                 }
                 Ok(Take::Busy(h)) => holder = h,
@@ -229,8 +231,9 @@ pub(crate) enum Lost {
 
 impl Held {
     /// The lease `token`, just taken, with a heartbeat on a second
-    /// connection from the run's pool when there is one to take.
-    async fn start(conn: &ClientRef<'_>, ledger: &Ledger, token: i64, ttl: Duration) -> Held {
+    /// connection from the run's pool when there is one: the heartbeat task
+    /// takes that connection itself, so nothing here waits.
+    fn start(conn: &ClientRef<'_>, ledger: &Ledger, token: i64, ttl: Duration) -> Held {
         let mut held = Held {
             token,
             ttl,
@@ -246,19 +249,6 @@ impl Held {
             );
             return held;
         };
-        // A pool of one cannot give a second connection: do not wait for it.
-        let wait =
-            if pool.status().max_size < 2 { Duration::ZERO } else { (ttl / 3).min(Duration::from_secs(1)) };
-        let second = match tokio::time::timeout(wait, pool.get()).await {
-            Ok(Ok(obj)) => obj,
-            _ => {
-                tracing::warn!(
-                    "no second connection in the pool for the lease's heartbeat: the lease is renewed \
-                     between statements only, so a statement longer than the lease duration loses it"
-                );
-                return held;
-            }
-        };
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let beat = Beat {
             renew_sql: held.renew_sql.clone(),
@@ -268,7 +258,7 @@ impl Held {
             renewed: held.renewed.clone(),
             lost: held.lost.clone(),
         };
-        let task = tokio::spawn(beat.run(second, stopped));
+        let task = tokio::spawn(beat.run(pool, stopped));
         held.heartbeat = Some(Heartbeat { stop, task });
         held
     }
@@ -310,16 +300,30 @@ impl Held {
     /// with `restore` (the session state the run found). If that fails, the
     /// lease expires by itself, and a pooled connection is closed.
     pub(crate) async fn release(mut self, conn: ClientRef<'_>, restore: &str) {
-        if let Some(heartbeat) = self.heartbeat.take() {
+        if let Some(mut heartbeat) = self.heartbeat.take() {
             let _ = heartbeat.stop.send(false);
-            let _ = heartbeat.task.await;
+            // A renewal stuck on a dead connection must not hold the run up:
+            // once the lease is given back below, a late renewal finds nothing.
+            if tokio::time::timeout(Duration::from_secs(1), &mut heartbeat.task).await.is_err() {
+                heartbeat.task.abort();
+            }
         }
-        let sql = format!("{}{restore}", self.release_sql);
-        match conn.client().simple_query(&sql).await {
-            Ok(_) => tracing::debug!(token = self.token, "migration lease given back"),
-            Err(e) => {
+        // The release on its own: a restore that fails (a role a revision
+        // dropped) must not roll the release back with it.
+        let released = conn.client().simple_query(&self.release_sql).await;
+        let restored = match &released {
+            Ok(_) => conn.client().simple_query(restore).await.map(drop),
+            Err(_) => Ok(()),
+        };
+        match (released, restored) {
+            (Ok(_), Ok(())) => tracing::debug!(token = self.token, "migration lease given back"),
+            (Err(e), _) => {
                 tracing::warn!(error = %e, "could not give the migration lease back; it expires by itself");
                 discard(conn, &self.release_sql);
+            }
+            (Ok(_), Err(e)) => {
+                tracing::warn!(error = %e, "could not restore the session after the run");
+                discard(conn, "");
             }
         }
     }
@@ -346,8 +350,42 @@ struct Beat {
 }
 
 impl Beat {
-    async fn run(self, conn: deadpool_postgres::Object, mut stop: tokio::sync::oneshot::Receiver<bool>) {
+    async fn run(self, pool: deadpool_postgres::Pool, mut stop: tokio::sync::oneshot::Receiver<bool>) {
+        // A pool of one cannot give a second connection: do not wait for it.
+        let wait = if pool.status().max_size < 2 {
+            Duration::ZERO
+        } else {
+            (self.ttl / 3).min(Duration::from_secs(1))
+        };
+        let conn = tokio::select! {
+            give_back = &mut stop => {
+                // Stopped before it had a connection. A dropped run (or its
+                // dropped sender) still wants the lease back: on a connection of its own.
+                if give_back.unwrap_or(true) {
+                    if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(1), pool.get()).await {
+                        let _ = conn.simple_query(&self.release_sql).await;
+                    }
+                }
+                return;
+            }
+            got = tokio::time::timeout(wait, pool.get()) => match got {
+                Ok(Ok(conn)) => conn,
+                _ => {
+                    tracing::warn!(
+                        "no second connection in the pool for the lease's heartbeat: the lease is renewed \
+                         between statements only, so a statement longer than the lease duration loses it"
+                    );
+                    return;
+                }
+            },
+        };
         loop {
+            if conn.is_closed() {
+                tracing::warn!(
+                    "the lease's heartbeat lost its connection; the lease is renewed between statements only"
+                );
+                return;
+            }
             tokio::select! {
                 give_back = &mut stop => {
                     // A dropped sender is a dropped run: give the lease back too.
