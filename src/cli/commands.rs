@@ -189,7 +189,10 @@ impl Ctx<'_> {
         opts: &RunOptions,
         bars: &Option<Arc<Bars>>,
     ) -> Result<(Config, Arc<AtomicBool>), Failure> {
-        let mut config = self.config.clone();
+        // First of the hooks: an interrupt while waiting for the lock stops
+        // the run before the backup is taken.
+        let mut config =
+            self.config.clone().add_hooks(super::interrupt::StopOnInterrupt(self.interrupt.clone()));
         if opts.single_transaction {
             config = config.transaction_mode(TransactionMode::Single);
         }
@@ -204,7 +207,6 @@ impl Ctx<'_> {
         if let Some(bars) = bars {
             config = config.add_hooks(StepBar(Arc::clone(bars)));
         }
-        config = config.add_hooks(super::interrupt::StopOnInterrupt(self.interrupt.clone()));
         Ok((config, taken))
     }
 }
@@ -695,7 +697,15 @@ async fn finish(
     opts: &RunOptions,
     backup: &AtomicBool,
 ) -> Result<u8, Failure> {
-    let current = m.status(client).await.map(|s| s.current).unwrap_or_default();
+    // The run is done whatever happens here: a failed read (an interrupt
+    // cancelling it) leaves the current revisions unknown, never "base".
+    let current = match m.status(client).await {
+        Ok(status) => Some(status.current),
+        Err(e) => {
+            ctx.ui.note(format!("could not read where the database is now: {e}"));
+            None
+        }
+    };
     for w in &report.warnings {
         ctx.ui.note(format!("{}: {}", ctx.ui.paint_err(Style::Yellow, "warning"), warning_text(w)));
     }
@@ -705,7 +715,7 @@ async fn finish(
         report,
         backup_asked: opts.backup.is_some(),
         backup: opts.backup.as_deref().filter(|_| backup.load(Ordering::Relaxed)),
-        current: Some(current),
+        current,
     });
     Ok(exit::OK)
 }

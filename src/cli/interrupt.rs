@@ -72,11 +72,19 @@ impl Interrupt {
     }
 }
 
-/// Stops a run before its next step once the command was interrupted.
+/// Stops a run before it starts (an interrupt while it waited for the lock)
+/// or before its next step, once the command was interrupted.
 pub(crate) struct StopOnInterrupt(pub(crate) std::sync::Arc<Interrupt>);
 
 #[async_trait]
 impl Hooks for StopOnInterrupt {
+    async fn before_run(&self, _plan: &crate::Plan) -> Result<(), BoxError> {
+        if self.0.interrupted() {
+            return Err("interrupted before the first step".into());
+        }
+        Ok(())
+    }
+
     async fn before_step(&self, step: &Step) -> Result<(), BoxError> {
         if self.0.interrupted() {
             return Err(format!("interrupted before {} {}", step.direction, step.id).into());

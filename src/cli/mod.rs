@@ -265,13 +265,15 @@ impl Hooks for Backup {
             format!("cannot write the passfile for {}: {e}", program.to_string_lossy()).into()
         })?;
         env.apply(&mut cmd);
-        let output = tokio::process::Command::from(cmd).output().await.map_err(|e| -> BoxError {
-            format!(
-                "cannot run {}: {e}; install the PostgreSQL client tools or set PGSKEIN_PG_DUMP",
-                program.to_string_lossy()
-            )
-            .into()
-        })?;
+        let output = tokio::process::Command::from(cmd).kill_on_drop(true).output().await.map_err(
+            |e| -> BoxError {
+                format!(
+                    "cannot run {}: {e}; install the PostgreSQL client tools or set PGSKEIN_PG_DUMP",
+                    program.to_string_lossy()
+                )
+                .into()
+            },
+        )?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();

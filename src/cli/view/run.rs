@@ -23,7 +23,8 @@ pub(crate) struct Ran<'a> {
     /// The dump taken before the run; none when there was nothing to do.
     pub(crate) backup: Option<&'a Path>,
     /// The revisions the database is at; `None` for an `upgrade` that found
-    /// the database at head without loading the set to name them.
+    /// the database at head without loading the set to name them, or when
+    /// they could not be read after the run.
     pub(crate) current: Option<Vec<RevisionId>>,
 }
 
@@ -60,7 +61,7 @@ impl View for Ran<'_> {
     }
 
     fn text(&self, ui: &Ui) {
-        let Some(current) = &self.current else {
+        if self.current.is_none() && self.report.fast_path {
             let no_backup = if self.backup_asked { " (no backup taken)" } else { "" };
             let text = format!("nothing to do for {}: the database is at head{no_backup}", self.target);
             ui.line(ui.paint(Style::Green, &text));
@@ -75,7 +76,10 @@ impl View for Ran<'_> {
             ui.line(format!("{:<4} {:<width$}  {}", s.direction, s.id, ui.paint(Style::Dim, &what)));
         }
         ui.line(ui.paint(Style::Green, &self.done()));
-        ui.key("current", list_or(&ids(current), "base (nothing applied)"));
+        match &self.current {
+            Some(current) => ui.key("current", list_or(&ids(current), "base (nothing applied)")),
+            None => ui.key("current", "unknown (it could not be read after the run)"),
+        }
     }
 }
 
