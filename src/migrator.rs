@@ -80,12 +80,12 @@ pub trait Migrator: Send + Sync {
 
     /// Upgrades to every head. At head this costs one query and takes no lock.
     async fn run<'a>(&self, db: impl Into<Db<'a>> + Send + 'a) -> Result<Report, Error> {
-        execute(self, &self.config(), db.into(), &Target::Heads, Mode::Upgrade).await
+        execute(self, &self.config(), db.into(), &Target::Heads, Mode::Upgrade, FastPath::Ask).await
     }
 
     /// Applies what `target` needs. Never removes anything.
     async fn upgrade<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Report, Error> {
-        execute(self, &self.config(), db.into(), target, Mode::Upgrade).await
+        execute(self, &self.config(), db.into(), target, Mode::Upgrade, FastPath::Ask).await
     }
 
     /// Reverts revisions down to `target` (`base`, `-N`, or a revision that stays applied).
@@ -94,7 +94,7 @@ pub trait Migrator: Send + Sync {
         db: impl Into<Db<'a>> + Send + 'a,
         target: &Target,
     ) -> Result<Report, Error> {
-        execute(self, &self.config(), db.into(), target, Mode::Downgrade).await
+        execute(self, &self.config(), db.into(), target, Mode::Downgrade, FastPath::Ask).await
     }
 
     /// Records the database as being at `target` without running any body.
@@ -103,7 +103,7 @@ pub trait Migrator: Send + Sync {
     /// The ledger then says what the schema does not necessarily contain; use it
     /// to adopt a database migrated by other means, or after repairing by hand.
     async fn stamp<'a>(&self, db: impl Into<Db<'a>> + Send + 'a, target: &Target) -> Result<Report, Error> {
-        execute(self, &self.config(), db.into(), target, Mode::Stamp).await
+        execute(self, &self.config(), db.into(), target, Mode::Stamp, FastPath::Ask).await
     }
 
     /// What is applied, pending, blocked or unknown. Read-only; takes no lock.
@@ -327,12 +327,32 @@ enum Round {
     Done,
 }
 
+/// Whether a run's first round asks the fast path's query.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FastPath {
+    Ask,
+    /// The caller has just asked it and found work.
+    Asked,
+}
+
+/// An upgrade for a caller that has just read the fast path's answer and
+/// found work (the CLI, which reads it while it reads the files): the same
+/// query is not sent again.
+pub(crate) async fn upgrade_with_work<M: Migrator + ?Sized>(
+    m: &M,
+    db: Db<'_>,
+    target: &Target,
+) -> Result<Report, Error> {
+    execute(m, &m.config(), db, target, Mode::Upgrade, FastPath::Asked).await
+}
+
 async fn execute<M: Migrator + ?Sized>(
     m: &M,
     cfg: &Config,
     db: Db<'_>,
     target: &Target,
     mode: Mode,
+    mut fast: FastPath,
 ) -> Result<Report, Error> {
     let started = Instant::now();
     cfg.validate()?;
@@ -351,7 +371,8 @@ async fn execute<M: Migrator + ?Sized>(
     let mut run = Run { report: Report::default(), announced: false };
     let mut first = true;
     let result = loop {
-        let round = execute_once(m, cfg, db, target, mode, &mut run).await;
+        let round = execute_once(m, cfg, db, target, mode, fast, &mut run).await;
+        fast = FastPath::Ask;
         let inline = match &round {
             Ok(Round::Done) | Err(Error::BackfillIncomplete { .. }) => match inline() {
                 Ok(inline) => inline,
@@ -438,13 +459,14 @@ async fn execute_once<M: Migrator + ?Sized>(
     db: Db<'_>,
     target: &Target,
     mode: Mode,
+    fast: FastPath,
     run: &mut Run,
 ) -> Result<Round, Error> {
     let ledger = Ledger::new(&cfg.schema);
     let conn = db.conn().await?;
     // Only an upgrade can find nothing to do from the digest alone; the
     // other modes go to the lock without spending a query on it.
-    if mode == Mode::Upgrade {
+    if mode == Mode::Upgrade && fast == FastPath::Ask {
         let digest = match m.known_fingerprint() {
             Some(digest) => digest,
             None => m.migrations()?.fingerprint(),

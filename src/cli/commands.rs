@@ -577,6 +577,8 @@ async fn upgrade(ctx: &Ctx<'_>, a: &UpgradeArgs) -> Result<u8, Failure> {
     } else {
         (ctx.source()?, None)
     };
+    // The fast path's query was asked above, and found work.
+    let asked = connected.is_some();
     let bars = ctx.bars();
     let set = ctx.with_bars(Cow::Borrowed(source.set().map_err(|e| ctx.load_failure(e))?), &bars);
     ctx.single_head(&set)?;
@@ -591,7 +593,11 @@ async fn upgrade(ctx: &Ctx<'_>, a: &UpgradeArgs) -> Result<u8, Failure> {
     preflight_gate(ctx, &ctx.runner(&set), &client, &target, a.run.no_preflight).await?;
     let (config, backup) = ctx.run_config(&a.run, &bars)?;
     let m = <&MigrationSet as Migrator>::with_config(&set, config);
-    let report = m.upgrade(&client, &target).await?;
+    let report = if asked {
+        crate::migrator::upgrade_with_work(&m, (&client).into(), &target).await?
+    } else {
+        m.upgrade(&client, &target).await?
+    };
     finish(ctx, &m, &client, "upgrade", &target, &report, &a.run, &backup).await
 }
 

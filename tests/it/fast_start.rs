@@ -155,3 +155,26 @@ async fn the_cli_upgrade_at_head_parses_no_file_and_check_and_status_still_refus
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `pgskein upgrade` reads the ledger's digest while it reads the files; when
+/// there is work, the run does not ask the same question again.
+#[tokio::test]
+async fn the_cli_asks_the_fast_path_once_in_an_upgrade_with_work() {
+    use pgskein::testing::{ServerOptions, TestServer};
+    let server = TestServer::start_private_with(ServerOptions::new().setting("log_statement", "all"))
+        .unwrap_or_else(|e| panic!("a private server with log_statement=all: {e}"));
+    let db = server.create_database("fast_cli_once").await.unwrap();
+    let dir = scratch_dir("fast_cli_once");
+    write(&dir, &[("0001_t.sql", GOOD)]);
+    assert_eq!(run(&db, &dir, &["upgrade"]).await.code, 0);
+    write(&dir, &[("0002_u.sql", "-- pgskein: revises 0001_t\n-- pgskein: up\nCREATE TABLE u (id int);\n")]);
+    let before = server.server_log().unwrap_or_default();
+    let out = run(&db, &dir, &["upgrade"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let log = server.server_log().unwrap_or_default();
+    let reads = log[before.len()..].lines().filter(|l| l.contains("table_to_xml")).count();
+    // The digest's one query is sent by: the CLI's fast path, the pre-flight's
+    // read, the locked run's read, and the status printed after the run.
+    assert_eq!(reads, 4, "{}", &log[before.len()..]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
