@@ -13,7 +13,6 @@ use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::id::RevisionId;
-use crate::migration::Revision;
 use crate::rust::{BoxError, Conn};
 
 /// A named, batched data change attached to a revision.
@@ -624,9 +623,8 @@ pub enum BackfillOutcome {
 /// for the graph, which lets `depends-on` name a backfill.
 pub(crate) fn validate(
     backfills: &[Backfill],
-    revisions: &[Revision],
+    ids: &HashSet<&str>,
 ) -> Result<HashMap<RevisionId, RevisionId>, Error> {
-    let ids: HashSet<&str> = revisions.iter().map(|r| r.id.as_str()).collect();
     let mut out = HashMap::with_capacity(backfills.len());
     for b in backfills {
         let invalid = |reason: String| Error::InvalidBackfill { name: b.name.clone(), reason };

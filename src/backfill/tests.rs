@@ -244,3 +244,24 @@ fn table_names_are_quoted_part_by_part() {
     assert_eq!(quote_table("app.items"), "\"app\".\"items\"");
     assert_eq!(quote_table("Weird\"Name"), "\"Weird\"\"Name\"");
 }
+
+#[test]
+fn a_lazy_set_checks_its_backfill_declarations_at_once() {
+    // A lazy set parses its files when first needed, but its backfills are
+    // checked when it is made: a run at head would otherwise never see them.
+    let lazy = |bf: Backfill| {
+        let mut b = MigrationSet::builder();
+        for (path, text) in two() {
+            b = b.file(&path, text.as_bytes());
+        }
+        b.backfill(bf).lazy()
+    };
+    let err = lazy(Backfill::sql("fill", "0001_items").key("id").statement(UPDATE)).unwrap_err();
+    assert!(matches!(&err, Error::InvalidBackfill { name, .. } if name == "fill"), "{err}");
+    let err = lazy(fill("fill", "0009_unknown")).unwrap_err();
+    assert!(
+        matches!(&err, Error::BackfillUnknownRevision { revision, .. } if revision == "0009_unknown"),
+        "{err}"
+    );
+    assert!(lazy(fill("fill", "0002_more")).is_ok());
+}

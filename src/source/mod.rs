@@ -270,17 +270,17 @@ impl Source {
 /// the same revisions (see `Graph::digest`). `None` when a file's name is
 /// no revision id or two sources give the same id: such a set never builds,
 /// and only building it reports why.
-fn fingerprint_of(sources: &[Source]) -> Option<String> {
+fn fingerprint_of(sources: &[Source]) -> Option<(String, HashSet<String>)> {
     let mut digest = SetDigest::default();
     let mut seen = HashSet::with_capacity(sources.len());
     for source in sources {
         let (id, checksum) = source.fingerprint()?;
         digest.add(&id, &checksum.to_hex());
-        if !seen.insert(id) {
+        if !seen.insert(id.into_owned()) {
             return None;
         }
     }
-    Some(digest.to_string())
+    Some((digest.to_string(), seen))
 }
 
 /// Parses the sources and builds the graph; every source that does not
@@ -290,7 +290,8 @@ fn build_set(
     allow_multiple_heads: bool,
     backfills: Vec<Backfill>,
 ) -> Result<MigrationSet, Error> {
-    let attached = crate::backfill::decl::validate(&backfills, &revisions)?;
+    let ids = revisions.iter().map(|r| r.id.as_str()).collect();
+    let attached = crate::backfill::decl::validate(&backfills, &ids)?;
     let graph = Graph::build_with_backfills(revisions, allow_multiple_heads, &attached)?;
     let digest = graph.digest();
     Ok(MigrationSet { graph, digest, backfills })
@@ -457,7 +458,13 @@ impl SetBuilder {
                 Entry::Failed(e) => return Err(e),
             }
         }
-        let fingerprint = fingerprint_of(&sources);
+        let fingerprint = fingerprint_of(&sources).map(|(fingerprint, ids)| {
+            // The declarations are checked now, as a built set's are: they
+            // need the revisions' ids only, which the files' names give.
+            crate::backfill::decl::validate(&self.backfills, &ids.iter().map(String::as_str).collect())
+                .map(|_| fingerprint)
+        });
+        let fingerprint = fingerprint.transpose()?;
         Ok(LazySet {
             sources,
             allow_multiple_heads: self.allow_multiple_heads,
