@@ -653,12 +653,14 @@ async fn stamp(ctx: &Ctx<'_>, a: &StampArgs) -> Result<u8, Failure> {
 /// not their sum.
 async fn fast_path<'c>(ctx: &'c Ctx<'_>) -> Result<(Source<'c>, Client, crate::state::Meta), Failure> {
     ctx.config.validate().map_err(Failure::from)?;
-    let reading = ctx.embedded.is_none().then(|| {
-        let dir = ctx.dir();
-        tokio::task::spawn_blocking(move || {
-            crate::SetBuilder::default().dir(dir).allow_multiple_heads(true).lazy()
-        })
-    });
+    // The files are read and hashed on a thread of their own while the
+    // connection is made and the ledger asked.
+    let reading = if ctx.uses_files() {
+        let files = ctx.files()?;
+        Some(tokio::task::spawn_blocking(move || files.lazy()))
+    } else {
+        None
+    };
     let client = ctx.connect().await?;
     let ledger = crate::ledger::Ledger::new(ctx.config.schema_name());
     let meta = crate::migrator::fast_path_meta(&ledger, &client).await?;
